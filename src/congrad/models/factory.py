@@ -1,0 +1,141 @@
+"""Building the policy: tokenizer, causal LM (tiny from a config, or a pretrained one by hub id or path),
+and the LoRA adapter.
+
+``build_policy(model_cfg)`` is what the entry points call with the ``model`` config group; the pieces are
+also usable on their own. A pretrained model that cannot be loaded raises :class:`ModelLoadError` with a
+message that says what to set, instead of a stack trace.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import hydra
+import torch
+from omegaconf import DictConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
+
+from congrad.errors import ModelLoadError
+
+
+def _how_to_provide(name_or_path: str) -> str:
+    return (
+        f"To use '{name_or_path}', either\n"
+        f"  - download it once where there is network (`huggingface-cli download {name_or_path} "
+        f"--local-dir /path/to/dir`) and set model.name_or_path=/path/to/dir, or\n"
+        f"  - point HF_HOME at a Hugging Face cache that already holds it, or\n"
+        f"  - for a gated model, accept its licence on huggingface.co and run `huggingface-cli login` "
+        f"(or set HF_TOKEN), with network access."
+    )
+
+
+def load_tokenizer(name_or_path: str, revision: str | None = None, **kwargs: Any):
+    """A pretrained tokenizer; makes sure a pad token exists (the eos token, as TRL does)."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, **kwargs)
+    except Exception as err:  # hub, network and file errors all mean: the user must provide the model
+        raise ModelLoadError(
+            f"Could not load the tokenizer of '{name_or_path}' ({type(err).__name__}: {str(err).splitlines()[0]}).\n"
+            + _how_to_provide(name_or_path)
+        ) from err
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(
+    name_or_path: str,
+    tokenizer=None,
+    dtype: str = "bfloat16",
+    attn_implementation: str | None = None,
+    revision: str | None = None,
+    **kwargs: Any,
+) -> PreTrainedModel:
+    """A pretrained causal LM by hub id or local path."""
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path,
+            revision=revision,
+            dtype=getattr(torch, dtype),
+            attn_implementation=attn_implementation,
+            **kwargs,
+        )
+    except Exception as err:
+        raise ModelLoadError(
+            f"Could not load the model '{name_or_path}' ({type(err).__name__}: {str(err).splitlines()[0]}).\n"
+            + _how_to_provide(name_or_path)
+        ) from err
+    if tokenizer is not None and model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def build_tiny_llama(
+    tokenizer,
+    hidden_size: int = 64,
+    intermediate_size: int = 128,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    max_position_embeddings: int = 512,
+    init_seed: int = 0,
+    dtype: str = "float32",
+    attn_implementation: str = "eager",
+) -> LlamaForCausalLM:
+    """A randomly initialised Llama sized to ``tokenizer``; no download.
+
+    The weights depend only on ``init_seed`` (the global RNG is left untouched), so a run resumed from a
+    checkpoint that stores only the adapter rebuilds the same frozen base.
+    """
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        attn_implementation=attn_implementation,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(init_seed)
+        model = LlamaForCausalLM(config)
+    return model.to(getattr(torch, dtype))
+
+
+def apply_lora(
+    model: PreTrainedModel,
+    r: int = 16,
+    alpha: int = 32,
+    dropout: float = 0.0,
+    target_modules: Sequence[str] | str = "all-linear",
+    adapter_path: str | None = None,
+):
+    """Wrap ``model`` with a fresh LoRA adapter, or load a trained one from ``adapter_path`` (peft format)."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if adapter_path is not None:
+        return PeftModel.from_pretrained(model, adapter_path, is_trainable=True)
+    modules = target_modules if isinstance(target_modules, str) else list(target_modules)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules, task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def build_policy(model_cfg: DictConfig):
+    """``(tokenizer, policy)`` from the ``model`` config group.
+
+    ``model_cfg.tokenizer`` and ``model_cfg.backbone`` are instantiated (the backbone receives the
+    tokenizer); ``model_cfg.lora`` (null for full fine-tuning) wraps the backbone with an adapter.
+    """
+    tokenizer = hydra.utils.instantiate(model_cfg.tokenizer)
+    model = hydra.utils.instantiate(model_cfg.backbone, tokenizer=tokenizer)
+    if model_cfg.get("gradient_checkpointing", False):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+        model.enable_input_require_grads()  # frozen embeddings + checkpointing: keep a grad path to the adapters
+    if model_cfg.get("lora") is not None:
+        model = apply_lora(model, **model_cfg.lora)
+    return tokenizer, model
