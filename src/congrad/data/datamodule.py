@@ -1,0 +1,204 @@
+"""Lightning data module for preference pairs, prunable between epochs by the ConGrad filter."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Iterable
+from functools import partial
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from congrad.data.formats import LoadReport, PreferenceRow, load_preference_rows
+from congrad.data.tokenization import collate_pairs, encode_pair
+from congrad.errors import CongradError
+
+
+class PreferenceDataModule(pl.LightningDataModule):
+    """Loads, splits and tokenizes a preference set once; serves batches from :func:`collate_pairs`.
+
+    Two numberings exist. ``PreferenceRow.index`` is a row's position in the input file; the ``index``
+    of a batch is its position in :attr:`train_rows` (or :attr:`val_rows` for validation batches), so
+    ``train_rows[i].index`` maps a batch entry back to the file.
+
+    The filter callback scores every training row through :meth:`candidate_dataloader` and calls
+    :meth:`set_active_indices`; the next :meth:`train_dataloader` call serves exactly the kept rows. The
+    Trainer asks for a new train dataloader only with ``reload_dataloaders_every_n_epochs=1``, and it does
+    so before ``on_train_epoch_start`` hooks run, so a pruning made in an epoch-start hook takes effect
+    from the following epoch.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        path: str,
+        languages: Iterable[str] | None = None,
+        on_bad_row: str = "error",
+        split: str = "train",
+        val_path: str | None = None,
+        val_fraction: float = 0.1,
+        max_length: int = 512,
+        max_prompt_length: int = 256,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if not 0.0 <= val_fraction < 1.0:
+            raise CongradError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        self.tokenizer = tokenizer
+        self.path = path
+        self.requested_languages = None if languages is None else list(languages)
+        self.on_bad_row = on_bad_row
+        self.split = split
+        self.val_path = val_path
+        self.val_fraction = val_fraction
+        self.max_length = max_length
+        self.max_prompt_length = max_prompt_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        pad_id = tokenizer.pad_token_id
+        # pad positions are masked out, so eos is a safe stand-in for tokenizers without a pad token
+        self.pad_token_id = tokenizer.eos_token_id if pad_id is None else pad_id
+        self._train_rows: list[PreferenceRow] | None = None
+        self._val_rows: list[PreferenceRow] = []
+        self._train_features: list[dict] = []
+        self._val_features: list[dict] = []
+        self._report: LoadReport | None = None
+        self._active: list[int] = []
+        self._train_loaders_built = 0
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._train_rows is not None:
+            return
+        rows, self._report = self._load(self.path)
+        if self.val_path is None:
+            train_rows, val_rows = stratified_split(rows, self.val_fraction, self.seed)
+        else:
+            train_rows, (val_rows, _) = rows, self._load(self.val_path)
+        self._train_features = self._encode(train_rows)
+        self._val_features = self._encode(val_rows)
+        self._val_rows = val_rows
+        self._active = list(range(len(train_rows)))
+        self._train_rows = train_rows
+
+    @property
+    def train_rows(self) -> list[PreferenceRow]:
+        self._require_setup()
+        return self._train_rows
+
+    @property
+    def val_rows(self) -> list[PreferenceRow]:
+        self._require_setup()
+        return self._val_rows
+
+    @property
+    def report(self) -> LoadReport:
+        """The load report of the training data (``path``)."""
+        self._require_setup()
+        return self._report
+
+    @property
+    def languages(self) -> list[str]:
+        """Languages present in the training rows, sorted."""
+        return sorted({row.language for row in self.train_rows})
+
+    @property
+    def active_indices(self) -> list[int]:
+        """Sorted positions in :attr:`train_rows` served for training."""
+        self._require_setup()
+        return list(self._active)
+
+    def set_active_indices(self, indices: Iterable[int] | None) -> None:
+        """Serve only these positions of :attr:`train_rows` from the next :meth:`train_dataloader` on;
+        ``None`` serves all of them again."""
+        n = len(self.train_rows)
+        if indices is None:
+            self._active = list(range(n))
+            return
+        active = sorted({int(i) for i in indices})
+        if not active:
+            raise ValueError("set_active_indices needs at least one index (None serves every row)")
+        if active[0] < 0 or active[-1] >= n:
+            raise ValueError(f"active indices must lie in [0, {n}), got {active[0]}..{active[-1]}")
+        self._active = active
+
+    def train_dataloader(self) -> DataLoader:
+        """The active rows, shuffled with a generator seeded from ``seed`` and the number of train
+        dataloaders built so far: reproducible, yet a different order every epoch."""
+        self._require_setup()
+        generator = torch.Generator().manual_seed(self.seed + self._train_loaders_built)
+        self._train_loaders_built += 1
+        features = [self._train_features[i] for i in self._active]
+        return self._loader(features, self.batch_size, shuffle=True, generator=generator)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation rows in order; an empty list when there are none (Lightning then skips validation)."""
+        self._require_setup()
+        if not self._val_features:
+            return []
+        return self._loader(self._val_features, self.eval_batch_size)
+
+    def candidate_dataloader(self, batch_size: int | None = None) -> DataLoader:
+        """Every training row, active or not, in order: the candidates the filter scores."""
+        self._require_setup()
+        return self._loader(self._train_features, batch_size or self.eval_batch_size)
+
+    def _load(self, path: str) -> tuple[list[PreferenceRow], LoadReport]:
+        return load_preference_rows(
+            path, split=self.split, languages=self.requested_languages, on_bad_row=self.on_bad_row
+        )
+
+    def _encode(self, rows: list[PreferenceRow]) -> list[dict]:
+        return [
+            {
+                **encode_pair(self.tokenizer, row, self.max_length, self.max_prompt_length),
+                "index": position,
+                "language": row.language,
+            }
+            for position, row in enumerate(rows)
+        ]
+
+    def _loader(
+        self, features: list[dict], batch_size: int, shuffle: bool = False, generator=None
+    ) -> DataLoader:
+        return DataLoader(
+            features,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            drop_last=False,
+            num_workers=self.num_workers,
+            collate_fn=partial(collate_pairs, pad_token_id=self.pad_token_id),
+        )
+
+    def _require_setup(self) -> None:
+        if self._train_rows is None:
+            raise RuntimeError("PreferenceDataModule.setup() must be called first")
+
+
+def stratified_split(
+    rows: list[PreferenceRow], val_fraction: float, seed: int
+) -> tuple[list[PreferenceRow], list[PreferenceRow]]:
+    """Split per language: ``round(n * val_fraction)`` rows of each language go to validation, at least
+    one when the language has two or more rows and ``val_fraction > 0``, and never all of them. Both
+    parts keep input order; the choice depends only on ``seed`` and the language's own rows."""
+    by_language: dict[str, list[PreferenceRow]] = defaultdict(list)
+    for row in rows:
+        by_language[row.language].append(row)
+    val_ids: set[int] = set()
+    for language, group in by_language.items():
+        n = len(group)
+        if val_fraction == 0 or n < 2:
+            continue
+        n_val = min(max(1, round(n * val_fraction)), n - 1)
+        chosen = random.Random(f"{seed}:{language}").sample(range(n), n_val)
+        val_ids.update(group[i].index for i in chosen)
+    train = [row for row in rows if row.index not in val_ids]
+    val = [row for row in rows if row.index in val_ids]
+    return train, val

@@ -1,0 +1,308 @@
+"""Loading and validating preference data (DESIGN §3).
+
+A row is ``prompt``, ``chosen``, ``rejected`` (each a string, or TRL's conversational form: a list of
+``{"role", "content"}`` messages), ``language`` (an ISO 639-1 code) and an optional ``id``; any other
+field passes through untouched in :attr:`PreferenceRow.raw`.
+
+Rows are numbered from 0 in input order (blank lines of a JSON-lines file are not rows); that number is
+:attr:`PreferenceRow.index` and the ``row`` of every error message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from congrad.data.languages import is_iso_639_1
+from congrad.errors import BadRowError, CongradError
+
+Messages = list[dict[str, Any]]
+Text = str | Messages
+
+ROLES = ("system", "user", "assistant")
+ON_BAD_ROW = ("error", "skip")
+JSON_SUFFIXES = (".jsonl", ".json")
+LOCAL_SUFFIXES = (*JSON_SUFFIXES, ".parquet")
+ROW = "<row>"  # the field named when the row as a whole is malformed
+
+
+@dataclass(frozen=True)
+class PreferenceRow:
+    """One validated preference pair."""
+
+    index: int  # position in the input, from 0
+    id: str  # the row's ``id`` as a string, else ``str(index)``
+    prompt: Text
+    chosen: Text  # in conversational form: the assistant turn(s) only
+    rejected: Text
+    language: str
+    raw: dict  # the row exactly as read, for writing kept rows back out unchanged
+
+
+@dataclass
+class LoadReport:
+    """What happened to every input row: loaded, skipped as bad, or excluded by language."""
+
+    source: str
+    total_rows: int = 0
+    loaded: int = 0
+    skipped: int = 0
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)  # "<field>: <reason>" -> count
+    skipped_rows: list[dict] = field(default_factory=list)  # {"row", "id", "field", "reason"} each
+    excluded_by_language: int = 0
+    loaded_by_language: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_preference_rows(
+    path: str | os.PathLike,
+    *,
+    split: str = "train",
+    languages: Iterable[str] | str | None = None,
+    on_bad_row: str = "error",
+) -> tuple[list[PreferenceRow], LoadReport]:
+    """Read and validate preference rows.
+
+    ``path`` is a ``.jsonl`` / ``.json`` file (JSON lines; a ``.json`` file holding one JSON array also
+    works), a ``.parquet`` file, a directory written by ``datasets.Dataset.save_to_disk``, any other local
+    directory or a Hugging Face hub id (both read with ``datasets.load_dataset(path, split=split)``).
+
+    A bad row raises :class:`BadRowError` naming the file, the row and the field; with
+    ``on_bad_row="skip"`` it is skipped and recorded in the report instead. ``languages`` keeps only rows
+    of those languages (the others are counted as excluded); a requested language without rows is an
+    error, and so is an input with no usable row at all.
+    """
+    if on_bad_row not in ON_BAD_ROW:
+        raise CongradError(f"data.on_bad_row must be one of {', '.join(ON_BAD_ROW)}, got {on_bad_row!r}")
+    wanted = _requested_languages(languages)
+    source = os.fspath(path)
+    report = LoadReport(source=source)
+    rows: list[PreferenceRow] = []
+    first_row_of_id: dict[str, int] = {}
+    for index, raw in enumerate(_read_raw_rows(source, split)):
+        report.total_rows += 1
+        try:
+            row = parse_row(raw, index, source)
+            if row.id in first_row_of_id:
+                raise BadRowError(source, index, "id", f"duplicate of row {first_row_of_id[row.id]}")
+        except BadRowError as err:
+            if on_bad_row == "error":
+                raise
+            _record_skip(report, err, raw)
+            continue
+        first_row_of_id[row.id] = index
+        if wanted is not None and row.language not in wanted:
+            report.excluded_by_language += 1
+            continue
+        rows.append(row)
+    report.loaded = len(rows)
+    report.loaded_by_language = dict(sorted(Counter(r.language for r in rows).items()))
+    _check_coverage(report, wanted)
+    return rows, report
+
+
+def parse_row(raw: Any, index: int, source: str) -> PreferenceRow:
+    """Validate one raw row; raises :class:`BadRowError` for the first problem found."""
+    if isinstance(raw, _InvalidJson):
+        raise BadRowError(source, index, ROW, "invalid JSON")
+    if not isinstance(raw, dict):
+        raise BadRowError(source, index, ROW, f"expected a JSON object, got {type(raw).__name__}")
+    prompt = _text(raw, "prompt", index, source, roles=ROLES)
+    chosen = _text(raw, "chosen", index, source, roles=("assistant",))
+    rejected = _text(raw, "rejected", index, source, roles=("assistant",))
+    return PreferenceRow(
+        index=index,
+        id=_row_id(raw, index, source),
+        prompt=prompt,
+        chosen=chosen,
+        rejected=rejected,
+        language=_language(raw, index, source),
+        raw=raw,
+    )
+
+
+def _text(raw: dict, name: str, index: int, source: str, roles: tuple[str, ...]) -> Text:
+    value = raw.get(name)
+    if value is None:
+        raise BadRowError(source, index, name, "missing")
+    if isinstance(value, str):
+        if not value:
+            raise BadRowError(source, index, name, "empty string")
+        if not value.strip():
+            raise BadRowError(source, index, name, "blank string")
+        return value
+    if isinstance(value, list):
+        if not value:
+            raise BadRowError(source, index, name, "empty message list")
+        for message in value:
+            problem = _message_problem(message, roles)
+            if problem:
+                raise BadRowError(source, index, name, problem)
+        if not any(message["content"].strip() for message in value):
+            raise BadRowError(source, index, name, "all message contents are blank")
+        return value
+    raise BadRowError(
+        source, index, name, f"expected a string or a list of messages, got {type(value).__name__}"
+    )
+
+
+def _message_problem(message: Any, roles: tuple[str, ...]) -> str | None:
+    if not isinstance(message, dict):
+        return "message is not an object with 'role' and 'content'"
+    role = message.get("role")
+    if not isinstance(role, str) or not role:
+        return "message without a 'role' string"
+    if role not in roles:
+        return f"message role {role!r} is not one of {', '.join(roles)}"
+    if not isinstance(message.get("content"), str):
+        return "message without a 'content' string"
+    return None
+
+
+def _language(raw: dict, index: int, source: str) -> str:
+    value = raw.get("language")
+    if value is None:
+        raise BadRowError(source, index, "language", "missing")
+    if not isinstance(value, str):
+        raise BadRowError(source, index, "language", f"expected a string, got {type(value).__name__}")
+    if not value:
+        raise BadRowError(source, index, "language", "empty string")
+    if not is_iso_639_1(value):
+        raise BadRowError(
+            source,
+            index,
+            "language",
+            f"unknown language code {value!r} (expected lower-case ISO 639-1, e.g. 'de')",
+        )
+    return value
+
+
+def _row_id(raw: dict, index: int, source: str) -> str:
+    value = raw.get("id")
+    if value is None:
+        return str(index)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise BadRowError(source, index, "id", f"expected a string or an integer, got {type(value).__name__}")
+    if isinstance(value, str) and not value.strip():
+        raise BadRowError(source, index, "id", "empty string")
+    return str(value)
+
+
+def _record_skip(report: LoadReport, err: BadRowError, raw: Any) -> None:
+    report.skipped += 1
+    key = f"{err.field}: {err.reason}"
+    report.skipped_by_reason[key] = report.skipped_by_reason.get(key, 0) + 1
+    row_id = raw.get("id") if isinstance(raw, dict) else None
+    report.skipped_rows.append({"row": err.row, "id": row_id, "field": err.field, "reason": err.reason})
+
+
+def _requested_languages(languages: Iterable[str] | str | None) -> set[str] | None:
+    if languages is None:
+        return None
+    if isinstance(languages, str):  # "de,fr" from a command line
+        languages = [code.strip() for code in languages.split(",") if code.strip()]
+    wanted = set(languages)
+    unknown = sorted(code for code in wanted if not is_iso_639_1(code))
+    if unknown:
+        raise CongradError(f"data.languages: {unknown} are not lower-case ISO 639-1 codes (e.g. 'de')")
+    if not wanted:
+        raise CongradError("data.languages is empty; leave it unset (null) to use every language")
+    return wanted
+
+
+def _check_coverage(report: LoadReport, wanted: set[str] | None) -> None:
+    if wanted is not None:
+        missing = sorted(wanted - set(report.loaded_by_language))
+        if missing:
+            raise CongradError(
+                f"{report.source}: no rows for requested language(s) {', '.join(missing)}; languages "
+                f"present: {', '.join(report.loaded_by_language) or 'none'} (set data.languages accordingly)"
+            )
+    if report.loaded == 0:
+        raise CongradError(
+            f"{report.source}: no usable preference rows "
+            f"({report.total_rows} rows read, {report.skipped} skipped as bad)"
+        )
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+class _InvalidJson:
+    """Stands in for a JSON-lines row that does not parse, so it is reported like any other bad row."""
+
+
+def _read_raw_rows(source: str, split: str) -> Iterator[Any]:
+    path = Path(source)
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in JSON_SUFFIXES:
+            return _read_json_rows(path)
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return iter(pq.read_table(path).to_pylist())
+        raise CongradError(f"{source}: unsupported file type {suffix!r}; use .jsonl, .json or .parquet")
+    if path.is_dir() and _is_saved_dataset(path):
+        return iter(_load_saved_dataset(path, split).to_list())
+    if not path.exists() and (path.suffix.lower() in LOCAL_SUFFIXES or source.startswith((".", "/", "~"))):
+        raise CongradError(
+            f"{source}: file not found; set data.path to an existing file, directory or hub dataset id"
+        )
+    return iter(_load_hub_dataset(source, split).to_list())
+
+
+def _read_json_rows(path: Path) -> Iterator[Any]:
+    with path.open(encoding="utf-8") as f:
+        text = f.read()
+    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise CongradError(f"{path}: not valid JSON ({err})") from None
+        yield from rows
+        return
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            yield _InvalidJson()
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    markers = ("dataset_info.json", "state.json", "dataset_dict.json")
+    return any((path / marker).is_file() for marker in markers)
+
+
+def _load_saved_dataset(path: Path, split: str):
+    import datasets
+
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):
+        if split not in loaded:
+            raise CongradError(f"{path}: no split {split!r}; available: {', '.join(loaded)} (set data.split)")
+        return loaded[split]
+    return loaded
+
+
+def _load_hub_dataset(source: str, split: str):
+    import datasets
+
+    try:
+        return datasets.load_dataset(source, split=split)
+    except Exception as err:  # datasets raises many types; the user needs one clear message
+        raise CongradError(
+            f"cannot load preference data from {source!r}: it is not a local .jsonl/.json/.parquet file or "
+            f"saved dataset, and loading it with datasets.load_dataset(split={split!r}) failed "
+            f"({type(err).__name__}: {err}). Set data.path to a local file or a reachable hub dataset id "
+            f"(offline: download it first, or unset HF_HUB_OFFLINE), and data.split to one of its splits."
+        ) from None

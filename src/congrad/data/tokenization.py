@@ -1,0 +1,132 @@
+"""Turning preference rows into token ids and padded batches, following TRL's DPO conventions.
+
+Texts. With a chat template, a string prompt becomes one user message and a string completion one
+assistant message. The prompt text is the template with the generation prompt; a completion's text is
+the template of prompt + completion with the prompt text removed from its front. Should a template render
+the prompt differently when an answer follows it, the completion starts where the two renderings stop
+agreeing (their longest common prefix), so no text is lost or repeated. Without a chat template the
+strings are used as they are (prompt and completion concatenated, no separator added); a
+conversational field is flattened by joining its message contents with a blank line.
+
+Special tokens. Template text is tokenized with ``add_special_tokens=False`` because templates write
+their own BOS; without a template the tokenizer's BOS (if it has one) is put in front of the prompt once.
+Completions end with exactly one eos: trailing whitespace after the template's end of turn is dropped
+(generation stops at eos, so nothing after it is ever predicted) and eos is appended unless it is
+already the last token.
+
+Truncation, prompt first (TRL): a prompt longer than ``max_prompt_length`` keeps its END (the question
+is usually last); then, if prompt + the longer completion exceeds ``max_length``, both completions keep
+their START, cut to ``max_length - len(prompt)`` tokens (a cut completion loses its eos).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from congrad.data.formats import PreferenceRow, Text
+from congrad.errors import CongradError
+
+
+def encode_pair(
+    tokenizer, row: PreferenceRow, max_length: int, max_prompt_length: int
+) -> dict[str, list[int]]:
+    """Token ids of one pair: ``{"prompt_ids", "chosen_ids", "rejected_ids"}``, truncated as above."""
+    if not 0 < max_prompt_length < max_length:
+        raise CongradError(
+            "need 0 < max_prompt_length < max_length, "
+            f"got max_prompt_length={max_prompt_length}, max_length={max_length}"
+        )
+    eos_id = tokenizer.eos_token_id
+    if eos_id is None:
+        raise CongradError("the tokenizer has no eos_token; set one (completions must end with it)")
+    if tokenizer.chat_template:
+        prompt_text, chosen_text, rejected_text = _chat_texts(tokenizer, row)
+        prompt_ids = _ids(tokenizer, prompt_text)
+    else:
+        prompt_text, chosen_text, rejected_text = (
+            _flatten(t) for t in (row.prompt, row.chosen, row.rejected)
+        )
+        prompt_ids = _ids(tokenizer, prompt_text)
+        bos_id = tokenizer.bos_token_id
+        if bos_id is not None and prompt_ids[:1] != [bos_id]:
+            prompt_ids = [bos_id, *prompt_ids]
+    chosen_ids = _completion_ids(tokenizer, chosen_text, eos_id)
+    rejected_ids = _completion_ids(tokenizer, rejected_text, eos_id)
+    return truncate_pair(prompt_ids, chosen_ids, rejected_ids, max_length, max_prompt_length)
+
+
+def truncate_pair(
+    prompt_ids: list[int],
+    chosen_ids: list[int],
+    rejected_ids: list[int],
+    max_length: int,
+    max_prompt_length: int,
+) -> dict[str, list[int]]:
+    """Prompt-first truncation: the prompt keeps its end, then the completions keep their start."""
+    prompt_ids = prompt_ids[-max_prompt_length:]
+    budget = max_length - len(prompt_ids)
+    return {
+        "prompt_ids": prompt_ids,
+        "chosen_ids": chosen_ids[:budget],
+        "rejected_ids": rejected_ids[:budget],
+    }
+
+
+def collate_pairs(features: list[dict], pad_token_id: int) -> dict:
+    """Right-padded batch of B pairs as 2B sequences: rows 0..B-1 prompt+chosen, B..2B-1 prompt+rejected.
+
+    ``completion_mask`` is 1 exactly at the positions of completion tokens in ``input_ids`` (the tokens
+    whose log-probs are summed; the logits predicting them sit one position earlier). ``index`` and
+    ``language`` describe the B pairs, in order.
+    """
+    pairs = [(f["prompt_ids"], f["chosen_ids"]) for f in features] + [
+        (f["prompt_ids"], f["rejected_ids"]) for f in features
+    ]
+    width = max(len(prompt) + len(completion) for prompt, completion in pairs)
+    input_ids = torch.full((len(pairs), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(pairs), width), dtype=torch.long)
+    completion_mask = torch.zeros((len(pairs), width), dtype=torch.long)
+    for r, (prompt, completion) in enumerate(pairs):
+        n, m = len(prompt), len(completion)
+        input_ids[r, : n + m] = torch.tensor(prompt + completion, dtype=torch.long)
+        attention_mask[r, : n + m] = 1
+        completion_mask[r, n : n + m] = 1
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "completion_mask": completion_mask,
+        "index": torch.tensor([f["index"] for f in features], dtype=torch.long),
+        "language": [f["language"] for f in features],
+    }
+
+
+def _chat_texts(tokenizer, row: PreferenceRow) -> tuple[str, str, str]:
+    prompt_messages = _as_messages(row.prompt, "user")
+    prompt_text = tokenizer.apply_chat_template(prompt_messages, add_generation_prompt=True, tokenize=False)
+
+    def completion_text(completion: Text) -> str:
+        full = tokenizer.apply_chat_template(
+            prompt_messages + _as_messages(completion, "assistant"), tokenize=False
+        )
+        return full[len(os.path.commonprefix([prompt_text, full])) :]  # character-wise
+
+    return prompt_text, completion_text(row.chosen), completion_text(row.rejected)
+
+
+def _completion_ids(tokenizer, text: str, eos_id: int) -> list[int]:
+    ids = _ids(tokenizer, text.rstrip())
+    return ids if ids[-1:] == [eos_id] else [*ids, eos_id]
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _as_messages(text: Text, role: str) -> list[dict]:
+    return [{"role": role, "content": text}] if isinstance(text, str) else list(text)
+
+
+def _flatten(text: Text) -> str:
+    return text if isinstance(text, str) else "\n\n".join(message["content"] for message in text)
