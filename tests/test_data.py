@@ -10,7 +10,8 @@ import torch
 from congrad.data.datamodule import PreferenceDataModule
 from congrad.data.formats import PreferenceRow, load_preference_rows
 from congrad.data.languages import ISO_639_1, is_iso_639_1
-from congrad.data.synthetic import make_preference_rows, write_jsonl
+from congrad.data.synthetic import make_preference_rows
+from congrad.utils.io import write_jsonl
 from congrad.data.tokenization import collate_pairs, encode_pair
 from congrad.errors import BadRowError, CongradError
 from congrad.models.tokenizer import build_tiny_tokenizer
@@ -402,7 +403,7 @@ def synthetic_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "synthetic.jsonl"
     rows = make_preference_rows(["en", "de", "zh", "ar"], pairs_per_language=12)
     rows.append({**make_preference_rows(["ko"], pairs_per_language=1)[0]})  # a language with a single row
-    write_jsonl(rows, path)
+    write_jsonl(path, rows)
     return path
 
 
@@ -538,7 +539,7 @@ def test_datamodule_needs_setup(tokenizer, synthetic_file):
 
 def test_shipped_file_is_the_generator_output(tmp_path):
     expected = tmp_path / "expected.jsonl"
-    write_jsonl(make_preference_rows(), expected)
+    write_jsonl(expected, make_preference_rows())
     assert SHIPPED.read_bytes() == expected.read_bytes()
 
 

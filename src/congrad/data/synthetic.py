@@ -18,13 +18,12 @@ languages, which plants conflicting preference signal for benchmarks of the filt
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from congrad.utils.io import write_jsonl
 
 TOPICS = ("photosynthesis", "rainbow", "water_cycle", "volcano", "gravity", "vaccine")
 FAILURE_MODES = ("wrong_language", "refusal", "off_topic", "repetition")
@@ -696,21 +695,6 @@ def _flip(rows: list[dict], count: int, rng: random.Random) -> None:
         row["flipped"] = True
 
 
-def write_jsonl(rows: Iterable[dict], path: str | os.PathLike) -> None:
-    """Write one JSON object per line (UTF-8, non-ASCII kept), atomically: a temp file, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=SHIPPED_PATH)
@@ -723,7 +707,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = make_preference_rows(
         args.languages, args.pairs_per_language, args.seed, args.flip_fraction, args.flip_languages
     )
-    write_jsonl(rows, args.out)
+    write_jsonl(args.out, rows)
     print(f"wrote {len(rows)} pairs in {len(args.languages)} languages to {args.out}")
 
 

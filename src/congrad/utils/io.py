@@ -26,6 +26,10 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         tmp = Path(name)
+    umask = os.umask(0)
+    os.umask(umask)
+    # mkstemp/mkdtemp create private (0600/0700) entries; give the result the usual permissions
+    tmp.chmod((0o777 if is_dir else 0o666) & ~umask)
     try:
         yield tmp
         if is_dir and path.exists():
