@@ -8,7 +8,10 @@ message that says what to set, instead of a stack trace.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import socket
+from pathlib import Path
+from typing import Any, Callable, Sequence
+from urllib.parse import urlparse
 
 import hydra
 import torch
@@ -29,15 +32,40 @@ def _how_to_provide(name_or_path: str) -> str:
     )
 
 
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether the Hugging Face hub answers at all; the hub client itself retries for about a minute."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _from_pretrained(load: Callable, what: str, name_or_path: str, **kwargs: Any):
+    """``load(name_or_path)`` from a local folder or cache first; from the hub only when it is reachable."""
+    try:
+        return load(name_or_path, local_files_only=True, **kwargs)
+    except Exception as local_err:
+        err = local_err
+        if not Path(name_or_path).exists() and _hub_reachable():
+            try:
+                return load(name_or_path, **kwargs)
+            except Exception as hub_err:
+                err = hub_err
+    raise ModelLoadError(
+        f"Could not load the {what} of '{name_or_path}' ({type(err).__name__}: {str(err).splitlines()[0]}).\n"
+        + _how_to_provide(name_or_path)
+    ) from err
+
+
 def load_tokenizer(name_or_path: str, revision: str | None = None, **kwargs: Any):
     """A pretrained tokenizer; makes sure a pad token exists (the eos token, as TRL does)."""
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, revision=revision, **kwargs)
-    except Exception as err:  # hub, network and file errors all mean: the user must provide the model
-        raise ModelLoadError(
-            f"Could not load the tokenizer of '{name_or_path}' ({type(err).__name__}: {str(err).splitlines()[0]}).\n"
-            + _how_to_provide(name_or_path)
-        ) from err
+    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, "tokenizer", name_or_path, revision=revision, **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -52,19 +80,10 @@ def load_causal_lm(
     **kwargs: Any,
 ) -> PreTrainedModel:
     """A pretrained causal LM by hub id or local path."""
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            name_or_path,
-            revision=revision,
-            dtype=getattr(torch, dtype),
-            attn_implementation=attn_implementation,
-            **kwargs,
-        )
-    except Exception as err:
-        raise ModelLoadError(
-            f"Could not load the model '{name_or_path}' ({type(err).__name__}: {str(err).splitlines()[0]}).\n"
-            + _how_to_provide(name_or_path)
-        ) from err
+    model = _from_pretrained(
+        AutoModelForCausalLM.from_pretrained, "weights", name_or_path,
+        revision=revision, dtype=getattr(torch, dtype), attn_implementation=attn_implementation, **kwargs,
+    )
     if tokenizer is not None and model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model

@@ -11,6 +11,17 @@ from congrad.errors import CongradError
 F = TypeVar("F", bound=Callable)
 
 
+def user_error(err: BaseException) -> CongradError | None:
+    """The :class:`CongradError` behind ``err``, also when a wrapper (Hydra's instantiate) re-raised it."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, CongradError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def exit_on_user_error(fn: F) -> F:
     """Report a :class:`CongradError` as one message and exit with status 2, without a stack trace."""
 
@@ -18,8 +29,11 @@ def exit_on_user_error(fn: F) -> F:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except CongradError as err:
-            print(f"error: {err}", file=sys.stderr)
+        except Exception as err:
+            cause = user_error(err)
+            if cause is None:
+                raise
+            print(f"error: {cause}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper  # type: ignore[return-value]

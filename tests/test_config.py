@@ -1,0 +1,87 @@
+"""The config tree composes: defaults, every experiment, the filter entry point; and a model that cannot
+be loaded stops with a message instead of a stack trace."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+
+
+def compose_resolved(config_name: str, overrides: list[str], tmp_path: Path):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose(config_name=config_name, return_hydra_config=True, overrides=overrides)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+        del cfg["hydra"]
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def test_default_train_config(tmp_path):
+    cfg = compose_resolved("train", [], tmp_path)
+    assert cfg.trainer.accelerator == "cpu"
+    assert cfg.model.backbone._target_.endswith("build_tiny_llama")
+    assert cfg.data.path == str(ROOT / "data" / "tiny_multilingual.jsonl")
+    assert cfg.logger.wandb.offline is True
+    assert cfg.callbacks.conflict_filter.sketch.width == cfg.sketch.width
+    assert cfg.trainer.reload_dataloaders_every_n_epochs == 1
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes(experiment, tmp_path):
+    cfg = compose_resolved("train", [f"+experiment={experiment}"], tmp_path)
+    assert cfg.task_name == experiment
+    for key in ("data.path", "model.tokenizer._target_", "dpo.optimizer.lr", "trainer.max_epochs",
+                "sketch.width", "filter.aggregator"):
+        assert OmegaConf.select(cfg, key) is not None, key
+
+
+def test_ten_language_experiments_use_the_real_models_on_gpu(tmp_path):
+    expected = {"llama3_10lang": "meta-llama/Meta-Llama-3-8B-Instruct", "gemma2_10lang": "google/gemma-2-2b-it"}
+    for experiment, model_id in expected.items():
+        cfg = compose_resolved("train", [f"+experiment={experiment}"], tmp_path)
+        assert cfg.model.backbone.name_or_path == model_id == cfg.model.tokenizer.name_or_path
+        assert cfg.model.backbone.dtype == "bfloat16" and cfg.model.lora.r > 0
+        assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
+        assert len(cfg.data.languages) == 10
+
+
+def test_filter_config_composes_and_overrides_reach_the_groups(tmp_path):
+    cfg = compose_resolved(
+        "filter",
+        ["output_dir=out", "data.path=x.jsonl", "filter.aggregator=mean", "sketch.width=16384",
+         "sketch.params=lora", "filter.keep_ratio=null", "filter.threshold=0.1", "data.on_bad_row=skip"],
+        tmp_path,
+    )
+    assert (cfg.output_dir, cfg.data.path, cfg.filter.aggregator, cfg.sketch.width) == ("out", "x.jsonl", "mean", 16384)
+    assert cfg.data.val_fraction == 0.0 and cfg.filter.threshold == 0.1 and cfg.data.on_bad_row == "skip"
+
+
+@pytest.mark.parametrize(
+    "hub_env",
+    [{"HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}],
+    ids=["offline", "hub-unreachable"],
+)
+def test_unloadable_model_stops_with_a_clear_message(tmp_path, hub_env):
+    start = time.time()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "+experiment=llama3_10lang", f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HOME": str(tmp_path / "hf"), **hub_env},
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "meta-llama/Meta-Llama-3-8B-Instruct" in result.stderr
+    assert "model.name_or_path=" in result.stderr and "HF_HOME" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert time.time() - start < 60
