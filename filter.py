@@ -1,0 +1,29 @@
+"""Score a preference set with ConGrad and keep the pairs that agree with the multilingual consensus.
+
+    python filter.py data.path=pairs.jsonl output_dir=out/
+    python filter.py data.path=pairs.jsonl output_dir=out/ filter.aggregator=mean sketch.width=16384
+
+Writes out/scores.jsonl, out/kept.jsonl and out/summary.json; every setting lives in conf/ (filter.yaml).
+"""
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("PROJECT_ROOT", str(Path(__file__).resolve().parent))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from congrad.utils.entry import exit_on_user_error  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="filter")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    from congrad.filtering.offline import filter_preferences
+
+    filter_preferences(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""ConGrad inside training: before every epoch, score all candidate pairs with the current policy and
+prune the datamodule to the kept ones.
+
+"Before epoch e+1" is the end of epoch e (same weights): Lightning rebuilds the train loader between
+``on_train_epoch_end`` and the next ``on_train_epoch_start``, so the pruning is done there; the first
+epoch's pruning happens in ``on_fit_start``. Checkpoints (written after this callback at epoch end) carry
+the filter state — aggregates, pass count, kept set, scores — and a resumed run continues from it
+without rescoring.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from congrad.filtering.conflict_filter import ConflictFilter, FilterResult
+from congrad.filtering.report import write_filter_outputs
+from congrad.filtering.scoring import sketch_candidates
+from congrad.filtering.sketching import PerPairSketcher
+
+
+class ConflictFilterCallback(pl.Callback):
+    """``sketch``: width, seed, params, method, kind, chunk_mb, batch_size; ``filter``: the keyword
+    arguments of :class:`ConflictFilter` (aggregator, keep_ratio, threshold, per_language,
+    min_per_language, ema, gradvac_target). Files of the latest pass go to ``output_dir``."""
+
+    def __init__(self, sketch: dict, filter: dict, output_dir: str, progress: bool = True):
+        self.sketch = dict(sketch)
+        self.filter = ConflictFilter(seed=self.sketch["seed"], **filter)
+        self.output_dir = Path(output_dir)
+        self.progress = progress
+        self.kept_indices: list[int] | None = None
+        self.scores: torch.Tensor | None = None
+        self._restored = False
+
+    # ---- hooks -----------------------------------------------------------------------------------------
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._restored:
+            trainer.datamodule.set_active_indices(self.kept_indices)
+        else:
+            self._filter(trainer, pl_module, epoch=trainer.current_epoch)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch + 1 < trainer.max_epochs:
+            self._filter(trainer, pl_module, epoch=trainer.current_epoch + 1)
+
+    def state_dict(self) -> dict:
+        return {"filter": self.filter.state_dict(), "kept_indices": self.kept_indices, "scores": self.scores}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.filter.load_state_dict(state_dict["filter"])
+        self.kept_indices = state_dict["kept_indices"]
+        self.scores = state_dict["scores"]
+        self._restored = self.kept_indices is not None
+
+    # ---- one pass ----------------------------------------------------------------------------------------
+    def _filter(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
+        datamodule = trainer.datamodule
+        sketcher = PerPairSketcher(
+            pl_module, width=self.sketch["width"], seed=self.sketch["seed"], params=self.sketch["params"],
+            method=self.sketch["method"], sketch=self.sketch["kind"],
+            chunk_bytes=int(self.sketch["chunk_mb"] * 2**20),
+        )
+        loader = datamodule.candidate_dataloader(self.sketch.get("batch_size"))
+        sketches = sketch_candidates(sketcher, loader, pl_module.device,
+                                     progress=self.progress and trainer.is_global_zero)
+        rows = datamodule.train_rows
+        result = self.filter.step(sketches, [row.language for row in rows])
+        self.scores = result.scores
+        self.kept_indices = result.kept.nonzero().flatten().tolist()
+        datamodule.set_active_indices(self.kept_indices)
+        if trainer.is_global_zero:
+            heatmap = write_filter_outputs(self.output_dir, rows, result, extra_summary={"epoch": epoch})
+            self._log(trainer, result, rows, heatmap, epoch)
+
+    def _log(self, trainer: pl.Trainer, result: FilterResult, rows, heatmap: Path, epoch: int) -> None:
+        metrics = {"filter/kept": float(result.kept.sum()), "filter/epoch": float(epoch)}
+        for lang, stats in result.per_language().items():
+            metrics[f"filter/kept/{lang}"] = float(stats["kept"])
+            metrics[f"filter/score_mean/{lang}"] = stats["score_mean"]
+        dropped = [
+            [row.id, row.language, score, result.drop_reason]
+            for row, score, kept in zip(rows, result.scores.tolist(), result.kept.tolist())
+            if not kept
+        ]
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+            if isinstance(logger, pl.loggers.WandbLogger):
+                logger.log_image(key="filter/conflict", images=[str(heatmap)], caption=[f"epoch {epoch}"])
+                logger.log_table(key="filter/dropped", columns=["id", "language", "score", "reason"], data=dropped)
+        summary = ", ".join(f"{lang} {s['kept']}/{s['total']}" for lang, s in result.per_language().items())
+        pl.utilities.rank_zero_info(f"ConGrad epoch {epoch}: kept {int(result.kept.sum())}/{len(rows)} ({summary})")

@@ -1,0 +1,225 @@
+"""Sketched per-pair gradients of the DPO loss.
+
+For every pair i of a batch, ĝ_i = S(∇_θ L_i) ∈ R^w where θ are the selected parameters (``params``:
+``lora``, ``all`` or a regex over parameter names) laid end to end in ``named_parameters`` order, and S is
+a fixed linear sketch (count sketch through :func:`kernels.count_sketch`, or a seeded Gaussian
+projection). Because S is linear and hashes *global* coordinates, each parameter is sketched on its own at
+its offset and the pieces add up to the sketch of the whole gradient.
+
+Two methods give the same sketches:
+
+``loop``     one forward + backward per pair; the oracle.
+``hooks``    one forward + backward for the whole batch. For every ``nn.Linear`` that owns a selected
+             weight, a forward hook keeps the layer input x and a hook on its output receives δ = ∂L/∂y.
+             Rows of different pairs never mix in a transformer, so pair i's weight gradient is
+             Σ_t δ_{i,t} x_{i,t}ᵀ over the tokens of its chosen and rejected rows. That is formed for a
+             chunk of pairs at a time (``chunk_bytes`` bounds it), sketched, and dropped: memory grows with
+             one layer × one chunk, never with batch × parameter count. Selected parameters outside a
+             Linear (norm scales, embeddings) need ``loop``; ``auto`` picks ``hooks`` when it can.
+
+The hooks keep a layer's input only until its gradient arrives; without gradient checkpointing autograd
+holds those same tensors anyway, so the pass costs no extra activation memory.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+import kernels
+
+METHODS = ("auto", "hooks", "loop")
+SKETCHES = ("count", "gaussian")
+
+
+def select_parameters(model: nn.Module, params: str) -> list[tuple[str, nn.Parameter]]:
+    """The parameters whose gradient is sketched: ``lora`` (LoRA adapter weights), ``all``, or a regex
+    searched in each parameter's name."""
+    named = list(model.named_parameters())
+    if params == "lora":
+        chosen = [(n, p) for n, p in named if "lora_" in n]
+    elif params == "all":
+        chosen = named
+    else:
+        pattern = re.compile(params)
+        chosen = [(n, p) for n, p in named if pattern.search(n)]
+    if not chosen:
+        raise ValueError(f"sketch.params={params!r} selects no parameter of the model")
+    return chosen
+
+
+def gaussian_sketch(x: Tensor, width: int, seed: int, *, offset: int = 0, out: Tensor | None = None,
+                    block: int = 1024) -> Tensor:
+    """A seeded Gaussian random projection R^D -> R^w (entries N(0, 1/w)), the Flora-style alternative to
+    the count sketch. Generated in blocks of ``block`` global coordinates, each from its own seed, so it
+    is linear in pieces the same way the count sketch is. Slow: for comparisons, not for large models."""
+    x2 = x.reshape(-1, x.shape[-1]).float()
+    result = torch.zeros(x2.shape[0], width, device=x.device) if out is None else out.view(-1, width)
+    start = offset
+    end = offset + x2.shape[1]
+    while start < end:
+        b = start // block
+        stop = min(end, (b + 1) * block)
+        g = torch.Generator().manual_seed((seed * 2**32 + b) % 2**63)
+        proj = torch.randn(block, width, generator=g)[start - b * block : stop - b * block].to(x.device)
+        result += x2[:, start - offset : stop - offset] @ proj / math.sqrt(width)
+        start = stop
+    return result.view(*x.shape[:-1], width) if out is None else out
+
+
+@dataclass
+class _Slot:
+    """A selected parameter, where its coordinates start in the sketched vector."""
+
+    name: str
+    param: nn.Parameter
+    offset: int
+
+
+class PerPairSketcher:
+    """Sketches ``[B, w]`` of the per-pair gradients of ``module.pair_losses`` for a batch.
+
+    ``module`` is a :class:`congrad.models.DPOModule` (anything with ``policy`` and ``pair_losses``).
+    """
+
+    def __init__(self, module, width: int, seed: int, params: str = "lora", method: str = "auto",
+                 sketch: str = "count", chunk_bytes: int = 256 * 2**20):
+        if method not in METHODS:
+            raise ValueError(f"sketch.method must be one of {METHODS}, got {method!r}")
+        if sketch not in SKETCHES:
+            raise ValueError(f"sketch.kind must be one of {SKETCHES}, got {sketch!r}")
+        self.module, self.width, self.seed = module, width, seed
+        self.chunk_bytes = chunk_bytes
+        self.project = kernels.count_sketch if sketch == "count" else gaussian_sketch
+        self.slots, offset = [], 0
+        for name, param in select_parameters(module.policy, params):
+            self.slots.append(_Slot(name, param, offset))
+            offset += param.numel()
+        self.dim = offset
+        linear_weights = self._linear_layers()
+        uncovered = [s.name for s in self.slots if id(s.param) not in linear_weights]
+        if method == "hooks" and uncovered:
+            raise ValueError(
+                f"sketch.method=hooks covers parameters of nn.Linear layers only; {len(uncovered)} selected "
+                f"parameters are not (e.g. {uncovered[0]}): use sketch.method=loop or narrow sketch.params"
+            )
+        self.method = ("loop" if uncovered else "hooks") if method == "auto" else method
+
+    def _linear_layers(self) -> dict[int, nn.Linear]:
+        """Selected weight/bias parameter id -> the Linear layer that owns it."""
+        selected = {id(s.param) for s in self.slots}
+        owners = {}
+        for layer in self.module.policy.modules():
+            if isinstance(layer, nn.Linear):
+                for p in (layer.weight, layer.bias):
+                    if p is not None and id(p) in selected:
+                        owners[id(p)] = layer
+        return owners
+
+    def __call__(self, batch: dict, ref_logps: Tensor | None = None) -> Tensor:
+        """Sketches ``[B, w]`` (float32) for a concatenated batch; the model's ``.grad`` are left untouched."""
+        with self._only_selected_trainable():
+            if self.method == "loop":
+                return self._loop(batch, ref_logps)
+            return self._hooks(batch, ref_logps)
+
+    # ---- the oracle: one backward per pair ----------------------------------------------------------
+    def _loop(self, batch: dict, ref_logps: Tensor | None) -> Tensor:
+        b = len(batch["index"])
+        device = batch["input_ids"].device
+        out = torch.zeros(b, self.width, device=device)
+        if ref_logps is None:
+            ref_logps = self.module.reference_logps(batch)
+        params = [s.param for s in self.slots]
+        for i in range(b):
+            pair = _pair(batch, i)
+            loss = self.module.pair_losses(pair, ref_logps=ref_logps[[i, b + i]])["loss"].sum()
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            for slot, grad in zip(self.slots, grads):
+                if grad is not None:
+                    self.project(grad.reshape(1, -1), self.width, self.seed, offset=slot.offset, out=out[i : i + 1])
+        return out
+
+    # ---- batched: layer inputs and output-gradients ---------------------------------------------------
+    def _hooks(self, batch: dict, ref_logps: Tensor | None) -> Tensor:
+        b = len(batch["index"])
+        out = torch.zeros(b, self.width, device=batch["input_ids"].device)
+        slot_of = {id(s.param): s for s in self.slots}
+        layers = {}
+        for pid, layer in self._linear_layers().items():
+            layers.setdefault(layer, []).append(slot_of[pid])
+        handles = []
+
+        def forward_hook(layer, inputs, output):
+            if not output.requires_grad:
+                return
+            x = inputs[0].detach()
+            output.register_hook(lambda grad: self._sketch_layer(layers[layer], layer, x, grad, out))
+
+        for layer in layers:
+            handles.append(layer.register_forward_hook(forward_hook))
+        try:
+            loss = self.module.pair_losses(batch, ref_logps=ref_logps)["loss"].sum()
+            params = [s.param for s in self.slots]
+            torch.autograd.grad(loss, params, allow_unused=True)  # fires the output hooks; grads discarded
+        finally:
+            for h in handles:
+                h.remove()
+        return out
+
+    def _sketch_layer(self, slots: list[_Slot], layer: nn.Linear, x: Tensor, delta: Tensor, out: Tensor) -> None:
+        b = out.shape[0]
+        # [2B, T, d] -> [B, 2T, d]: a pair's chosen and rejected tokens side by side
+        x = _per_pair_tokens(x, b).float()
+        delta = _per_pair_tokens(delta.detach(), b).float()
+        for slot in slots:
+            if slot.param is layer.weight:
+                per_pair = layer.weight.numel() * 4
+                chunk = max(1, self.chunk_bytes // per_pair)
+                for start in range(0, b, chunk):
+                    stop = min(b, start + chunk)
+                    grad = torch.bmm(delta[start:stop].transpose(1, 2), x[start:stop])  # [c, out, in]
+                    self.project(grad.reshape(stop - start, -1), self.width, self.seed,
+                                 offset=slot.offset, out=out[start:stop])
+            else:  # bias: Σ_t δ_t
+                self.project(delta.sum(1), self.width, self.seed, offset=slot.offset, out=out)
+
+    @contextmanager
+    def _only_selected_trainable(self) -> Iterator[None]:
+        """Gradients flow to the selected parameters only (and to all of them, frozen or not)."""
+        model = self.module.policy
+        before = {id(p): p.requires_grad for p in model.parameters()}
+        selected = {id(s.param) for s in self.slots}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in selected)
+        try:
+            yield
+        finally:
+            for p in model.parameters():
+                p.requires_grad_(before[id(p)])
+
+
+def _pair(batch: dict, i: int) -> dict:
+    """Pair i of a concatenated batch as a batch of one (padding trimmed)."""
+    b = len(batch["index"])
+    rows = [i, b + i]
+    length = int(batch["attention_mask"][rows].sum(-1).max())
+    return {
+        "input_ids": batch["input_ids"][rows, :length],
+        "attention_mask": batch["attention_mask"][rows, :length],
+        "completion_mask": batch["completion_mask"][rows, :length],
+        "index": batch["index"][i : i + 1],
+        "language": [batch["language"][i]],
+    }
+
+
+def _per_pair_tokens(t: Tensor, b: int) -> Tensor:
+    """``[2B, T, d]`` (rows ``[:B]`` chosen, ``[B:]`` rejected) -> ``[B, 2T, d]``."""
+    t = t.reshape(2, b, -1, t.shape[-1])
+    return torch.cat([t[0], t[1]], dim=1)

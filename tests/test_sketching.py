@@ -1,0 +1,119 @@
+"""Per-pair sketched gradients: the batched hooks method against a plain per-pair backward."""
+
+import pytest
+import torch
+
+import kernels
+from congrad.filtering.sketching import PerPairSketcher, gaussian_sketch, select_parameters
+from test_dpo_module import make_batch, make_module
+
+WIDTH, SEED = 1024, 7
+
+
+def exact_pair_gradients(module, batch, params):
+    """Oracle: for each pair, a plain backward of its loss alone; the selected gradients laid end to end."""
+    named = select_parameters(module.policy, params)
+    for _, p in named:
+        p.requires_grad_(True)
+    b = len(batch["index"])
+    ref = module.reference_logps(batch)
+    out = []
+    for i in range(b):
+        rows = [i, b + i]
+        pair = {k: (v[rows] if k in ("input_ids", "attention_mask", "completion_mask") else v) for k, v in batch.items()}
+        pair["index"], pair["language"] = batch["index"][i : i + 1], batch["language"][i : i + 1]
+        module.policy.zero_grad(set_to_none=True)
+        module.pair_losses(pair, ref_logps=ref[rows])["loss"].sum().backward()
+        out.append(torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel()) for _, p in named]))
+    module.policy.zero_grad(set_to_none=True)
+    return torch.stack(out)
+
+
+def trained_module():
+    """A LoRA module a few steps away from the reference, so every adapter matrix has a gradient."""
+    module = make_module(lora=True, lr=3e-2)
+    batch = make_batch(prompt_lens=(3, 5, 4, 2), chosen_lens=(4, 2, 3, 5), rejected_lens=(2, 6, 3, 3), seed=1)
+    optimizer = module.configure_optimizers()
+    for _ in range(3):
+        optimizer.zero_grad()
+        module.pair_losses(batch)["loss"].mean().backward()
+        optimizer.step()
+    module.policy.zero_grad(set_to_none=True)
+    return module.eval()
+
+
+@pytest.fixture(scope="module")
+def module():
+    return trained_module()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return make_batch(prompt_lens=(4, 2, 6), chosen_lens=(3, 5, 2), rejected_lens=(6, 1, 3), seed=5) | {
+        "language": ["de", "hi", "de"]
+    }
+
+
+def test_loop_method_is_the_sketch_of_the_exact_pair_gradient(module, batch):
+    exact = exact_pair_gradients(module, batch, "lora")
+    loop = PerPairSketcher(module, WIDTH, SEED, params="lora", method="loop")(batch)
+    assert torch.allclose(loop, kernels.count_sketch(exact, WIDTH, SEED), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("params", ["lora", r"layers\.1\..*(q_proj|down_proj)\.base_layer"])
+def test_hooks_equal_loop(module, batch, params):
+    loop = PerPairSketcher(module, WIDTH, SEED, params=params, method="loop")(batch)
+    hooks_sketcher = PerPairSketcher(module, WIDTH, SEED, params=params, method="auto")
+    assert hooks_sketcher.method == "hooks"
+    hooks = hooks_sketcher(batch)
+    assert loop.abs().sum() > 0
+    assert torch.allclose(hooks, loop, atol=1e-5, rtol=1e-4)
+
+
+def test_hooks_chunking_does_not_change_the_sketch(module, batch):
+    whole = PerPairSketcher(module, WIDTH, SEED, method="hooks")(batch)
+    one_pair_per_chunk = PerPairSketcher(module, WIDTH, SEED, method="hooks", chunk_bytes=1)(batch)
+    assert torch.allclose(whole, one_pair_per_chunk, atol=1e-6)
+
+
+def test_sketching_leaves_grads_and_trainability_untouched(module, batch):
+    before = {n: p.requires_grad for n, p in module.policy.named_parameters()}
+    PerPairSketcher(module, WIDTH, SEED, params="all", method="loop")(batch)
+    assert {n: p.requires_grad for n, p in module.policy.named_parameters()} == before
+    assert all(p.grad is None for p in module.policy.parameters())
+
+
+def test_auto_falls_back_to_loop_and_hooks_refuses_non_linear_parameters(module):
+    assert PerPairSketcher(module, WIDTH, SEED, params="all").method == "loop"
+    with pytest.raises(ValueError, match="nn.Linear"):
+        PerPairSketcher(module, WIDTH, SEED, params="all", method="hooks")
+    with pytest.raises(ValueError, match="selects no parameter"):
+        PerPairSketcher(module, WIDTH, SEED, params="no_such_layer")
+
+
+def spearman(a, b):
+    ra, rb = a.argsort().argsort().double(), b.argsort().argsort().double()
+    return torch.corrcoef(torch.stack([ra, rb]))[0, 1].item()
+
+
+def test_sketched_scores_rank_like_exact_scores(module):
+    batch = make_batch(prompt_lens=tuple(range(2, 14)), chosen_lens=(3, 5, 2, 4, 6, 1, 2, 3, 7, 2, 4, 5),
+                       rejected_lens=(2, 2, 5, 6, 1, 3, 4, 4, 2, 6, 3, 1), seed=11)
+    exact = exact_pair_gradients(module, batch, "lora")
+    direction = exact.mean(0)
+    exact_scores = torch.nn.functional.cosine_similarity(exact, direction[None], dim=1)
+    sketches = PerPairSketcher(module, 4096, SEED, method="hooks")(batch)
+    sketch_scores = torch.nn.functional.cosine_similarity(sketches, sketches.mean(0)[None], dim=1)
+    assert spearman(exact_scores, sketch_scores) > 0.9
+
+
+def test_gaussian_sketch_is_linear_in_pieces_and_preserves_inner_products_on_average():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3000, generator=g)
+    whole = gaussian_sketch(x, 256, seed=3)
+    pieces = gaussian_sketch(x[:, :1234], 256, seed=3) + gaussian_sketch(x[:, 1234:], 256, seed=3, offset=1234)
+    assert torch.allclose(whole, pieces, atol=1e-4)
+    estimates = torch.tensor([float(gaussian_sketch(x, 256, seed=s).prod(0).sum()) for s in range(40)])
+    exact = float(x.prod(0).sum())
+    spread = x.norm(dim=1).prod().item() / 16  # ≈ sd of one estimate: |a||b| / sqrt(w)
+    assert abs(estimates.mean().item() - exact) < 5 * spread / 40**0.5
