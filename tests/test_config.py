@@ -8,29 +8,15 @@ import time
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
 
-def compose_resolved(config_name: str, overrides: list[str], tmp_path: Path):
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = compose(config_name=config_name, return_hydra_config=True, overrides=overrides)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-        del cfg["hydra"]
-    OmegaConf.resolve(cfg)
-    return cfg
-
-
-def test_default_train_config(tmp_path):
-    cfg = compose_resolved("train", [], tmp_path)
+def test_default_train_config(compose_config):
+    cfg = compose_config("train")
     assert cfg.trainer.accelerator == "cpu"
     assert cfg.model.backbone._target_.endswith("build_tiny_llama")
     assert cfg.data.path == str(ROOT / "data" / "tiny_multilingual.jsonl")
@@ -40,30 +26,29 @@ def test_default_train_config(tmp_path):
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes(experiment, tmp_path):
-    cfg = compose_resolved("train", [f"+experiment={experiment}"], tmp_path)
+def test_every_experiment_composes(experiment, compose_config):
+    cfg = compose_config("train", [f"+experiment={experiment}"])
     assert cfg.task_name == experiment
     for key in ("data.path", "model.tokenizer._target_", "dpo.optimizer.lr", "trainer.max_epochs",
                 "sketch.width", "filter.aggregator"):
         assert OmegaConf.select(cfg, key) is not None, key
 
 
-def test_ten_language_experiments_use_the_real_models_on_gpu(tmp_path):
+def test_ten_language_experiments_use_the_real_models_on_gpu(compose_config):
     expected = {"llama3_10lang": "meta-llama/Meta-Llama-3-8B-Instruct", "gemma2_10lang": "google/gemma-2-2b-it"}
     for experiment, model_id in expected.items():
-        cfg = compose_resolved("train", [f"+experiment={experiment}"], tmp_path)
+        cfg = compose_config("train", [f"+experiment={experiment}"])
         assert cfg.model.backbone.name_or_path == model_id == cfg.model.tokenizer.name_or_path
         assert cfg.model.backbone.dtype == "bfloat16" and cfg.model.lora.r > 0
         assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
         assert len(cfg.data.languages) == 10
 
 
-def test_filter_config_composes_and_overrides_reach_the_groups(tmp_path):
-    cfg = compose_resolved(
+def test_filter_config_composes_and_overrides_reach_the_groups(compose_config):
+    cfg = compose_config(
         "filter",
         ["output_dir=out", "data.path=x.jsonl", "filter.aggregator=mean", "sketch.width=16384",
          "sketch.params=lora", "filter.keep_ratio=null", "filter.threshold=0.1", "data.on_bad_row=skip"],
-        tmp_path,
     )
     assert (cfg.output_dir, cfg.data.path, cfg.filter.aggregator, cfg.sketch.width) == ("out", "x.jsonl", "mean", 16384)
     assert cfg.data.val_fraction == 0.0 and cfg.filter.threshold == 0.1 and cfg.data.on_bad_row == "skip"
