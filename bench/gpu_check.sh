@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# GPU check of congrad's kernels: one script to run on a CUDA machine, from the repository root:
+#
+#     bash bench/gpu_check.sh
+#
+# Every figure and log goes to $OUT (default ./gpu_check_out):
+#   env.txt                 GPU, driver, Python/torch/triton versions
+#   test_count_sketch.txt   pytest of tests/test_count_sketch.py on the GPU (the Triton kernel compiled)
+#   kernel.txt, kernel.json bench/kernel.py --check --sweep: GB/s of ours / index_add_ / read, the goals
+#                           (PASS/FAIL lines), and a launch-configuration sweep
+#   summary.txt             one line per step: ok / FAILED (exit status) / TIMEOUT, and the wall time
+# The script runs every step even when one fails, and exits non-zero if any failed.
+# It installs nothing; the project's dependencies must already be importable by `python`.
+#
+# Without a CUDA device it says so and exits 0 (set GPU_CHECK_ALLOW_CPU=1 to run the steps anyway, on CPU:
+# the tests then use Triton's interpreter and the benchmark its quick grid — a dry run of this script).
+#
+# Settings (environment): OUT, PYTHON (default python), SWEEP=0 to skip the sweep, and per-step time
+# limits in seconds TEST_TIMEOUT (default 240) and BENCH_TIMEOUT (default 300). On one H100 the whole
+# script takes about 3-4 minutes.
+#
+# To add a check, append a `step` line at the end of this file (name, time limit, command); its output is
+# tee'd into $OUT/<name>.txt and it counts in the summary and the exit status. For example:
+#     step persample 240 "$PYTHON" bench/persample.py --json "$OUT/persample.json"
+
+set -u
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+OUT="${OUT:-./gpu_check_out}"
+PYTHON="${PYTHON:-python}"
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+: > "$OUT/summary.txt"
+FAILED=0
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export TRITON_DEFAULT_FP_FUSION="${TRITON_DEFAULT_FP_FUSION:-1}"
+
+# step NAME LIMIT_S CMD...: run CMD with a time limit, tee its output to $OUT/NAME.txt, record the result.
+step() {
+    local name="$1" limit="$2"
+    shift 2
+    echo "=== $name: $*" | tee "$OUT/$name.txt"
+    local t0=$SECONDS
+    timeout --kill-after=20 "$limit" "$@" 2>&1 | tee -a "$OUT/$name.txt"
+    local rc=${PIPESTATUS[0]}
+    local took=$((SECONDS - t0))
+    if [ "$rc" -eq 0 ]; then
+        echo "ok      $name (${took}s)" | tee -a "$OUT/summary.txt"
+    elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+        echo "TIMEOUT $name after ${limit}s" | tee -a "$OUT/summary.txt"
+        FAILED=1
+    else
+        echo "FAILED  $name (exit $rc, ${took}s)" | tee -a "$OUT/summary.txt"
+        FAILED=1
+    fi
+}
+
+# On exit (normal or early): print the summary, exit non-zero if a step failed.
+finish() {
+    echo "=== summary ($OUT/summary.txt)"
+    cat "$OUT/summary.txt"
+    exit "$FAILED"
+}
+trap finish EXIT
+
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)"
+    command -v nvidia-smi >/dev/null && nvidia-smi
+    "$PYTHON" - <<'EOF'
+import platform, sys
+print("python", platform.python_version())
+try:
+    import torch
+    print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        print("device", p.name, f"{p.total_memory / 2**30:.0f} GiB", "SMs", p.multi_processor_count)
+except Exception as e:
+    print("torch: import failed:", e)
+try:
+    import triton
+    print("triton", triton.__version__)
+except Exception as e:
+    print("triton: import failed:", e)
+EOF
+} > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+
+if ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+    if [ "${GPU_CHECK_ALLOW_CPU:-0}" != "1" ]; then
+        echo "no CUDA device: nothing to check here (GPU_CHECK_ALLOW_CPU=1 runs the steps on CPU)" \
+            | tee -a "$OUT/summary.txt"
+        exit 0
+    fi
+    echo "no CUDA device: GPU_CHECK_ALLOW_CPU=1, running the steps on CPU (a dry run)" | tee -a "$OUT/summary.txt"
+    BENCH_ARGS=(--quick)
+else
+    BENCH_ARGS=(--check)
+    [ "${SWEEP:-1}" = "1" ] && BENCH_ARGS+=(--sweep)
+fi
+
+step test_count_sketch "${TEST_TIMEOUT:-240}" "$PYTHON" -m pytest tests/test_count_sketch.py -q -rs -p no:cacheprovider
+step kernel "${BENCH_TIMEOUT:-300}" "$PYTHON" bench/kernel.py "${BENCH_ARGS[@]}" --json "$OUT/kernel.json"
