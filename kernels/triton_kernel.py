@@ -33,8 +33,6 @@ Kernels are built on first use, in the mode Triton was imported in: interpreted 
 set before Triton's import; kernels then run on CPU tensors) or compiled.
 """
 
-from __future__ import annotations
-
 import contextlib
 import os
 import types
@@ -45,12 +43,13 @@ import torch
 from . import hashing
 from ._checks import check_args, interpret_enabled
 
-try:  # the kernel bodies below refer to `tl`; the module stays importable without Triton
+try:
     import triton
     import triton.language as tl
 except ImportError:  # pragma: no cover - exercised only where Triton is not installed
+    # The module stays importable (the kernel signatures below name tl.constexpr); _build() says what is missing.
     triton = None
-    tl = None
+    tl = types.SimpleNamespace(constexpr=None)
 
 TARGET_PROGRAMS = 2048  # programs per row the chunk split aims at (an H100 has 132 SMs)
 # Cap on the workspace traffic of the split (fp32 partials written, then read) relative to the input read.
@@ -163,6 +162,8 @@ def _rebind(fn, namespace: dict):
     """``fn`` with ``namespace`` as its globals (same code, same source lines for Triton to parse)."""
     new = types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__)
     new.__qualname__, new.__doc__, new.__module__ = fn.__qualname__, fn.__doc__, fn.__module__
+    new.__annotations__ = dict(fn.__annotations__)  # tl.constexpr parameters: not part of the code object
+    new.__kwdefaults__ = fn.__kwdefaults__
     return new
 
 
