@@ -12,8 +12,12 @@ atomics, and the sum for each bucket runs in chunk order — bit-identical from 
 For an aligned block of buckets ``[b0, b0 + BLOCK)`` the positions ``b ^ m(c)`` fill one aligned block of
 ``BLOCK`` consecutive positions (the XOR permutes inside it), so a warp reads whole 128-byte segments:
 loads are coalesced even though each thread's addresses are data-dependent. Per value the kernel spends
-a load, an XOR for the address, one ``lowbias32`` (two multiplies, three xorshifts) for the sign, an XOR
-of that bit into the float's sign bit, and an fp32 add; the chunk hashes are per chunk, not per value.
+a load, an XOR for the address, one ``lowbias32`` for the sign (two multiplies; the compiler drops the
+xorshifts that cannot reach bit 31), an XOR of that bit into the float's sign bit, and an fp32 add; the
+chunk hashes are computed once per chunk. For sm_90 (Triton 3.6 and 3.9 alike) the loop body is 129 SASS
+instructions per 8 values at fp32 / width 2**16 (32 registers) and 240 per 16 values at bf16 (48
+registers). At full read bandwidth (~2.9 TB/s) an H100 can issue about 41 instructions per fp32 value and
+21 per bf16 value, so the loop should stay memory-bound — with a thinner margin for 2-byte input.
 
 With ``offset`` the row covers global coordinates ``[offset, offset + D)``; the chunk grid stays the
 global one, so only the first and last chunk are partial (masked loads) and piecewise sketches add up.
