@@ -57,6 +57,15 @@ def test_sequence_logps_is_the_sum_over_completion_tokens():
         assert got[n].item() == pytest.approx(expected, abs=1e-4)
 
 
+def test_half_precision_logits_are_upcast_row_by_row_to_the_same_values():
+    torch.manual_seed(2)
+    batch = make_batch()
+    logits = torch.randn(*batch["input_ids"].shape, VOCAB).bfloat16()
+    half = sequence_logps(logits, batch["input_ids"], batch["completion_mask"])
+    full = sequence_logps(logits.float(), batch["input_ids"], batch["completion_mask"])
+    assert half.dtype == torch.float32 and torch.allclose(half, full)
+
+
 def test_prompt_and_padding_logits_do_not_count():
     torch.manual_seed(1)
     batch = make_batch()

@@ -10,14 +10,16 @@ def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, completion_mas
 
     ``logits[:, t]`` predicts ``input_ids[:, t + 1]``; ``completion_mask[:, t]`` marks the tokens whose
     log-prob counts (completion tokens, never prompt or padding). Computed as ``logit - logsumexp`` in
-    float32 one row at a time, so no float32 copy of the whole ``[N, T, V]`` logits is made (at a 128k
-    vocabulary that copy would dwarf the model's activations).
+    float32; half-precision logits are upcast one row at a time, so no float32 copy of the whole
+    ``[N, T, V]`` logits is made (at a 128k vocabulary that copy would dwarf the model's activations).
     """
-    targets = input_ids[:, 1:]
-    mask = completion_mask[:, 1:].float()
-    rows = []
-    for row_logits, row_targets in zip(logits[:, :-1], targets):
-        row_logits = row_logits.float()
-        picked = torch.gather(row_logits, 1, row_targets.unsqueeze(-1)).squeeze(-1)
-        rows.append(picked - torch.logsumexp(row_logits, dim=-1))
-    return (torch.stack(rows) * mask).sum(-1)
+    logits = logits[:, :-1]
+    targets = input_ids[:, 1:].unsqueeze(-1)
+    rows = [logits] if logits.dtype == torch.float32 else logits.split(1)
+    token_logps = torch.cat(
+        [
+            torch.gather(chunk.float(), 2, tgt).squeeze(-1) - torch.logsumexp(chunk.float(), dim=-1)
+            for chunk, tgt in zip(rows, targets.split(len(rows[0])))
+        ]
+    )
+    return (token_logps * completion_mask[:, 1:]).sum(-1)
