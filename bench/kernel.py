@@ -221,7 +221,7 @@ def main(argv=None) -> int:
             g = r["GB/s"]
             launch = triton_kernel.launch_summary(dim, width, 0, dtype, rows) if cuda else ""
             print(f"{label:30s} {g['ours']:9.3g} {g['index_add_']:11.3g} {g['read']:9.4g}   "
-                  f"{100 * r['ours/read']:8.1f}% {r['ours/index_add_']:14.1f}x   {launch}", flush=True)
+                  f"{100 * r['ours/read']:8.1f}% {r['ours/index_add_']:14.3g}x   {launch}", flush=True)
             if cuda:
                 torch.cuda.empty_cache()
     finally:
