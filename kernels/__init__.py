@@ -13,8 +13,9 @@ them in place. The sketch is linear and unbiased for inner products: ``E <S a, S
 * :mod:`kernels.reference` — the torch implementation (bounded memory for any D).
 
 Dispatch of :func:`count_sketch`: a CUDA tensor goes to the Triton kernel (to the torch reference, on the
-GPU, if Triton is not installed); a CPU tensor to the torch reference, unless ``TRITON_INTERPRET=1`` is
-set, in which case the Triton kernel runs in Triton's interpreter (how the tests exercise it on CPU).
+GPU, if Triton is not installed); a CPU tensor to the torch reference. :func:`count_sketch_triton` runs the
+Triton kernel explicitly, on CPU tensors too when ``TRITON_INTERPRET=1`` was set before Triton was imported
+(Triton's interpreter: how the tests exercise the kernel without a GPU; far too slow for real work).
 
 Requirements: ``width`` a power of two in ``[2**8, 2**22]``; ``seed`` any integer (modulo 2**64);
 ``offset`` an integer ``>= 0`` with ``offset + D <= 2**62``; ``out``, when given, a float32 tensor of the
@@ -30,7 +31,6 @@ import torch
 
 from .hashing import MAX_LOG_WIDTH, MIN_LOG_WIDTH, seed_keys
 from .reference import bucket_and_sign, count_sketch_reference
-from ._checks import interpret_enabled
 
 MIN_WIDTH = 1 << MIN_LOG_WIDTH
 MAX_WIDTH = 1 << MAX_LOG_WIDTH
@@ -63,7 +63,7 @@ def count_sketch(x: torch.Tensor, width: int, seed: int, *, offset: int = 0,
     empty ``x``. See the package docstring for the dispatch between the Triton kernel and the reference.
     """
     global _warned_no_triton
-    if isinstance(x, torch.Tensor) and (x.is_cuda or interpret_enabled()):
+    if isinstance(x, torch.Tensor) and x.is_cuda:
         if _triton_available():
             return count_sketch_triton(x, width, seed, offset=offset, out=out)
         if not _warned_no_triton and x.is_cuda:

@@ -4,8 +4,9 @@ prune the datamodule to the kept ones.
 "Before epoch e+1" is the end of epoch e (same weights): Lightning rebuilds the train loader between
 ``on_train_epoch_end`` and the next ``on_train_epoch_start``, so the pruning is done there; the first
 epoch's pruning happens in ``on_fit_start``. Checkpoints (written after this callback at epoch end) carry
-the filter state — aggregates, pass count, kept set, scores — and a resumed run continues from it
-without rescoring.
+the filter state — aggregates, pass count, kept set, scores, and the epoch the kept set is for — and a
+resumed run continues from it without rescoring. (A run that stopped at its last epoch has no kept set
+for the next one; resumed with more epochs, it scores once at the start.)
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ class ConflictFilterCallback(pl.Callback):
         self.output_dir = Path(output_dir)
         self.progress = progress
         self.kept_indices: list[int] | None = None
+        self.kept_for_epoch: int | None = None
         self.scores: torch.Tensor | None = None
-        self._restored = False
 
     # ---- hooks -----------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._restored:
+        if self.kept_for_epoch == trainer.current_epoch:  # restored from a checkpoint
             trainer.datamodule.set_active_indices(self.kept_indices)
         else:
             self._filter(trainer, pl_module, epoch=trainer.current_epoch)
@@ -47,13 +48,14 @@ class ConflictFilterCallback(pl.Callback):
             self._filter(trainer, pl_module, epoch=trainer.current_epoch + 1)
 
     def state_dict(self) -> dict:
-        return {"filter": self.filter.state_dict(), "kept_indices": self.kept_indices, "scores": self.scores}
+        return {"filter": self.filter.state_dict(), "kept_indices": self.kept_indices,
+                "kept_for_epoch": self.kept_for_epoch, "scores": self.scores}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.filter.load_state_dict(state_dict["filter"])
         self.kept_indices = state_dict["kept_indices"]
+        self.kept_for_epoch = state_dict["kept_for_epoch"]
         self.scores = state_dict["scores"]
-        self._restored = self.kept_indices is not None
 
     # ---- one pass ----------------------------------------------------------------------------------------
     def _filter(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
@@ -70,6 +72,7 @@ class ConflictFilterCallback(pl.Callback):
         result = self.filter.step(sketches, [row.language for row in rows])
         self.scores = result.scores
         self.kept_indices = result.kept.nonzero().flatten().tolist()
+        self.kept_for_epoch = epoch
         datamodule.set_active_indices(self.kept_indices)
         if trainer.is_global_zero:
             heatmap = write_filter_outputs(self.output_dir, rows, result, extra_summary={"epoch": epoch})

@@ -1,0 +1,91 @@
+"""The ConGrad callback inside a real Trainer: it prunes before every epoch, the datamodule serves exactly
+the kept pairs, the same seed gives the same kept sets, and a resumed run continues with the filter state
+of its checkpoint."""
+
+from collections import defaultdict
+
+import hydra
+import pytest
+import pytorch_lightning as pl
+
+from congrad.data.synthetic import make_preference_rows
+from congrad.filtering.callback import ConflictFilterCallback
+from congrad.models import build_policy
+from congrad.utils.instantiate import instantiate_group
+from congrad.utils.io import write_jsonl
+
+LANGUAGES = ["en", "de", "ru", "zh", "hi", "ar"]
+
+
+class ServedPairs(pl.Callback):
+    """Per epoch: the kept set the filter chose, and every pair index the train loader served. Stops the run
+    (like a kill after the checkpoint was written) once ``interrupt_after_epoch`` has ended."""
+
+    def __init__(self, interrupt_after_epoch=None):
+        self.kept, self.served = {}, defaultdict(list)
+        self.interrupt_after_epoch = interrupt_after_epoch
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == self.interrupt_after_epoch:
+            trainer.should_stop = True
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        conflict_filter = next(cb for cb in trainer.callbacks if isinstance(cb, ConflictFilterCallback))
+        self.kept[trainer.current_epoch] = list(conflict_filter.kept_indices)
+        assert list(trainer.datamodule.active_indices) == self.kept[trainer.current_epoch]
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.served[trainer.current_epoch] += batch["index"].tolist()
+
+
+@pytest.fixture
+def pairs_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    write_jsonl(path, make_preference_rows(LANGUAGES, pairs_per_language=10, seed=3))
+    return path
+
+
+def fit(cfg, max_epochs, ckpt_path=None, interrupt_after_epoch=None):
+    pl.seed_everything(cfg.seed)
+    tokenizer, policy = build_policy(cfg.model)
+    datamodule = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer)
+    datamodule.setup("fit")
+    module = hydra.utils.instantiate(cfg.dpo, policy=policy, languages=datamodule.languages)
+    recorder = ServedPairs(interrupt_after_epoch)
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, max_epochs=max_epochs, logger=False, enable_progress_bar=False,
+        callbacks=instantiate_group(cfg.callbacks) + [recorder],
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    return recorder, datamodule
+
+
+def test_prunes_every_epoch_serves_the_kept_set_and_resumes_with_the_same_state(compose_config, pairs_file, tmp_path):
+    overrides = [f"data.path={pairs_file}", "data.batch_size=8", "sketch.width=1024", "filter.keep_ratio=0.75",
+                 "filter.min_per_language=2", "callbacks.conflict_filter.progress=false"]
+    cfg = compose_config("train", overrides, output_dir=tmp_path / "uninterrupted")
+    full, datamodule = fit(cfg, max_epochs=3)
+    n = len(datamodule.train_rows)
+    for epoch in range(3):
+        kept = full.kept[epoch]
+        assert sorted(full.served[epoch]) == kept, "each kept pair served exactly once, nothing else"
+        assert len(kept) >= -(-3 * n // 4) and len(kept) < n
+        per_language = defaultdict(int)
+        for i in kept:
+            per_language[datamodule.train_rows[i].language] += 1
+        assert set(per_language) == set(LANGUAGES) and min(per_language.values()) >= 2
+    assert full.kept[0] != full.kept[1] or full.kept[1] != full.kept[2], "the policy changes, so does the kept set"
+
+    # Same seed, fresh process state: the same kept sets. Interrupted after epoch 1 (its checkpoint carries the
+    # kept set scored for epoch 2), then resumed from that checkpoint.
+    cfg = compose_config("train", overrides, output_dir=tmp_path / "interrupted")
+    first, _ = fit(cfg, max_epochs=3, interrupt_after_epoch=1)
+    assert first.kept == {e: full.kept[e] for e in range(2)}
+    resumed, _ = fit(cfg, max_epochs=3, ckpt_path=tmp_path / "interrupted" / "checkpoints" / "last.ckpt")
+    assert list(resumed.kept) == [2]
+    assert resumed.kept[2] == full.kept[2]
+    assert sorted(resumed.served[2]) == full.kept[2]
+
+    # the files of the latest pass
+    for name in ("scores.jsonl", "kept.jsonl", "summary.json", "conflict.png"):
+        assert (tmp_path / "interrupted" / "filter" / name).is_file()
