@@ -149,6 +149,7 @@ def test_skip_counts_bad_rows_by_reason_and_loads_the_rest(tmp_path):
     assert {
         "row": len(lines) - 1,
         "id": "r0",
+        "language": "de",
         "field": "id",
         "reason": "duplicate of row 0",
     } in report.skipped_rows

@@ -53,8 +53,9 @@ class LoadReport:
     loaded: int = 0
     skipped: int = 0
     skipped_by_reason: dict[str, int] = field(default_factory=dict)  # "<field>: <reason>" -> count
-    skipped_rows: list[dict] = field(default_factory=list)  # {"row", "id", "field", "reason"} each
+    skipped_rows: list[dict] = field(default_factory=list)  # {"row", "id", "language", "field", "reason"} each
     excluded_by_language: int = 0
+    excluded_rows: list[dict] = field(default_factory=list)  # {"row", "id", "language"} of each excluded row
     loaded_by_language: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -100,6 +101,7 @@ def load_preference_rows(
         first_row_of_id[row.id] = index
         if wanted is not None and row.language not in wanted:
             report.excluded_by_language += 1
+            report.excluded_rows.append({"row": index, "id": row.id, "language": row.language})
             continue
         rows.append(row)
     report.loaded = len(rows)
@@ -200,7 +202,10 @@ def _record_skip(report: LoadReport, err: BadRowError, raw: Any) -> None:
     key = f"{err.field}: {err.reason}"
     report.skipped_by_reason[key] = report.skipped_by_reason.get(key, 0) + 1
     row_id = raw.get("id") if isinstance(raw, dict) else None
-    report.skipped_rows.append({"row": err.row, "id": row_id, "field": err.field, "reason": err.reason})
+    language = raw.get("language") if isinstance(raw, dict) and isinstance(raw.get("language"), str) else None
+    report.skipped_rows.append(
+        {"row": err.row, "id": row_id, "language": language, "field": err.field, "reason": err.reason}
+    )
 
 
 def _requested_languages(languages: Iterable[str] | str | None) -> set[str] | None:

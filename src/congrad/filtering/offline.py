@@ -40,9 +40,8 @@ def filter_preferences(cfg: DictConfig) -> Path:
     report = datamodule.report
     out_dir = Path(cfg.output_dir)
     write_filter_outputs(
-        out_dir, rows, result, skipped_rows=report.skipped_rows,
-        extra_summary={"data": report.to_dict(), "sketch": OmegaConf.to_container(sketch, resolve=True),
-                       "method": sketcher.method},
+        out_dir, rows, result, report,
+        extra_summary={"sketch": OmegaConf.to_container(sketch, resolve=True), "method": sketcher.method},
     )
     log.info("kept %d of %d pairs; wrote %s", int(result.kept.sum()), len(rows), out_dir)
     for lang, stats in result.per_language().items():

@@ -1,9 +1,10 @@
 """The files a filtering pass leaves behind (the ``filter.py`` contract, also written by the callback):
 
 ``scores.jsonl``  one line per input row, in input order: ``{"id", "language", "score", "kept"}``, plus
-                  ``"reason"`` for every row that was not kept (a dropped pair, or a bad row that was skipped)
+                  ``"reason"`` for every row that was not kept (a dropped pair, a bad row that was skipped,
+                  a row of a language outside ``data.languages``); unscored rows have ``"score": null``
 ``kept.jsonl``    the kept rows, unchanged
-``summary.json``  per-language counts, the language × language cosine matrices of the aggregates before
+``summary.json``  per-language counts (total, kept, skipped), the language × language cosine matrices of the aggregates before
                   and after surgery, the settings
 ``conflict.png``  those two matrices as heatmaps
 
@@ -19,44 +20,59 @@ from congrad.filtering.conflict_filter import FilterResult
 from congrad.utils.io import atomic_path, write_json, write_jsonl
 
 
-def score_lines(rows: Sequence, result: FilterResult, skipped_rows: Sequence[dict] = ()) -> list[dict]:
-    """The ``scores.jsonl`` lines: scored ``rows`` (PreferenceRow, aligned with ``result``) and the
-    ``skipped_rows`` of the load report, merged in input order."""
+def score_lines(rows: Sequence, result: FilterResult, report=None) -> list[dict]:
+    """The ``scores.jsonl`` lines: the scored ``rows`` (PreferenceRow, aligned with ``result``) and, from the
+    data's load ``report``, the rows skipped as bad and those excluded by ``data.languages`` — in input order."""
     lines = []
     for row, score, kept in zip(rows, result.scores.tolist(), result.kept.tolist()):
         line = {"id": row.id, "language": row.language, "score": score, "kept": kept}
         if not kept:
             line["reason"] = result.drop_reason
         lines.append((row.index, line))
-    for bad in skipped_rows:
-        line = {"id": bad.get("id"), "language": bad.get("language"), "score": None, "kept": False,
-                "reason": f"bad row: {bad['field']}: {bad['reason']}"}
-        lines.append((bad["row"], line))
+    for bad in report.skipped_rows if report else ():
+        reason = f"bad row: field '{bad['field']}': {bad['reason']}"
+        lines.append((bad["row"], _unscored(bad, reason)))
+    for excluded in report.excluded_rows if report else ():
+        lines.append((excluded["row"], _unscored(excluded, "language not in data.languages")))
     return [line for _, line in sorted(lines, key=lambda item: item[0])]
 
 
-def summary(result: FilterResult, extra: dict | None = None) -> dict:
+def _unscored(entry: dict, reason: str) -> dict:
+    return {"id": entry["id"], "language": entry["language"], "score": None, "kept": False, "reason": reason}
+
+
+def summary(result: FilterResult, report=None, extra: dict | None = None) -> dict:
+    per_language = result.per_language()
+    for bad in report.skipped_rows if report else ():
+        if bad["language"] in per_language:
+            per_language[bad["language"]]["skipped"] = per_language[bad["language"]].get("skipped", 0) + 1
+    for stats in per_language.values():
+        stats.setdefault("skipped", 0)
     return {
-        "languages": result.per_language(),
+        "languages": per_language,
         "total": len(result.languages),
         "kept": int(result.kept.sum()),
+        "skipped": report.skipped if report else 0,
         "cosine": {
             "languages": result.aggregate_languages,
             "before_surgery": result.cosine_before.tolist(),
             "after_surgery": result.cosine_after.tolist(),
         },
         "settings": result.settings,
+        **({"data": report.to_dict()} if report else {}),
         **(extra or {}),
     }
 
 
-def write_filter_outputs(out_dir: str | Path, rows: Sequence, result: FilterResult,
-                         skipped_rows: Sequence[dict] = (), extra_summary: dict | None = None) -> Path:
-    """Write the four files into ``out_dir``; returns the heatmap's path."""
+def write_filter_outputs(out_dir: str | Path, rows: Sequence, result: FilterResult, report=None,
+                         extra_summary: dict | None = None) -> Path:
+    """Write the four files into ``out_dir``; returns the heatmap's path. ``report``: the data's LoadReport,
+    whose skipped and excluded rows get a line too (filter.py passes it; inside training the candidates
+    are the training split only, so it does not)."""
     out_dir = Path(out_dir)
-    write_jsonl(out_dir / "scores.jsonl", score_lines(rows, result, skipped_rows))
+    write_jsonl(out_dir / "scores.jsonl", score_lines(rows, result, report))
     write_jsonl(out_dir / "kept.jsonl", (row.raw for row, kept in zip(rows, result.kept.tolist()) if kept))
-    write_json(out_dir / "summary.json", summary(result, extra_summary))
+    write_json(out_dir / "summary.json", summary(result, report, extra_summary))
     heatmap = out_dir / "conflict.png"
     figure = conflict_figure(result)
     with atomic_path(heatmap) as tmp:
