@@ -117,3 +117,31 @@ def test_gaussian_sketch_is_linear_in_pieces_and_preserves_inner_products_on_ave
     exact = float(x.prod(0).sum())
     spread = x.norm(dim=1).prod().item() / 16  # ≈ sd of one estimate: |a||b| / sqrt(w)
     assert abs(estimates.mean().item() - exact) < 5 * spread / 40**0.5
+
+
+def test_scoring_pass_has_no_dropout_and_works_under_gradient_checkpointing(batch):
+    from congrad.filtering.scoring import sketch_candidates
+    from congrad.models import DPOModule
+    from congrad.models.factory import apply_lora
+    from test_dpo_module import tiny_llama
+
+    policy = apply_lora(tiny_llama(), r=4, alpha=8, dropout=0.5, target_modules=["q_proj", "v_proj", "up_proj"])
+    policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    policy.enable_input_require_grads()
+    module = DPOModule(policy, optimizer=torch.optim.AdamW, languages=["de", "hi"])
+    for p in policy.parameters():  # move off the reference point so that every adapter matrix has a gradient
+        if p.requires_grad:
+            p.data.normal_(0, 0.05, generator=torch.Generator().manual_seed(p.numel()))
+    module.eval()
+    calls = []
+    mlp = policy.get_base_model().model.layers[0].mlp
+    handle = mlp.register_forward_hook(lambda *args: calls.append(1))
+    first = sketch_candidates(PerPairSketcher(module, WIDTH, SEED, method="hooks"), [batch], "cpu", progress=False)
+    handle.remove()
+    assert len(calls) == 3, "reference forward, policy forward, and the checkpointed recompute in the backward"
+    again = sketch_candidates(PerPairSketcher(module, WIDTH, SEED, method="hooks"), [batch], "cpu", progress=False)
+    loop = sketch_candidates(PerPairSketcher(module, WIDTH, SEED, method="loop"), [batch], "cpu", progress=False)
+    assert torch.equal(first, again), "no dropout noise"
+    assert torch.allclose(first, loop, atol=1e-5, rtol=1e-4)
+    assert not policy.training
+    assert all(m.p == 0.5 for m in policy.modules() if isinstance(m, torch.nn.Dropout))

@@ -17,8 +17,10 @@ Two methods give the same sketches:
              one layer × one chunk, never with batch × parameter count. Selected parameters outside a
              Linear (norm scales, embeddings) need ``loop``; ``auto`` picks ``hooks`` when it can.
 
-The hooks keep a layer's input only until its gradient arrives; without gradient checkpointing autograd
-holds those same tensors anyway, so the pass costs no extra activation memory.
+The hooks keep a layer's input until its gradient arrives. Without gradient checkpointing autograd holds
+those same tensors anyway, so the pass costs no extra activation memory; with checkpointing they stay alive
+through the pass although autograd itself would recompute them (at Llama-3-8B, 16 × 512 tokens, bf16:
+about 14 GB for all LoRA layer inputs) — the result is the same, the memory saving is partly lost.
 """
 
 from __future__ import annotations
@@ -174,21 +176,24 @@ class PerPairSketcher:
         return out
 
     def _sketch_layer(self, slots: list[_Slot], layer: nn.Linear, x: Tensor, delta: Tensor, out: Tensor) -> None:
+        """Sketch pair i's gradient of each selected parameter of ``layer`` from its input ``x`` and
+        output-gradient ``delta`` (``[2B, T, d]``, rows ``i`` and ``B + i`` belong to pair i), a chunk of
+        pairs at a time, upcast to float32 chunk by chunk."""
         b = out.shape[0]
-        # [2B, T, d] -> [B, 2T, d]: a pair's chosen and rejected tokens side by side
-        x = _per_pair_tokens(x, b).float()
-        delta = _per_pair_tokens(delta.detach(), b).float()
+        delta = delta.detach()
         for slot in slots:
-            if slot.param is layer.weight:
-                per_pair = layer.weight.numel() * 4
-                chunk = max(1, self.chunk_bytes // per_pair)
-                for start in range(0, b, chunk):
-                    stop = min(b, start + chunk)
-                    grad = torch.bmm(delta[start:stop].transpose(1, 2), x[start:stop])  # [c, out, in]
-                    self.project(grad.reshape(stop - start, -1), self.width, self.seed,
-                                 offset=slot.offset, out=out[start:stop])
-            else:  # bias: Σ_t δ_t
-                self.project(delta.sum(1), self.width, self.seed, offset=slot.offset, out=out)
+            is_weight = slot.param is layer.weight
+            per_pair = slot.param.numel() * 4 + 2 * x[0].numel() * 4 + 2 * delta[0].numel() * 4
+            chunk = max(1, self.chunk_bytes // per_pair)
+            for start in range(0, b, chunk):
+                stop = min(b, start + chunk)
+                grad = None
+                for rows in (slice(start, stop), slice(b + start, b + stop)):  # chosen, rejected
+                    d = delta[rows].float()
+                    part = torch.bmm(d.transpose(1, 2), x[rows].float()) if is_weight else d.sum(1)
+                    grad = part if grad is None else grad.add_(part)
+                self.project(grad.reshape(stop - start, -1), self.width, self.seed,
+                             offset=slot.offset, out=out[start:stop])
 
     @contextmanager
     def _only_selected_trainable(self) -> Iterator[None]:
@@ -217,9 +222,3 @@ def _pair(batch: dict, i: int) -> dict:
         "index": batch["index"][i : i + 1],
         "language": [batch["language"][i]],
     }
-
-
-def _per_pair_tokens(t: Tensor, b: int) -> Tensor:
-    """``[2B, T, d]`` (rows ``[:B]`` chosen, ``[B:]`` rejected) -> ``[B, 2T, d]``."""
-    t = t.reshape(2, b, -1, t.shape[-1])
-    return torch.cat([t[0], t[1]], dim=1)
