@@ -135,9 +135,10 @@ def test_scoring_pass_has_no_dropout_and_works_under_gradient_checkpointing(batc
     module.eval()
     calls = []
     mlp = policy.get_base_model().model.layers[0].mlp
-    handle = mlp.register_forward_hook(lambda *args: calls.append(1))
+    forward = mlp.forward
+    mlp.forward = lambda *args, **kwargs: calls.append(1) or forward(*args, **kwargs)  # module hooks skip recomputes
     first = sketch_candidates(PerPairSketcher(module, WIDTH, SEED, method="hooks"), [batch], "cpu", progress=False)
-    handle.remove()
+    del mlp.forward
     assert len(calls) == 3, "reference forward, policy forward, and the checkpointed recompute in the backward"
     again = sketch_candidates(PerPairSketcher(module, WIDTH, SEED, method="hooks"), [batch], "cpu", progress=False)
     loop = sketch_candidates(PerPairSketcher(module, WIDTH, SEED, method="loop"), [batch], "cpu", progress=False)
