@@ -46,8 +46,14 @@ def _hub_reachable(timeout: float = 5.0) -> bool:
         return False
 
 
-def _from_pretrained(load: Callable, what: str, name_or_path: str, **kwargs: Any):
-    """``load(name_or_path)`` from a local folder or cache first; from the hub only when it is reachable."""
+def _from_pretrained(load: Callable, what: str, name_or_path: str, if_missing: str | None = None, **kwargs: Any):
+    """``load(name_or_path)`` from a local folder or cache first; from the hub only when it is reachable.
+
+    ``if_missing``: for a model that only exists locally, the command that creates ``name_or_path``; a
+    missing directory then stops with that command instead of the hub's advice.
+    """
+    if if_missing and not Path(name_or_path).exists():
+        raise ModelLoadError(f"{name_or_path} does not exist; create it once with:\n  {if_missing}")
     try:
         return load(name_or_path, local_files_only=True, **kwargs)
     except Exception as local_err:
@@ -63,9 +69,10 @@ def _from_pretrained(load: Callable, what: str, name_or_path: str, **kwargs: Any
     ) from err
 
 
-def load_tokenizer(name_or_path: str, revision: str | None = None, **kwargs: Any):
+def load_tokenizer(name_or_path: str, revision: str | None = None, if_missing: str | None = None, **kwargs: Any):
     """A pretrained tokenizer; makes sure a pad token exists (the eos token, as TRL does)."""
-    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, "tokenizer", name_or_path, revision=revision, **kwargs)
+    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, "tokenizer", name_or_path, if_missing,
+                                 revision=revision, **kwargs)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -77,11 +84,12 @@ def load_causal_lm(
     dtype: str = "bfloat16",
     attn_implementation: str | None = None,
     revision: str | None = None,
+    if_missing: str | None = None,
     **kwargs: Any,
 ) -> PreTrainedModel:
     """A pretrained causal LM by hub id or local path."""
     model = _from_pretrained(
-        AutoModelForCausalLM.from_pretrained, "weights", name_or_path,
+        AutoModelForCausalLM.from_pretrained, "weights", name_or_path, if_missing,
         revision=revision, dtype=getattr(torch, dtype), attn_implementation=attn_implementation, **kwargs,
     )
     if tokenizer is not None and model.config.pad_token_id is None:
@@ -143,14 +151,27 @@ def apply_lora(
     return get_peft_model(model, config)
 
 
+def merge_adapters(model: PreTrainedModel, adapter_paths: Sequence[str]) -> PreTrainedModel:
+    """Fold trained LoRA adapters (peft format) into the weights, in order: adapter k was trained on top
+    of the merge of adapters 1..k-1, so the result is the policy the last one produced."""
+    from peft import PeftModel
+
+    for path in adapter_paths:
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    return model
+
+
 def build_policy(model_cfg: DictConfig):
     """``(tokenizer, policy)`` from the ``model`` config group.
 
     ``model_cfg.tokenizer`` and ``model_cfg.backbone`` are instantiated (the backbone receives the
-    tokenizer); ``model_cfg.lora`` (null for full fine-tuning) wraps the backbone with an adapter.
+    tokenizer); the adapters of ``model_cfg.merge_adapters`` (optional) are merged into it, in order;
+    ``model_cfg.lora`` (null for full fine-tuning) wraps the result with an adapter. With merged adapters
+    and a fresh LoRA, the disabled adapter (the DPO reference) is the merged policy.
     """
     tokenizer = hydra.utils.instantiate(model_cfg.tokenizer)
     model = hydra.utils.instantiate(model_cfg.backbone, tokenizer=tokenizer)
+    model = merge_adapters(model, model_cfg.get("merge_adapters") or [])
     if model_cfg.get("gradient_checkpointing", False):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
