@@ -1,0 +1,118 @@
+"""Prompts for self-rewarding generation.
+
+A prompt row is ``prompt`` (a string, or TRL's conversational form: ``system``/``user`` messages),
+``language`` (ISO 639-1) and an optional ``id``, read from the same sources as preference data (JSON
+lines, Parquet, a saved ``datasets`` directory or a hub id) and validated the same way: a bad row is an
+error naming the file, the row and the field, or with ``on_bad_row=skip`` it is skipped (and logged).
+
+``python -m congrad.data.self_reward.prompts`` writes the shipped tiny set (``data/prompts_tiny.jsonl``):
+every prompt template × topic of :mod:`congrad.data.synthetic`, in all of its languages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from congrad.data import formats
+from congrad.data.formats import Text
+from congrad.data.synthetic import DEFAULT_LANGUAGES, TEMPLATES, TOPICS
+from congrad.errors import BadRowError, CongradError
+from congrad.utils.io import write_jsonl
+
+SHIPPED_PATH = Path("data/prompts_tiny.jsonl")
+PROMPT_ROLES = ("system", "user")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    prompt: Text
+    language: str
+
+
+def load_prompts(
+    path: str,
+    *,
+    languages: Iterable[str] | None = None,
+    per_language: int | None = None,
+    split: str = "train",
+    on_bad_row: str = "error",
+) -> list[Prompt]:
+    """Validated prompts of ``languages`` (``None``: all), the first ``per_language`` of each (``None``:
+    all), in input order. A requested language without prompts is an error."""
+    if on_bad_row not in formats.ON_BAD_ROW:
+        raise CongradError(f"on_bad_row must be one of {', '.join(formats.ON_BAD_ROW)}, got {on_bad_row!r}")
+    wanted = None if languages is None else set(formats._requested_languages(languages))
+    prompts: list[Prompt] = []
+    taken: Counter[str] = Counter()
+    seen_ids: set[str] = set()
+    skipped = 0
+    for index, raw in enumerate(formats._read_raw_rows(str(path), split)):
+        try:
+            prompt = _parse(raw, index, str(path))
+            if prompt.id in seen_ids:
+                raise BadRowError(str(path), index, "id", "duplicate id")
+        except BadRowError:
+            if on_bad_row == "error":
+                raise
+            skipped += 1
+            continue
+        seen_ids.add(prompt.id)
+        if wanted is not None and prompt.language not in wanted:
+            continue
+        if per_language is not None and taken[prompt.language] >= per_language:
+            continue
+        taken[prompt.language] += 1
+        prompts.append(prompt)
+    if skipped:
+        log.warning("%s: skipped %d bad prompt rows", path, skipped)
+    missing = sorted((wanted or set()) - set(taken))
+    if missing:
+        raise CongradError(f"{path}: no prompts for language(s) {', '.join(missing)}; "
+                           f"present: {', '.join(sorted(taken))}")
+    if not prompts:
+        raise CongradError(f"{path}: no usable prompts")
+    return prompts
+
+
+def _parse(raw, index: int, source: str) -> Prompt:
+    if not isinstance(raw, dict):
+        raise BadRowError(source, index, formats.ROW, "expected a JSON object")
+    return Prompt(
+        id=formats._row_id(raw, index, source),
+        prompt=formats._text(raw, "prompt", index, source, roles=PROMPT_ROLES),
+        language=formats._language(raw, index, source),
+    )
+
+
+def make_prompt_rows(languages: Iterable[str] = DEFAULT_LANGUAGES) -> list[dict]:
+    """One row per (prompt template, topic) of each language, templates outermost, so that the first
+    ``len(TOPICS)`` rows of a language already cover every topic."""
+    rows = []
+    for language in languages:
+        t = TEMPLATES[language]
+        for k, (template, topic) in enumerate((p, topic) for p in t.prompts for topic in TOPICS):
+            rows.append({"id": f"{language}-{k:03d}", "language": language,
+                         "prompt": template.format(topic=t.topics[topic][0])})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Write the tiny multilingual prompt set.")
+    parser.add_argument("--out", type=Path, default=SHIPPED_PATH)
+    parser.add_argument("--languages", nargs="+", default=list(DEFAULT_LANGUAGES))
+    args = parser.parse_args(argv)
+    rows = make_prompt_rows(args.languages)
+    write_jsonl(args.out, rows)
+    print(f"wrote {len(rows)} prompts in {len(args.languages)} languages to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
