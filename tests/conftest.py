@@ -25,14 +25,16 @@ def compose_config(tmp_path):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, open_dict
 
-    def compose_resolved(config_name: str = "train", overrides: tuple[str, ...] = (), output_dir=tmp_path):
+    def compose_resolved(config_name: str = "train", overrides: tuple[str, ...] = (), output_dir=tmp_path,
+                         resolve: bool = True):
         with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
             cfg = compose(config_name=config_name, return_hydra_config=True, overrides=list(overrides))
         HydraConfig.instance().set_config(cfg)
         with open_dict(cfg):
             cfg.paths.output_dir = str(output_dir)
             del cfg["hydra"]
-        OmegaConf.resolve(cfg)
+        if resolve:  # unresolved, interpolations follow later changes (e.g. paths.output_dir per iteration)
+            OmegaConf.resolve(cfg)
         return cfg
 
     return compose_resolved

@@ -23,13 +23,16 @@ def test_default_train_config(compose_config):
     assert cfg.logger.wandb.offline is True
     assert cfg.callbacks.conflict_filter.sketch.width == cfg.sketch.width
     assert cfg.trainer.reload_dataloaders_every_n_epochs == 1
+    assert cfg.get("self_reward") is None and cfg.iterations == 0  # one DPO run, no self-rewarding loop
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes(experiment, compose_config):
     cfg = compose_config("train", [f"+experiment={experiment}"])
     assert cfg.task_name == experiment
-    for key in ("data.path", "model.tokenizer._target_", "dpo.optimizer.lr", "trainer.max_epochs",
+    # a self-rewarding experiment trains on the pairs it makes from prompts; the others on data.path
+    data_key = "self_reward.prompts.path" if cfg.get("self_reward") else "data.path"
+    for key in (data_key, "model.tokenizer._target_", "dpo.optimizer.lr", "trainer.max_epochs",
                 "sketch.width", "filter.aggregator"):
         assert OmegaConf.select(cfg, key) is not None, key
 
@@ -42,6 +45,7 @@ def test_ten_language_experiments_use_the_real_models_on_gpu(compose_config):
         assert cfg.model.backbone.dtype == "bfloat16" and cfg.model.lora.r > 0
         assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
         assert len(cfg.data.languages) == 10
+        assert cfg.iterations >= 1 and cfg.judge.model is None and cfg.data.path is None  # self-rewarding
 
 
 def test_filter_config_composes_and_overrides_reach_the_groups(compose_config):
@@ -70,3 +74,18 @@ def test_unloadable_model_stops_with_a_clear_message(tmp_path, hub_env):
     assert "model.name_or_path=" in result.stderr and "HF_HOME" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert time.time() - start < 60
+
+
+def test_gemma3_cpu_experiment_names_the_conversion_when_the_model_is_missing(compose_config, tmp_path):
+    from congrad.errors import ModelLoadError
+    from congrad.models.factory import build_policy
+    from congrad.utils.entry import user_error
+
+    missing = tmp_path / "gemma-3-270m"
+    cfg = compose_config("train", ["+experiment=gemma3_270m_cpu", f"model.name_or_path={missing}"])
+    assert cfg.self_reward is not None and cfg.judge.model is None and cfg.iterations == 1
+    with pytest.raises(Exception) as raised:
+        build_policy(cfg.model)
+    error = user_error(raised.value)  # what train.py prints, without a stack trace
+    assert isinstance(error, ModelLoadError)
+    assert f"python -m congrad.models.convert_gguf --out {missing}" in str(error)

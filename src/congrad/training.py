@@ -1,4 +1,9 @@
-"""One DPO training run from a composed ``train.yaml`` config."""
+"""Training from a composed ``train.yaml`` config: one DPO fit, or the self-rewarding loop around it.
+
+``iterations=0`` (the default) or an explicit ``data.path`` is one DPO run on that preference set;
+``iterations=N`` with the ``self_reward`` group set (``+experiment=tiny_self_reward``, ...) and no
+``data.path`` runs N self-rewarding iterations (:mod:`congrad.self_rewarding`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
+from congrad.errors import CongradError
 from congrad.models import build_policy
 from congrad.utils.instantiate import instantiate_group
 from congrad.utils.io import write_json
@@ -17,11 +23,42 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Build data, policy, module, loggers and callbacks from ``cfg``; fit; return the final metrics."""
+    """Run what ``cfg`` asks for; return the final metrics (of the last iteration)."""
+    if self_reward_enabled(cfg):
+        from congrad.self_rewarding import run_self_reward
+
+        return run_self_reward(cfg)
+    return fit(cfg)
+
+
+def self_reward_enabled(cfg: DictConfig) -> bool:
+    iterations = cfg.get("iterations") or 0
+    if cfg.get("self_reward") is None:
+        if iterations:
+            raise CongradError(
+                f"iterations={iterations} needs the self-rewarding loop: add self_reward=default (and a judge, "
+                "e.g. judge=self), or use an experiment that sets it (+experiment=tiny_self_reward)"
+            )
+        return False
+    if cfg.data.get("path") is not None:
+        if iterations:
+            log.info("data.path is set: one DPO run on %s; the self-rewarding loop is skipped", cfg.data.path)
+        return False
+    if not iterations:
+        raise CongradError("the self-rewarding loop needs iterations>=1 (or a preference set: data.path=FILE)")
+    return True
+
+
+def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] | None = None) -> dict[str, float]:
+    """Build data, policy (unless given), module, loggers and callbacks from ``cfg``; fit; return the final
+    metrics. ``metrics`` are logged once before training (what produced the data, e.g. pair counts)."""
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
+    if cfg.data.get("path") is None:
+        raise CongradError("data.path is not set: give a preference set (data.path=FILE)")
 
-    tokenizer, policy = build_policy(cfg.model)
+    if policy is None:
+        tokenizer, policy = build_policy(cfg.model)
     datamodule = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer)
     datamodule.setup("fit")
     report = datamodule.report
@@ -38,6 +75,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        if metrics:
+            logger.log_metrics(metrics, step=0)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     _close_wandb(loggers)
