@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check of congrad's kernels: one script to run on a CUDA machine, from the repository root:
+# GPU check of congrad's kernels and filter: one script to run on a CUDA machine, from the repository root:
 #
 #     bash bench/gpu_check.sh
 #
@@ -8,6 +8,9 @@
 #   test_count_sketch.txt   pytest of tests/test_count_sketch.py on the GPU (the Triton kernel compiled)
 #   kernel.txt, kernel.json bench/kernel.py --check --sweep: GB/s of ours / index_add_ / read, the goals
 #                           (PASS/FAIL lines), and a launch-configuration sweep
+#   persample.txt           bench/persample.py: the batched sketch pass vs a plain forward+backward vs a
+#                           per-pair backward loop, on a Llama-3.2-1B-shaped stack of layers
+#   cpu_gpu_kept_set.txt    filter.py with the same seed on CPU and on the GPU: identical kept sets?
 #   summary.txt             one line per step: ok / FAILED (exit status) / TIMEOUT, and the wall time
 # The script runs every step even when one fails, and exits non-zero if any failed.
 # It installs nothing; the project's dependencies must already be importable by `python`.
@@ -17,7 +20,7 @@
 #
 # Settings (environment): OUT, PYTHON (default python), SWEEP=0 to skip the sweep, and per-step time
 # limits in seconds TEST_TIMEOUT (default 240) and BENCH_TIMEOUT (default 300). On one H100 the whole
-# script takes about 3-4 minutes.
+# script should take about 6-8 minutes (estimated; not yet run on a GPU).
 #
 # To add a check, append a `step` line at the end of this file (name, time limit, command); its output is
 # tee'd into $OUT/<name>.txt and it counts in the summary and the exit status. For example:
@@ -102,3 +105,7 @@ fi
 
 step test_count_sketch "${TEST_TIMEOUT:-240}" "$PYTHON" -m pytest tests/test_count_sketch.py -q -rs -p no:cacheprovider
 step kernel "${BENCH_TIMEOUT:-300}" "$PYTHON" bench/kernel.py "${BENCH_ARGS[@]}" --json "$OUT/kernel.json"
+step persample "${BENCH_TIMEOUT:-300}" "$PYTHON" bench/persample.py
+
+step cpu_gpu_kept_set "${BENCH_TIMEOUT:-300}" "$PYTHON" bench/kept_set_cpu_gpu.py \
+    --device "$([ "${BENCH_ARGS[0]}" = "--quick" ] && echo cpu || echo cuda)"

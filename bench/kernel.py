@@ -201,31 +201,22 @@ def main(argv=None) -> int:
     }
     for k, v in header.items():
         print(f"# {k}: {v}")
-    if not cuda and kernels.interpret_enabled():
-        print("# note: TRITON_INTERPRET is set; kernels.count_sketch would run the Triton interpreter on CPU, "
-              "so 'ours' calls the torch reference directly")
 
     results = []
     print(f"{'case':30s} {'ours':>9s} {'index_add_':>11s} {'read':>9s}   {'ours/read':>9s} {'ours/index_add_':>15s}"
           + ("   launch" if cuda else ""))
     print(f"{'':30s} {'GB/s':>9s} {'GB/s':>11s} {'GB/s':>9s}")
-    original = kernels.count_sketch
-    if not cuda:
-        kernels.count_sketch = kernels.count_sketch_reference  # the CPU path, even under TRITON_INTERPRET
-    try:
-        for dtype, rows, dim, width in grid(full):
-            r = measure_case(dtype, rows, dim, width, device, timer)
-            results.append(r)
-            shape = f"[{rows}, {p2(dim)}]" if rows > 1 else f"D={p2(dim)}"
-            label = f"{dname(dtype)} {shape} w={p2(width)}"
-            g = r["GB/s"]
-            launch = triton_kernel.launch_summary(dim, width, 0, dtype, rows) if cuda else ""
-            print(f"{label:30s} {g['ours']:9.3g} {g['index_add_']:11.3g} {g['read']:9.4g}   "
-                  f"{100 * r['ours/read']:8.1f}% {r['ours/index_add_']:14.3g}x   {launch}", flush=True)
-            if cuda:
-                torch.cuda.empty_cache()
-    finally:
-        kernels.count_sketch = original
+    for dtype, rows, dim, width in grid(full):
+        r = measure_case(dtype, rows, dim, width, device, timer)
+        results.append(r)
+        shape = f"[{rows}, {p2(dim)}]" if rows > 1 else f"D={p2(dim)}"
+        label = f"{dname(dtype)} {shape} w={p2(width)}"
+        g = r["GB/s"]
+        launch = triton_kernel.launch_summary(dim, width, 0, dtype, rows) if cuda else ""
+        print(f"{label:30s} {g['ours']:9.3g} {g['index_add_']:11.3g} {g['read']:9.4g}   "
+              f"{100 * r['ours/read']:8.1f}% {r['ours/index_add_']:14.3g}x   {launch}", flush=True)
+        if cuda:
+            torch.cuda.empty_cache()
 
     status = 0
     goals = []
