@@ -84,7 +84,11 @@ def test_prunes_every_epoch_serves_the_kept_set_and_resumes_with_the_same_state(
     resumed, _ = fit(cfg, max_epochs=3, ckpt_path=tmp_path / "interrupted" / "checkpoints" / "last.ckpt")
     assert list(resumed.kept) == [2]
     assert resumed.kept[2] == full.kept[2]
-    assert sorted(resumed.served[2]) == full.kept[2]
+    assert resumed.served[2] == full.served[2], "same pairs in the same order as without the interruption"
+
+    # A run that ended at its last epoch holds no kept set for the next one: extended, it scores once first.
+    extended, _ = fit(cfg, max_epochs=4, ckpt_path=tmp_path / "interrupted" / "checkpoints" / "last.ckpt")
+    assert list(extended.kept) == [3] and sorted(extended.served[3]) == extended.kept[3]
 
     # the files of the latest pass
     for name in ("scores.jsonl", "kept.jsonl", "summary.json", "conflict.png"):

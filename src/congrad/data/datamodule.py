@@ -9,7 +9,7 @@ from functools import partial
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from congrad.data.formats import LoadReport, PreferenceRow, load_preference_rows
 from congrad.data.tokenization import collate_pairs, encode_pair
@@ -129,13 +129,14 @@ class PreferenceDataModule(pl.LightningDataModule):
         self._active = active
 
     def train_dataloader(self) -> DataLoader:
-        """The active rows, shuffled with a generator seeded from ``seed`` and the number of train
-        dataloaders built so far: reproducible, yet a different order every epoch."""
+        """The active rows in an order fixed by ``seed`` and the epoch (the trainer's current epoch; outside
+        a trainer, the number of train dataloaders built so far): a different order every epoch, and the
+        same order in a run resumed from a checkpoint, however often the loader is iterated."""
         self._require_setup()
-        generator = torch.Generator().manual_seed(self.seed + self._train_loaders_built)
+        epoch = self.trainer.current_epoch if self.trainer is not None else self._train_loaders_built
         self._train_loaders_built += 1
         features = [self._train_features[i] for i in self._active]
-        return self._loader(features, self.batch_size, shuffle=True, generator=generator)
+        return self._loader(features, self.batch_size, sampler=SeededPermutation(len(features), self.seed + epoch))
 
     def val_dataloader(self) -> DataLoader | list:
         """Validation rows in order; an empty list when there are none (Lightning then skips validation)."""
@@ -164,14 +165,11 @@ class PreferenceDataModule(pl.LightningDataModule):
             for position, row in enumerate(rows)
         ]
 
-    def _loader(
-        self, features: list[dict], batch_size: int, shuffle: bool = False, generator=None
-    ) -> DataLoader:
+    def _loader(self, features: list[dict], batch_size: int, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
             features,
             batch_size=batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            sampler=sampler,
             drop_last=False,
             num_workers=self.num_workers,
             collate_fn=partial(collate_pairs, pad_token_id=self.pad_token_id),
@@ -180,6 +178,20 @@ class PreferenceDataModule(pl.LightningDataModule):
     def _require_setup(self) -> None:
         if self._train_rows is None:
             raise RuntimeError("PreferenceDataModule.setup() must be called first")
+
+
+class SeededPermutation(Sampler[int]):
+    """A random permutation of ``range(n)`` drawn from ``seed`` alone: the same one every time it is
+    iterated (a generator-backed shuffle would advance with every extra iteration)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed = n, seed
+
+    def __iter__(self):
+        return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed)).tolist())
+
+    def __len__(self) -> int:
+        return self.n
 
 
 def stratified_split(

@@ -35,17 +35,24 @@ class ConflictFilterCallback(pl.Callback):
         self.kept_indices: list[int] | None = None
         self.kept_for_epoch: int | None = None
         self.scores: torch.Tensor | None = None
+        self._resume_epoch: int | None = None
 
     # ---- hooks -----------------------------------------------------------------------------------------
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        # Lightning restores its loops only after on_fit_start; the epoch to come is read here instead.
+        self._resume_epoch = checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"]
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.kept_for_epoch == trainer.current_epoch:  # restored from a checkpoint
+        epoch = self._resume_epoch if self._resume_epoch is not None else trainer.current_epoch
+        if self.kept_for_epoch == epoch:  # restored: the checkpoint already holds this epoch's kept set
             trainer.datamodule.set_active_indices(self.kept_indices)
         else:
-            self._filter(trainer, pl_module, epoch=trainer.current_epoch)
+            self._filter(trainer, pl_module, epoch)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.current_epoch + 1 < trainer.max_epochs:
-            self._filter(trainer, pl_module, epoch=trainer.current_epoch + 1)
+        epoch = _upcoming_epoch(trainer)
+        if epoch < trainer.max_epochs:
+            self._filter(trainer, pl_module, epoch)
 
     def state_dict(self) -> dict:
         return {"filter": self.filter.state_dict(), "kept_indices": self.kept_indices,
@@ -95,3 +102,10 @@ class ConflictFilterCallback(pl.Callback):
                 logger.log_table(key="filter/dropped", columns=["id", "language", "score", "reason"], data=dropped)
         summary = ", ".join(f"{lang} {s['kept']}/{s['total']}" for lang, s in result.per_language().items())
         pl.utilities.rank_zero_info(f"ConGrad epoch {epoch}: kept {int(result.kept.sum())}/{len(rows)} ({summary})")
+
+
+def _upcoming_epoch(trainer: pl.Trainer) -> int:
+    """The epoch the next training pass will be. Lightning counts an epoch "processed" before its
+    ``on_train_epoch_end`` (where checkpoints are written) and "completed" only after, so in that hook
+    ``current_epoch`` still names the epoch that ended; the processed count names the one to come."""
+    return trainer.fit_loop.epoch_progress.current.processed
