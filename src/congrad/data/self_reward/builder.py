@@ -43,18 +43,19 @@ def generate_and_judge(prompts: Sequence[Prompt], generator: TextGenerator, judg
                 dropped.append(None)
                 candidates.append(Candidate(prompt.prompt, prompt.language, text))
                 slots.append((k, j))
-        n = len(texts)
         rows.append({
             "id": prompt.id, "language": prompt.language, "prompt": prompt.prompt, "responses": texts,
-            "scores": [None] * n, "judge_samples": [[] for _ in texts], "judge_problems": [[] for _ in texts],
+            "scores": [None] * len(texts), "judge_samples": [[] for _ in texts],
+            "judge_problems": [[] for _ in texts],
             "detected_language": [d.language for d in detections],
             "language_confidence": [d.confidence for d in detections],
             "dropped": dropped,
         })
     verdicts = judge.judge(candidates, generator) if candidates else []
-    keep_texts = any(v.texts for v in verdicts)
-    for row in rows if keep_texts else ():
-        row["judgements"] = [[] for _ in row["responses"]]
+    keep_texts = any(v.texts for v in verdicts)  # LLM judges: keep what they wrote
+    if keep_texts:
+        for row in rows:
+            row["judgements"] = [[] for _ in row["responses"]]
     for (k, j), verdict in zip(slots, verdicts):
         row = rows[k]
         row["scores"][j] = verdict.score
