@@ -82,12 +82,12 @@ def load_preference_rows(
     """
     if on_bad_row not in ON_BAD_ROW:
         raise CongradError(f"data.on_bad_row must be one of {', '.join(ON_BAD_ROW)}, got {on_bad_row!r}")
-    wanted = _requested_languages(languages)
+    wanted = requested_languages(languages)
     source = os.fspath(path)
     report = LoadReport(source=source)
     rows: list[PreferenceRow] = []
     first_row_of_id: dict[str, int] = {}
-    for index, raw in enumerate(_read_raw_rows(source, split)):
+    for index, raw in enumerate(read_raw_rows(source, split)):
         report.total_rows += 1
         try:
             row = parse_row(raw, index, source)
@@ -116,21 +116,22 @@ def parse_row(raw: Any, index: int, source: str) -> PreferenceRow:
         raise BadRowError(source, index, ROW, "invalid JSON")
     if not isinstance(raw, dict):
         raise BadRowError(source, index, ROW, f"expected a JSON object, got {type(raw).__name__}")
-    prompt = _text(raw, "prompt", index, source, roles=ROLES)
-    chosen = _text(raw, "chosen", index, source, roles=("assistant",))
-    rejected = _text(raw, "rejected", index, source, roles=("assistant",))
+    prompt = parse_text(raw, "prompt", index, source, roles=ROLES)
+    chosen = parse_text(raw, "chosen", index, source, roles=("assistant",))
+    rejected = parse_text(raw, "rejected", index, source, roles=("assistant",))
     return PreferenceRow(
         index=index,
-        id=_row_id(raw, index, source),
+        id=parse_id(raw, index, source),
         prompt=prompt,
         chosen=chosen,
         rejected=rejected,
-        language=_language(raw, index, source),
+        language=parse_language(raw, index, source),
         raw=raw,
     )
 
 
-def _text(raw: dict, name: str, index: int, source: str, roles: tuple[str, ...]) -> Text:
+def parse_text(raw: dict, name: str, index: int, source: str, roles: tuple[str, ...]) -> Text:
+    """Field ``name`` of a raw row: a non-blank string, or a non-empty list of messages with these roles."""
     value = raw.get(name)
     if value is None:
         raise BadRowError(source, index, name, "missing")
@@ -168,7 +169,8 @@ def _message_problem(message: Any, roles: tuple[str, ...]) -> str | None:
     return None
 
 
-def _language(raw: dict, index: int, source: str) -> str:
+def parse_language(raw: dict, index: int, source: str) -> str:
+    """The row's ``language``: a lower-case ISO 639-1 code."""
     value = raw.get("language")
     if value is None:
         raise BadRowError(source, index, "language", "missing")
@@ -186,7 +188,8 @@ def _language(raw: dict, index: int, source: str) -> str:
     return value
 
 
-def _row_id(raw: dict, index: int, source: str) -> str:
+def parse_id(raw: dict, index: int, source: str) -> str:
+    """The row's ``id`` as a string (a string or an integer in the data); the row index when absent."""
     value = raw.get("id")
     if value is None:
         return str(index)
@@ -208,7 +211,8 @@ def _record_skip(report: LoadReport, err: BadRowError, raw: Any) -> None:
     )
 
 
-def _requested_languages(languages: Iterable[str] | str | None) -> set[str] | None:
+def requested_languages(languages: Iterable[str] | str | None) -> set[str] | None:
+    """``data.languages`` as a set of checked codes (a list, or a comma-separated string); None for all."""
     if languages is None:
         return None
     if isinstance(languages, str):  # "de,fr" from a command line
@@ -244,7 +248,8 @@ class _InvalidJson:
     """Stands in for a JSON-lines row that does not parse, so it is reported like any other bad row."""
 
 
-def _read_raw_rows(source: str, split: str) -> Iterator[Any]:
+def read_raw_rows(source: str, split: str) -> Iterator[Any]:
+    """The raw rows of a JSONL/JSON/Parquet file, a saved ``datasets`` folder or a hub dataset, in order."""
     path = Path(source)
     if path.is_file():
         suffix = path.suffix.lower()

@@ -43,12 +43,12 @@ def encode_pair(
         raise CongradError("the tokenizer has no eos_token; set one (completions must end with it)")
     if tokenizer.chat_template:
         prompt_text, chosen_text, rejected_text = _chat_texts(tokenizer, row)
-        prompt_ids = _ids(tokenizer, prompt_text)
+        prompt_ids = token_ids(tokenizer, prompt_text)
     else:
         prompt_text, chosen_text, rejected_text = (
-            _flatten(t) for t in (row.prompt, row.chosen, row.rejected)
+            flatten_text(t) for t in (row.prompt, row.chosen, row.rejected)
         )
-        prompt_ids = _ids(tokenizer, prompt_text)
+        prompt_ids = token_ids(tokenizer, prompt_text)
         bos_id = tokenizer.bos_token_id
         if bos_id is not None and prompt_ids[:1] != [bos_id]:
             prompt_ids = [bos_id, *prompt_ids]
@@ -103,12 +103,12 @@ def collate_pairs(features: list[dict], pad_token_id: int) -> dict:
 
 
 def _chat_texts(tokenizer, row: PreferenceRow) -> tuple[str, str, str]:
-    prompt_messages = _as_messages(row.prompt, "user")
+    prompt_messages = as_messages(row.prompt, "user")
     prompt_text = tokenizer.apply_chat_template(prompt_messages, add_generation_prompt=True, tokenize=False)
 
     def completion_text(completion: Text) -> str:
         full = tokenizer.apply_chat_template(
-            prompt_messages + _as_messages(completion, "assistant"), tokenize=False
+            prompt_messages + as_messages(completion, "assistant"), tokenize=False
         )
         return full[len(os.path.commonprefix([prompt_text, full])) :]  # character-wise
 
@@ -116,17 +116,21 @@ def _chat_texts(tokenizer, row: PreferenceRow) -> tuple[str, str, str]:
 
 
 def _completion_ids(tokenizer, text: str, eos_id: int) -> list[int]:
-    ids = _ids(tokenizer, text.rstrip())
+    ids = token_ids(tokenizer, text.rstrip())
     return ids if ids[-1:] == [eos_id] else [*ids, eos_id]
 
 
-def _ids(tokenizer, text: str) -> list[int]:
+def token_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of text that already holds its special tokens (a rendered chat template)."""
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _as_messages(text: Text, role: str) -> list[dict]:
+def as_messages(text: Text, role: str) -> list[dict]:
+    """A string as one message of ``role``; a conversational field as it is."""
     return [{"role": role, "content": text}] if isinstance(text, str) else list(text)
 
 
-def _flatten(text: Text) -> str:
+def flatten_text(text: Text) -> str:
+    """A conversational field as plain text (message contents joined by blank lines), for tokenizers
+    without a chat template and for judges."""
     return text if isinstance(text, str) else "\n\n".join(message["content"] for message in text)

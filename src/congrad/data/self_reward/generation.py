@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from congrad.data.formats import Text
-from congrad.data.tokenization import _as_messages, _flatten, _ids
+from congrad.data.tokenization import as_messages, flatten_text, token_ids
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,11 @@ class TextGenerator:
     def prompt_ids(self, prompt: Text, max_prompt_length: int | None = None) -> list[int]:
         tokenizer = self.tokenizer
         if tokenizer.chat_template:
-            text = tokenizer.apply_chat_template(_as_messages(prompt, "user"), add_generation_prompt=True,
+            text = tokenizer.apply_chat_template(as_messages(prompt, "user"), add_generation_prompt=True,
                                                  tokenize=False)
-            ids = _ids(tokenizer, text)
+            ids = token_ids(tokenizer, text)
         else:
-            ids = _ids(tokenizer, _flatten(prompt))
+            ids = token_ids(tokenizer, flatten_text(prompt))
             if tokenizer.bos_token_id is not None and ids[:1] != [tokenizer.bos_token_id]:
                 ids = [tokenizer.bos_token_id, *ids]
         return ids[-(max_prompt_length or self.max_prompt_length):]

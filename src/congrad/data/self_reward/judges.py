@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from congrad.data.formats import Text
 from congrad.data.self_reward.generation import Sampling, TextGenerator
-from congrad.data.tokenization import _flatten
+from congrad.data.tokenization import flatten_text
 from congrad.errors import CongradError
 
 MIN_SCORE, MAX_SCORE = 0.0, 5.0
@@ -94,7 +94,7 @@ class LLMJudge:
 
     def judge(self, candidates: Sequence[Candidate], policy: TextGenerator) -> list[Verdict]:
         generator = self.model or policy
-        prompts = [self.template.format(prompt=_flatten(c.prompt), response=c.response) for c in candidates]
+        prompts = [self.template.format(prompt=flatten_text(c.prompt), response=c.response) for c in candidates]
         outputs = generator.generate(prompts, self.sampling, desc="judge", max_prompt_length=self.max_prompt_length)
         return [verdict_from_texts(texts) for texts in outputs]
 
@@ -122,7 +122,7 @@ class RuleJudge:
         self.min_chars, self.max_chars = min_chars, max_chars
 
     def judge(self, candidates: Sequence[Candidate], policy: TextGenerator | None = None) -> list[Verdict]:
-        scores = [round(self.score(_flatten(c.prompt), c.response), 4) for c in candidates]
+        scores = [round(self.score(flatten_text(c.prompt), c.response), 4) for c in candidates]
         return [Verdict(score, [score], [None]) for score in scores]
 
     def score(self, prompt: str, response: str) -> float:

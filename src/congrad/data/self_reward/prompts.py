@@ -49,12 +49,12 @@ def load_prompts(
     all), in input order. A requested language without prompts is an error."""
     if on_bad_row not in formats.ON_BAD_ROW:
         raise CongradError(f"on_bad_row must be one of {', '.join(formats.ON_BAD_ROW)}, got {on_bad_row!r}")
-    wanted = None if languages is None else set(formats._requested_languages(languages))
+    wanted = None if languages is None else set(formats.requested_languages(languages))
     prompts: list[Prompt] = []
     taken: Counter[str] = Counter()
     seen_ids: set[str] = set()
     skipped = 0
-    for index, raw in enumerate(formats._read_raw_rows(str(path), split)):
+    for index, raw in enumerate(formats.read_raw_rows(str(path), split)):
         try:
             prompt = _parse(raw, index, str(path))
             if prompt.id in seen_ids:
@@ -86,9 +86,9 @@ def _parse(raw, index: int, source: str) -> Prompt:
     if not isinstance(raw, dict):
         raise BadRowError(source, index, formats.ROW, "expected a JSON object")
     return Prompt(
-        id=formats._row_id(raw, index, source),
-        prompt=formats._text(raw, "prompt", index, source, roles=PROMPT_ROLES),
-        language=formats._language(raw, index, source),
+        id=formats.parse_id(raw, index, source),
+        prompt=formats.parse_text(raw, "prompt", index, source, roles=PROMPT_ROLES),
+        language=formats.parse_language(raw, index, source),
     )
 
 
