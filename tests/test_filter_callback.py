@@ -93,3 +93,27 @@ def test_prunes_every_epoch_serves_the_kept_set_and_resumes_with_the_same_state(
     # the files of the latest pass
     for name in ("scores.jsonl", "kept.jsonl", "summary.json", "conflict.png"):
         assert (tmp_path / "interrupted" / "filter" / name).is_file()
+
+
+def test_ddp_ranks_share_the_scoring_and_keep_what_one_process_keeps(tmp_path, pairs_file):
+    """Two CPU processes (gloo) each sketch every other candidate and all-gather: the scores and the kept
+    set of the first pass equal a single process's."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    def scores(run_dir, *extra):
+        args = [sys.executable, str(ROOT / "train.py"), f"data.path={pairs_file}", "trainer.max_epochs=1",
+                "sketch.width=1024", "~logger", "callbacks.conflict_filter.progress=false",
+                f"hydra.run.dir={run_dir}", *extra]
+        result = subprocess.run(args, capture_output=True, text=True, timeout=300, env=os.environ.copy())
+        assert result.returncode == 0, result.stderr[-3000:]
+        return [json.loads(line) for line in (run_dir / "filter" / "scores.jsonl").read_text().splitlines()]
+
+    single = scores(tmp_path / "single")
+    ddp = scores(tmp_path / "ddp", "trainer.devices=2", "trainer.strategy=ddp")
+    assert [s["kept"] for s in ddp] == [s["kept"] for s in single]
+    assert [s["score"] for s in ddp] == pytest.approx([s["score"] for s in single], abs=1e-5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import partial
 
 import pytorch_lightning as pl
@@ -145,10 +145,12 @@ class PreferenceDataModule(pl.LightningDataModule):
             return []
         return self._loader(self._val_features, self.eval_batch_size)
 
-    def candidate_dataloader(self, batch_size: int | None = None) -> DataLoader:
-        """Every training row, active or not, in order: the candidates the filter scores."""
+    def candidate_dataloader(self, batch_size: int | None = None, indices: Sequence[int] | None = None) -> DataLoader:
+        """Every training row, active or not, in order: the candidates the filter scores (only the
+        positions ``indices`` of :attr:`train_rows`, when given: one rank's share)."""
         self._require_setup()
-        return self._loader(self._train_features, batch_size or self.eval_batch_size)
+        features = self._train_features if indices is None else [self._train_features[i] for i in indices]
+        return self._loader(features, batch_size or self.eval_batch_size)
 
     def _load(self, path: str) -> tuple[list[PreferenceRow], LoadReport]:
         return load_preference_rows(

@@ -7,6 +7,9 @@ epoch's pruning happens in ``on_fit_start``. Checkpoints (written after this cal
 the filter state — aggregates, pass count, kept set, scores, and the epoch the kept set is for — and a
 resumed run continues from it without rescoring. (A run that stopped at its last epoch has no kept set
 for the next one; resumed with more epochs, it scores once at the start.)
+
+Under DDP (or any multi-process strategy) each rank sketches every world_size-th candidate and the
+sketches are all-gathered, so the pass costs 1/world_size per rank and every rank keeps the same pairs.
 """
 
 from __future__ import annotations
@@ -72,10 +75,15 @@ class ConflictFilterCallback(pl.Callback):
             method=self.sketch["method"], sketch=self.sketch["kind"],
             chunk_bytes=int(self.sketch["chunk_mb"] * 2**20),
         )
-        loader = datamodule.candidate_dataloader(self.sketch.get("batch_size"))
+        rows = datamodule.train_rows
+        # each rank sketches every world_size-th candidate; the sketches are all-gathered, so every rank
+        # folds the same [N, w] into the same filter state and keeps the same pairs
+        share = range(trainer.global_rank, len(rows), trainer.world_size)
+        loader = datamodule.candidate_dataloader(self.sketch.get("batch_size"), indices=share)
         sketches = sketch_candidates(sketcher, loader, pl_module.device,
                                      progress=self.progress and trainer.is_global_zero)
-        rows = datamodule.train_rows
+        if trainer.world_size > 1:
+            sketches = _gather_strided(trainer, sketches, len(rows))
         result = self.filter.step(sketches, [row.language for row in rows])
         self.scores = result.scores
         self.kept_indices = result.kept.nonzero().flatten().tolist()
@@ -109,3 +117,15 @@ def _upcoming_epoch(trainer: pl.Trainer) -> int:
     ``on_train_epoch_end`` (where checkpoints are written) and "completed" only after, so in that hook
     ``current_epoch`` still names the epoch that ended; the processed count names the one to come."""
     return trainer.fit_loop.epoch_progress.current.processed
+
+
+def _gather_strided(trainer: pl.Trainer, local: torch.Tensor, n: int) -> torch.Tensor:
+    """All ranks' sketches ``[N, w]`` in candidate order, from each rank's rows ``rank, rank + R, ...``."""
+    world = trainer.world_size
+    padded = local.new_zeros(-(-n // world), local.shape[1])
+    padded[: len(local)] = local
+    gathered = trainer.strategy.all_gather(padded.to(trainer.strategy.root_device)).cpu()  # [R, ceil(N/R), w]
+    sketches = torch.empty(n, local.shape[1])
+    for rank in range(world):
+        sketches[rank::world] = gathered[rank, : len(range(rank, n, world))]
+    return sketches
