@@ -122,9 +122,7 @@ def setup(cfg, seed: int):
 
 # ---- scoring ------------------------------------------------------------------------------------------
 def sketcher_for(cfg, module, width: int) -> PerPairSketcher:
-    s = cfg.sketch
-    return PerPairSketcher(module, width=width, seed=s.seed, params=s.params, method=s.method, sketch=s.kind,
-                           chunk_bytes=int(s.chunk_mb * 2**20))
+    return PerPairSketcher.from_config(module, {**cfg.sketch, "width": width})
 
 
 def exact_gradients(module, datamodule, params: str) -> torch.Tensor:

@@ -70,11 +70,7 @@ class ConflictFilterCallback(pl.Callback):
     # ---- one pass ----------------------------------------------------------------------------------------
     def _filter(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
         datamodule = trainer.datamodule
-        sketcher = PerPairSketcher(
-            pl_module, width=self.sketch["width"], seed=self.sketch["seed"], params=self.sketch["params"],
-            method=self.sketch["method"], sketch=self.sketch["kind"],
-            chunk_bytes=int(self.sketch["chunk_mb"] * 2**20),
-        )
+        sketcher = PerPairSketcher.from_config(pl_module, self.sketch)
         rows = datamodule.train_rows
         # each rank sketches every world_size-th candidate; the sketches are all-gathered, so every rank
         # folds the same [N, w] into the same filter state and keeps the same pairs
@@ -94,8 +90,9 @@ class ConflictFilterCallback(pl.Callback):
             self._log(trainer, result, rows, heatmap, epoch)
 
     def _log(self, trainer: pl.Trainer, result: FilterResult, rows, heatmap: Path, epoch: int) -> None:
+        per_language = result.per_language()
         metrics = {"filter/kept": float(result.kept.sum()), "filter/epoch": float(epoch)}
-        for lang, stats in result.per_language().items():
+        for lang, stats in per_language.items():
             metrics[f"filter/kept/{lang}"] = float(stats["kept"])
             metrics[f"filter/score_mean/{lang}"] = stats["score_mean"]
         dropped = [
@@ -108,7 +105,7 @@ class ConflictFilterCallback(pl.Callback):
             if isinstance(logger, pl.loggers.WandbLogger):
                 logger.log_image(key="filter/conflict", images=[str(heatmap)], caption=[f"epoch {epoch}"])
                 logger.log_table(key="filter/dropped", columns=["id", "language", "score", "reason"], data=dropped)
-        summary = ", ".join(f"{lang} {s['kept']}/{s['total']}" for lang, s in result.per_language().items())
+        summary = ", ".join(f"{lang} {s['kept']}/{s['total']}" for lang, s in per_language.items())
         pl.utilities.rank_zero_info(f"ConGrad epoch {epoch}: kept {int(result.kept.sum())}/{len(rows)} ({summary})")
 
 

@@ -30,8 +30,7 @@ def filter_preferences(cfg: DictConfig) -> Path:
     module = hydra.utils.instantiate(cfg.dpo, policy=policy, languages=datamodule.languages).to(device)
 
     sketch = cfg.sketch
-    sketcher = PerPairSketcher(module, width=sketch.width, seed=sketch.seed, params=sketch.params,
-                               method=sketch.method, sketch=sketch.kind, chunk_bytes=int(sketch.chunk_mb * 2**20))
+    sketcher = PerPairSketcher.from_config(module, sketch)
     sketches = sketch_candidates(sketcher, datamodule.candidate_dataloader(sketch.batch_size), device)
     rows = datamodule.train_rows
     conflict_filter = ConflictFilter(seed=sketch.seed, **cfg.filter)

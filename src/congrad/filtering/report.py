@@ -42,12 +42,10 @@ def _unscored(entry: dict, reason: str) -> dict:
 
 
 def summary(result: FilterResult, report=None, extra: dict | None = None) -> dict:
-    per_language = result.per_language()
+    per_language = {lang: {**stats, "skipped": 0} for lang, stats in result.per_language().items()}
     for bad in report.skipped_rows if report else ():
         if bad["language"] in per_language:
-            per_language[bad["language"]]["skipped"] = per_language[bad["language"]].get("skipped", 0) + 1
-    for stats in per_language.values():
-        stats.setdefault("skipped", 0)
+            per_language[bad["language"]]["skipped"] += 1
     return {
         "languages": per_language,
         "total": len(result.languages),

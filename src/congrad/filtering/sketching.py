@@ -103,9 +103,9 @@ class PerPairSketcher:
         for name, param in select_parameters(module.policy, params):
             self.slots.append(_Slot(name, param, offset))
             offset += param.numel()
-        self.dim = offset
-        linear_weights = self._linear_layers()
-        uncovered = [s.name for s in self.slots if id(s.param) not in linear_weights]
+        self.layers = self._owning_linear_layers()
+        covered = {id(slot.param) for slots in self.layers.values() for slot in slots}
+        uncovered = [s.name for s in self.slots if id(s.param) not in covered]
         if method == "hooks" and uncovered:
             raise ValueError(
                 f"sketch.method=hooks covers parameters of nn.Linear layers only; {len(uncovered)} selected "
@@ -113,16 +113,22 @@ class PerPairSketcher:
             )
         self.method = ("loop" if uncovered else "hooks") if method == "auto" else method
 
-    def _linear_layers(self) -> dict[int, nn.Linear]:
-        """Selected weight/bias parameter id -> the Linear layer that owns it."""
-        selected = {id(s.param) for s in self.slots}
-        owners = {}
+    @classmethod
+    def from_config(cls, module, sketch) -> "PerPairSketcher":
+        """From the ``sketch`` config group (width, seed, params, method, kind, chunk_mb)."""
+        return cls(module, width=sketch["width"], seed=sketch["seed"], params=sketch["params"],
+                   method=sketch["method"], sketch=sketch["kind"], chunk_bytes=int(sketch["chunk_mb"] * 2**20))
+
+    def _owning_linear_layers(self) -> dict[nn.Linear, list[_Slot]]:
+        """Each ``nn.Linear`` that owns a selected weight or bias -> those parameters' slots."""
+        slot_of = {id(s.param): s for s in self.slots}
+        layers: dict[nn.Linear, list[_Slot]] = {}
         for layer in self.module.policy.modules():
             if isinstance(layer, nn.Linear):
                 for p in (layer.weight, layer.bias):
-                    if p is not None and id(p) in selected:
-                        owners[id(p)] = layer
-        return owners
+                    if p is not None and id(p) in slot_of:
+                        layers.setdefault(layer, []).append(slot_of[id(p)])
+        return layers
 
     def __call__(self, batch: dict, ref_logps: Tensor | None = None) -> Tensor:
         """Sketches ``[B, w]`` (float32) for a concatenated batch; the model's ``.grad`` are left untouched."""
@@ -152,19 +158,15 @@ class PerPairSketcher:
     def _hooks(self, batch: dict, ref_logps: Tensor | None) -> Tensor:
         b = len(batch["index"])
         out = torch.zeros(b, self.width, device=batch["input_ids"].device)
-        slot_of = {id(s.param): s for s in self.slots}
-        layers = {}
-        for pid, layer in self._linear_layers().items():
-            layers.setdefault(layer, []).append(slot_of[pid])
         handles = []
 
         def forward_hook(layer, inputs, output):
             if not output.requires_grad:
                 return
             x = inputs[0].detach()
-            output.register_hook(lambda grad: self._sketch_layer(layers[layer], layer, x, grad, out))
+            output.register_hook(lambda grad: self._sketch_layer(self.layers[layer], layer, x, grad, out))
 
-        for layer in layers:
+        for layer in self.layers:
             handles.append(layer.register_forward_hook(forward_hook))
         try:
             loss = self.module.pair_losses(batch, ref_logps=ref_logps)["loss"].sum()
