@@ -24,7 +24,7 @@ def tensors():
 
 def margins(beta, length_penalty=0.0):
     return [
-        beta * ((pw - rw) - (pl - rl)) - length_penalty * (lw - ll)
+        beta * ((pw - rw) - (pl - rl)) + length_penalty * (lw - ll)
         for (pw, pl, rw, rl), lw, ll in zip(PAIRS, LEN_W, LEN_L)
     ]
 
@@ -38,14 +38,39 @@ def test_sigmoid_matches_hand_computed_values():
     assert out.tolist() == pytest.approx([-logsig(h) for h in margins(0.1)], abs=1e-12)
 
 
-def test_length_penalty_is_subtracted_inside_the_sigmoid():
+def test_length_penalty_is_added_inside_the_sigmoid():
+    """R-DPO: the implicit reward is beta * log-ratio + alpha * |y|, so the margin gains alpha * (|y_w| - |y_l|)."""
     lw, ll = torch.tensor(LEN_W, dtype=torch.float64), torch.tensor(LEN_L, dtype=torch.float64)
     out = dpo_loss(*tensors(), beta=0.1, length_penalty=0.05, chosen_lengths=lw, rejected_lengths=ll)
-    # pair 0: 0.15 - 0.05 * (12 - 4) = -0.25
-    assert out[0].item() == pytest.approx(-logsig(-0.25), abs=1e-12)
+    # pair 0: 0.15 + 0.05 * (12 - 4) = 0.55; pair 1: 0.1 * (0 - 1) + 0.05 * (5 - 9) = -0.3
+    assert out[0].item() == pytest.approx(-logsig(0.55), abs=1e-12)
+    assert out[1].item() == pytest.approx(-logsig(-0.3), abs=1e-12)
     assert out.tolist() == pytest.approx([-logsig(h) for h in margins(0.1, 0.05)], abs=1e-12)
-    # a longer chosen answer is penalised: the loss is larger than without the penalty
-    assert out[0] > dpo_loss(*tensors(), beta=0.1)[0]
+
+
+def test_a_longer_chosen_answer_gets_a_smaller_loss_and_gradient_with_the_length_penalty():
+    """From first principles: d(-log σ(h))/d pi_w = -beta * σ(-h), and h grows with alpha * (|y_w| - |y_l|) > 0."""
+    beta, alpha = 0.1, 0.05
+    lw, ll = torch.tensor([12.0]), torch.tensor([4.0])  # the chosen answer is 8 tokens longer
+
+    def loss_and_grad(length_penalty):
+        pw = torch.tensor([-10.0], dtype=torch.float64, requires_grad=True)
+        loss = dpo_loss(pw, torch.tensor([-12.0]), torch.tensor([-11.0]), torch.tensor([-11.5]), beta=beta,
+                        length_penalty=length_penalty, chosen_lengths=lw, rejected_lengths=ll)
+        loss.sum().backward()
+        return loss.item(), pw.grad.item()
+
+    plain_loss, plain_grad = loss_and_grad(0.0)
+    lp_loss, lp_grad = loss_and_grad(alpha)
+    assert lp_loss < plain_loss
+    assert abs(lp_grad) < abs(plain_grad)
+    sigmoid = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    assert plain_grad == pytest.approx(-beta * sigmoid(-0.15), abs=1e-12)
+    assert lp_grad == pytest.approx(-beta * sigmoid(-0.55), abs=1e-12)
+    # the same pair with a shorter chosen answer is penalised instead
+    short = dpo_loss(torch.tensor([-10.0]), torch.tensor([-12.0]), torch.tensor([-11.0]), torch.tensor([-11.5]),
+                     beta=beta, length_penalty=alpha, chosen_lengths=ll, rejected_lengths=lw)
+    assert short.item() == pytest.approx(-logsig(0.15 - 0.4), abs=1e-6) and short.item() > plain_loss
 
 
 def test_length_penalty_needs_lengths():

@@ -3,15 +3,17 @@
 All inputs are per-pair sequence log-probabilities, i.e. the SUM of the completion tokens' log-probs (TRL's
 convention). With policy and reference log-ratios
 
-    h = beta * ((pi_w - ref_w) - (pi_l - ref_l)) - length_penalty * (|y_w| - |y_l|)
+    h = beta * ((pi_w - ref_w) - (pi_l - ref_l)) + length_penalty * (|y_w| - |y_l|)
 
 the loss types are
     sigmoid  -(1 - eps) * log σ(h) - eps * log σ(-h)                    (DPO; eps = label smoothing, cDPO)
     robust   (-(1 - eps) * log σ(h) + eps * log σ(-h)) / (1 - 2 eps)     (Chowdhury et al. 2024)
     ipo      (h / beta - 1 / (2 beta))^2                                 (Azar et al. 2023)
 
-The length penalty is LP-DPO / R-DPO (Park et al. 2024): it is subtracted inside the sigmoid, so a chosen
-response does not win just by being longer.
+The length penalty is LP-DPO / R-DPO (Park et al. 2024). R-DPO maximises E[r - α|y|] - beta * KL, so the
+implicit reward is beta * log-ratio + α|y| and the length term is ADDED inside the sigmoid: a pair whose
+chosen answer is longer starts with a larger margin and gets less gradient, so the policy is not pushed
+towards longer answers merely because the chosen ones tend to be longer.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def dpo_loss(
     if length_penalty:
         if chosen_lengths is None or rejected_lengths is None:
             raise ValueError("length_penalty needs chosen_lengths and rejected_lengths")
-        h = h - length_penalty * (chosen_lengths - rejected_lengths).to(h.dtype)
+        h = h + length_penalty * (chosen_lengths - rejected_lengths).to(h.dtype)
     if loss_type == "sigmoid":
         return -(1 - label_smoothing) * F.logsigmoid(h) - label_smoothing * F.logsigmoid(-h)
     if loss_type == "robust":
