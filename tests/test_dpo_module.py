@@ -137,10 +137,29 @@ def test_only_trainable_parameters_are_optimised_and_checkpointed():
     assert checkpoint["state_dict"] and all("lora_" in k for k in checkpoint["state_dict"])
 
 
-def test_ipo_uses_per_token_average_logps():
+def test_ipo_logs_summed_logps_as_trl_and_averages_only_inside_its_loss():
+    module = make_module(lora=True, loss_type="ipo")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # move the policy away from its reference
+        for name, p in module.policy.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
     batch = make_batch()
+    ids, mask, comp = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
     with torch.no_grad():
-        averaged = make_module(lora=True, loss_type="ipo")._logps(tiny_llama(), batch)
-        summed = make_module(lora=True)._logps(tiny_llama(), batch)
-    lengths = batch["completion_mask"][:, 1:].sum(-1)
-    assert torch.allclose(averaged, summed / lengths)
+        policy = sequence_logps(module.policy(input_ids=ids, attention_mask=mask).logits, ids, comp).tolist()
+        with module.policy.disable_adapter():
+            ref = sequence_logps(module.policy(input_ids=ids, attention_mask=mask).logits, ids, comp).tolist()
+        out = module.pair_losses(batch)
+    lengths = comp.sum(-1).tolist()
+    beta, b = module.beta, 2
+    for i in range(b):
+        w, l = i, b + i  # the rows of pair i's chosen and rejected completion
+        assert out["logps/chosen"][i].item() == pytest.approx(policy[w], abs=1e-4)
+        assert out["logps/rejected"][i].item() == pytest.approx(policy[l], abs=1e-4)
+        assert out["rewards/chosen"][i].item() == pytest.approx(beta * (policy[w] - ref[w]), abs=1e-5)
+        assert out["rewards/rejected"][i].item() == pytest.approx(beta * (policy[l] - ref[l]), abs=1e-5)
+        assert out["rewards/accuracies"][i].item() == float(policy[w] - ref[w] > policy[l] - ref[l])
+        averaged = (policy[w] - ref[w]) / lengths[w] - (policy[l] - ref[l]) / lengths[l]
+        assert out["loss"][i].item() == pytest.approx((averaged - 1 / (2 * beta)) ** 2, rel=1e-4)
+    assert out["rewards/chosen"].abs().min() > 1e-3  # the policy did move: the checks above are not all zeros

@@ -92,13 +92,20 @@ def test_label_smoothing_sigmoid_and_robust():
     )
 
 
-def test_ipo():
+def test_ipo_averages_the_log_ratios_per_token():
+    """TRL's IPO: (Δ_w / |y_w| - Δ_l / |y_l| - 1 / (2 beta))^2 on summed log-probs Δ = pi - ref."""
     beta = 0.2
-    out = dpo_loss(*tensors(), beta=beta, loss_type="ipo")
-    # pair 0: log-ratio difference 1.5; (1.5 - 1 / 0.4)^2 = 1.0
-    assert out[0].item() == pytest.approx(1.0, abs=1e-12)
-    expected = [(h / beta - 1 / (2 * beta)) ** 2 for h in margins(beta)]
+    lw, ll = torch.tensor(LEN_W, dtype=torch.float64), torch.tensor(LEN_L, dtype=torch.float64)
+    out = dpo_loss(*tensors(), beta=beta, loss_type="ipo", chosen_lengths=lw, rejected_lengths=ll)
+    # pair 0: 1 / 12 - (-0.5) / 4 = 0.208333...; (0.208333 - 2.5)^2
+    assert out[0].item() == pytest.approx((1 / 12 + 0.5 / 4 - 2.5) ** 2, abs=1e-12)
+    expected = [((pw - rw) / nw - (pl - rl) / nl - 1 / (2 * beta)) ** 2
+                for (pw, pl, rw, rl), nw, nl in zip(PAIRS, LEN_W, LEN_L)]
     assert out.tolist() == pytest.approx(expected, abs=1e-12)
+    # with the length penalty, alpha / beta * (|y_w| - |y_l|) joins the averaged difference
+    lp = dpo_loss(*tensors(), beta=beta, loss_type="ipo", length_penalty=0.01, chosen_lengths=lw,
+                  rejected_lengths=ll)
+    assert lp[0].item() == pytest.approx((1 / 12 + 0.5 / 4 + 0.01 / 0.2 * 8 - 2.5) ** 2, abs=1e-12)
 
 
 def test_bad_arguments():
@@ -108,6 +115,8 @@ def test_bad_arguments():
         dpo_loss(*tensors(), beta=0.0)
     with pytest.raises(ValueError, match="label_smoothing"):
         dpo_loss(*tensors(), beta=0.1, label_smoothing=0.5)
+    with pytest.raises(ValueError, match="lengths"):
+        dpo_loss(*tensors(), beta=0.1, loss_type="ipo")
 
 
 def test_gradient_direction_at_the_reference_point():

@@ -66,11 +66,9 @@ class DPOModule(pl.LightningModule):
 
     # ---- log-probs -------------------------------------------------------------------------------
     def _logps(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        """Summed completion log-probs per row, for every loss type (IPO averages inside its loss only)."""
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-        logps = sequence_logps(logits, batch["input_ids"], batch["completion_mask"])
-        if self.loss_type == "ipo":  # IPO works on per-token averages (as TRL does)
-            logps = logps / batch["completion_mask"][:, 1:].sum(-1).clamp(min=1)
-        return logps
+        return sequence_logps(logits, batch["input_ids"], batch["completion_mask"])
 
     @contextlib.contextmanager
     def _reference_model(self):
@@ -86,7 +84,10 @@ class DPOModule(pl.LightningModule):
             return self._logps(ref, batch)
 
     def pair_losses(self, batch: dict, ref_logps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Per-pair losses and TRL's metrics for a concatenated batch (rows ``[:B]`` chosen, ``[B:]`` rejected)."""
+        """Per-pair losses and TRL's metrics for a concatenated batch (rows ``[:B]`` chosen, ``[B:]`` rejected).
+
+        ``ref_logps`` (``[2B]``, as :meth:`reference_logps` returns them) are summed log-probs; rewards and
+        ``logps/*`` are computed from summed log-probs for every loss type, as TRL logs them."""
         if ref_logps is None:
             ref_logps = self.reference_logps(batch)
         policy_logps = self._logps(self.policy, batch)

@@ -1,14 +1,17 @@
 """Preference losses on sequence log-probabilities (DPO and its variants).
 
 All inputs are per-pair sequence log-probabilities, i.e. the SUM of the completion tokens' log-probs (TRL's
-convention). With policy and reference log-ratios
+convention). With Δ = (pi_w - ref_w) - (pi_l - ref_l) and the length term of LP-DPO,
 
-    h = beta * ((pi_w - ref_w) - (pi_l - ref_l)) + length_penalty * (|y_w| - |y_l|)
+    h = beta * Δ + length_penalty * (|y_w| - |y_l|)
 
 the loss types are
     sigmoid  -(1 - eps) * log σ(h) - eps * log σ(-h)                    (DPO; eps = label smoothing, cDPO)
     robust   (-(1 - eps) * log σ(h) + eps * log σ(-h)) / (1 - 2 eps)     (Chowdhury et al. 2024)
     ipo      (h / beta - 1 / (2 beta))^2                                 (Azar et al. 2023)
+
+where IPO replaces each log-ratio by its per-token average, (pi - ref) / |y|, as TRL does (the squared loss
+would otherwise grow with the completion length).
 
 The length penalty is LP-DPO / R-DPO (Park et al. 2024). R-DPO maximises E[r - α|y|] - beta * KL, so the
 implicit reward is beta * log-ratio + α|y| and the length term is ADDED inside the sigmoid: a pair whose
@@ -36,18 +39,26 @@ def dpo_loss(
     loss_type: str = "sigmoid",
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """Per-pair preference losses ``[B]`` (not reduced)."""
+    """Per-pair preference losses ``[B]`` (not reduced).
+
+    ``chosen_lengths`` / ``rejected_lengths`` (completion tokens per pair) are needed by the length penalty
+    and by ``ipo``.
+    """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
     if beta <= 0:
         raise ValueError(f"beta must be > 0, got {beta}")
     if not 0.0 <= label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
-    logits = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
-    h = beta * logits
+    if (length_penalty or loss_type == "ipo") and (chosen_lengths is None or rejected_lengths is None):
+        raise ValueError("length_penalty and loss_type='ipo' need chosen_lengths and rejected_lengths")
+    chosen_logratios = policy_chosen_logps - ref_chosen_logps
+    rejected_logratios = policy_rejected_logps - ref_rejected_logps
+    if loss_type == "ipo":
+        chosen_logratios = chosen_logratios / chosen_lengths.clamp(min=1).to(chosen_logratios.dtype)
+        rejected_logratios = rejected_logratios / rejected_lengths.clamp(min=1).to(rejected_logratios.dtype)
+    h = beta * (chosen_logratios - rejected_logratios)
     if length_penalty:
-        if chosen_lengths is None or rejected_lengths is None:
-            raise ValueError("length_penalty needs chosen_lengths and rejected_lengths")
         h = h + length_penalty * (chosen_lengths - rejected_lengths).to(h.dtype)
     if loss_type == "sigmoid":
         return -(1 - label_smoothing) * F.logsigmoid(h) - label_smoothing * F.logsigmoid(-h)
@@ -59,5 +70,6 @@ def dpo_loss(
 
 
 def implicit_rewards(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float) -> torch.Tensor:
-    """DPO's implicit reward beta * (log pi - log ref), the quantity TRL logs as ``rewards/*``."""
+    """DPO's implicit reward beta * (log pi - log ref) of summed log-probs, the quantity TRL logs as
+    ``rewards/*`` (for every loss type, IPO included)."""
     return beta * (policy_logps - ref_logps).detach()
