@@ -17,6 +17,10 @@ The length penalty is LP-DPO / R-DPO (Park et al. 2024). R-DPO maximises E[r - Î
 implicit reward is beta * log-ratio + Î±|y| and the length term is ADDED inside the sigmoid: a pair whose
 chosen answer is longer starts with a larger margin and gets less gradient, so the policy is not pushed
 towards longer answers merely because the chosen ones tend to be longer.
+
+``label_smoothing`` (eps) with ``sigmoid`` is conservative DPO (cDPO, Mitchell 2023): each label is taken
+to be flipped with probability eps. TRL 1.16 differs here: its ``sigmoid`` ignores ``label_smoothing``
+(TRL uses it for ``robust``, where it means the same as ours, and for ``exo_pair``).
 """
 
 from __future__ import annotations
