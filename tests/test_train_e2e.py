@@ -2,6 +2,7 @@
 CSV, filters with ConGrad every epoch, saves a loadable adapter, and resumes from its checkpoint."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -67,6 +68,17 @@ def test_wandb_offline_run_and_filter_files(run_dir):
     for name in ("scores.jsonl", "kept.jsonl", "summary.json", "conflict.png"):
         assert (run_dir / "filter" / name).is_file()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_truncation_counts_are_in_the_data_report_and_logged_once(run_dir):
+    truncated = json.loads((run_dir / "data_report.json").read_text())["truncated"]
+    assert truncated["pairs"] == 480 and len(truncated["by_language"]) == 12
+    assert sum(counts["lost_eos"] for counts in truncated["by_language"].values()) == truncated["lost_eos"]
+    logged = [r for r in read_metrics(run_dir) if r.get("data/truncated/lost_eos")]
+    assert len(logged) == 1
+    for part in ("prompt", "chosen", "rejected", "lost_eos"):
+        assert float(logged[0][f"data/truncated/{part}"]) == truncated[part]
+    assert float(logged[0]["data/truncated/lost_eos/de"]) == truncated["by_language"]["de"]["lost_eos"]
 
 
 def test_the_adapter_loads_with_peft(run_dir):

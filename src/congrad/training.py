@@ -14,6 +14,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
+from congrad.data.tokenization import TRUNCATED_PARTS
 from congrad.errors import CongradError
 from congrad.models import build_policy
 from congrad.utils.instantiate import instantiate_group
@@ -51,7 +52,8 @@ def self_reward_enabled(cfg: DictConfig) -> bool:
 
 def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] | None = None) -> dict[str, float]:
     """Build data, policy (unless given), module, loggers and callbacks from ``cfg``; fit; return the final
-    metrics. ``metrics`` are logged once before training (what produced the data, e.g. pair counts)."""
+    metrics. ``metrics`` are logged once before training (what produced the data, e.g. pair counts), with
+    the truncation counts of the datamodule."""
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     if cfg.data.get("path") is None:
@@ -64,10 +66,13 @@ def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] 
     report = datamodule.report
     write_json(output_dir / "data_report.json", report.to_dict())
     log.info(
-        "data: %d pairs from %s (%d skipped, %d excluded by language); train %d, val %d; languages %s",
+        "data: %d pairs from %s (%d skipped, %d excluded by language); train %d, val %d; languages %s; "
+        "truncated: prompt %d, chosen %d, rejected %d, lost eos %d",
         report.loaded, report.source, report.skipped, report.excluded_by_language,
         len(datamodule.train_rows), len(datamodule.val_rows), ", ".join(datamodule.languages),
+        *(report.truncated[part] for part in TRUNCATED_PARTS),
     )
+    metrics = {**(metrics or {}), **truncation_metrics(report.truncated)}
 
     module = hydra.utils.instantiate(cfg.dpo, policy=policy, languages=datamodule.languages)
     loggers = instantiate_group(cfg.get("logger"))
@@ -75,12 +80,20 @@ def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] 
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        if metrics:
-            logger.log_metrics(metrics, step=0)
+        logger.log_metrics(metrics, step=0)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     _close_wandb(loggers)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def truncation_metrics(truncated: dict) -> dict[str, float]:
+    """``data/truncated/<part>`` (pairs whose prompt / chosen / rejected was cut, or that lost an eos) and
+    ``data/truncated/lost_eos/<lang>``, from the datamodule's report."""
+    metrics = {f"data/truncated/{part}": float(truncated[part]) for part in TRUNCATED_PARTS}
+    for language, counts in truncated["by_language"].items():
+        metrics[f"data/truncated/lost_eos/{language}"] = float(counts["lost_eos"])
+    return metrics
 
 
 def _close_wandb(loggers: list) -> None:

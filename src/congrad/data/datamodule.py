@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from functools import partial
 
@@ -12,8 +13,20 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from congrad.data.formats import LoadReport, PreferenceRow, load_preference_rows
-from congrad.data.tokenization import collate_pairs, encode_pair
+from congrad.data.tokenization import (
+    TRUNCATED_PARTS,
+    check_lengths,
+    collate_pairs,
+    pair_token_ids,
+    truncate_pair,
+    truncated_parts,
+)
 from congrad.errors import CongradError
+
+log = logging.getLogger(__name__)
+
+# warn when more than this share of the pairs lose the end of a completion to truncation
+LOST_EOS_WARN_SHARE = 0.05
 
 
 class PreferenceDataModule(pl.LightningDataModule):
@@ -28,6 +41,10 @@ class PreferenceDataModule(pl.LightningDataModule):
     Trainer asks for a new train dataloader only with ``reload_dataloaders_every_n_epochs=1``, and it does
     so before ``on_train_epoch_start`` hooks run, so a pruning made in an epoch-start hook takes effect
     from the following epoch.
+
+    Truncation (see :mod:`congrad.data.tokenization`) is counted in ``report.truncated`` for the pairs of
+    ``path`` (training and, without ``val_path``, validation); more than 5% of them losing the end of a
+    completion is warned about.
     """
 
     def __init__(
@@ -49,6 +66,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         super().__init__()
         if not 0.0 <= val_fraction < 1.0:
             raise CongradError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        check_lengths(max_length, max_prompt_length)
         self.tokenizer = tokenizer
         self.path = path
         self.requested_languages = None if languages is None else list(languages)
@@ -81,8 +99,10 @@ class PreferenceDataModule(pl.LightningDataModule):
             train_rows, val_rows = stratified_split(rows, self.val_fraction, self.seed)
         else:
             train_rows, (val_rows, _) = rows, self._load(self.val_path)
-        self._train_features = self._encode(train_rows)
-        self._val_features = self._encode(val_rows)
+        self._train_features, train_cuts = self._encode(train_rows)
+        self._val_features, val_cuts = self._encode(val_rows)
+        cuts = train_cuts + (val_cuts if self.val_path is None else [])
+        self._report.truncated = self._truncation_summary(cuts)
         self._val_rows = val_rows
         self._active = list(range(len(train_rows)))
         self._train_rows = train_rows
@@ -157,15 +177,33 @@ class PreferenceDataModule(pl.LightningDataModule):
             path, split=self.split, languages=self.requested_languages, on_bad_row=self.on_bad_row
         )
 
-    def _encode(self, rows: list[PreferenceRow]) -> list[dict]:
-        return [
-            {
-                **encode_pair(self.tokenizer, row, self.max_length, self.max_prompt_length),
-                "index": position,
-                "language": row.language,
-            }
-            for position, row in enumerate(rows)
-        ]
+    def _encode(self, rows: list[PreferenceRow]) -> tuple[list[dict], list[dict]]:
+        """Features of ``rows`` and, per row, what truncation cut (:func:`truncated_parts`, with its language)."""
+        features, cuts = [], []
+        for position, row in enumerate(rows):
+            full = pair_token_ids(self.tokenizer, row)
+            kept = truncate_pair(**full, max_length=self.max_length, max_prompt_length=self.max_prompt_length)
+            features.append({**kept, "index": position, "language": row.language})
+            cuts.append({**truncated_parts(full, kept), "language": row.language})
+        return features, cuts
+
+    def _truncation_summary(self, cuts: list[dict]) -> dict:
+        """``{"max_length", "max_prompt_length", "pairs", "prompt", "chosen", "rejected", "lost_eos",
+        "by_language": {lang: {"pairs", "prompt", ...}}}``: pair counts; warns when too many lose an eos."""
+        summary = {"max_length": self.max_length, "max_prompt_length": self.max_prompt_length,
+                   **_count_cuts(cuts), "by_language": {}}
+        for language in sorted({c["language"] for c in cuts}):
+            summary["by_language"][language] = _count_cuts([c for c in cuts if c["language"] == language])
+        if summary["lost_eos"] > LOST_EOS_WARN_SHARE * summary["pairs"]:
+            log.warning(
+                "%d of %d pairs (%.0f%%) lose the end of a completion (its eos) to truncation at data.max_length=%d, "
+                "data.max_prompt_length=%d (prompt cut in %d, chosen in %d, rejected in %d pairs): the policy "
+                "never learns where those answers end. Raise data.max_length (and data.max_prompt_length) so "
+                "that the pairs fit; the counts per language are in data_report.json (truncated).",
+                summary["lost_eos"], summary["pairs"], 100 * summary["lost_eos"] / summary["pairs"],
+                self.max_length, self.max_prompt_length, summary["prompt"], summary["chosen"], summary["rejected"],
+            )
+        return summary
 
     def _loader(self, features: list[dict], batch_size: int, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
@@ -180,6 +218,11 @@ class PreferenceDataModule(pl.LightningDataModule):
     def _require_setup(self) -> None:
         if self._train_rows is None:
             raise RuntimeError("PreferenceDataModule.setup() must be called first")
+
+
+def _count_cuts(cuts: list[dict]) -> dict[str, int]:
+    counts = Counter(part for cut in cuts for part in TRUNCATED_PARTS if cut[part])
+    return {"pairs": len(cuts), **{part: counts[part] for part in TRUNCATED_PARTS}}
 
 
 class SeededPermutation(Sampler[int]):

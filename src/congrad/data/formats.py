@@ -46,7 +46,8 @@ class PreferenceRow:
 
 @dataclass
 class LoadReport:
-    """What happened to every input row: loaded, skipped as bad, or excluded by language."""
+    """What happened to every input row: loaded, skipped as bad, or excluded by language (and, once
+    tokenized by the datamodule, truncated)."""
 
     source: str
     total_rows: int = 0
@@ -57,6 +58,8 @@ class LoadReport:
     excluded_by_language: int = 0
     excluded_rows: list[dict] = field(default_factory=list)  # {"row", "id", "language"} of each excluded row
     loaded_by_language: dict[str, int] = field(default_factory=dict)
+    # filled by the datamodule: pairs whose prompt / chosen / rejected truncation cut (overall, by language)
+    truncated: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)

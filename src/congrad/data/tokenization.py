@@ -14,9 +14,12 @@ Completions end with exactly one eos: trailing whitespace after the template's e
 (generation stops at eos, so nothing after it is ever predicted) and eos is appended unless it is
 already the last token.
 
-Truncation, prompt first (TRL): a prompt longer than ``max_prompt_length`` keeps its END (the question
-is usually last); then, if prompt + the longer completion exceeds ``max_length``, both completions keep
-their START, cut to ``max_length - len(prompt)`` tokens (a cut completion loses its eos).
+Truncation, prompt first (TRL before 1.0): a prompt longer than ``max_prompt_length`` keeps its END (the
+question is usually last); then, if prompt + the longer completion exceeds ``max_length``, both completions
+keep their START, cut to ``max_length - len(prompt)`` tokens (a cut completion loses its eos). TRL 1.16 has
+no ``max_prompt_length``: it cuts each whole prompt + completion sequence at ``max_length`` from the end
+(``truncation_mode="keep_start"``) and drops pairs whose prompt alone fills ``max_length``. Ours keeps the
+question and the start of both answers; the datamodule counts what was cut (:func:`truncated_parts`).
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ def encode_pair(
     tokenizer, row: PreferenceRow, max_length: int, max_prompt_length: int
 ) -> dict[str, list[int]]:
     """Token ids of one pair: ``{"prompt_ids", "chosen_ids", "rejected_ids"}``, truncated as above."""
-    if not 0 < max_prompt_length < max_length:
-        raise CongradError(
-            "need 0 < max_prompt_length < max_length, "
-            f"got max_prompt_length={max_prompt_length}, max_length={max_length}"
-        )
+    check_lengths(max_length, max_prompt_length)
+    return truncate_pair(**pair_token_ids(tokenizer, row), max_length=max_length,
+                         max_prompt_length=max_prompt_length)
+
+
+def pair_token_ids(tokenizer, row: PreferenceRow) -> dict[str, list[int]]:
+    """Token ids of one pair, not truncated: ``{"prompt_ids", "chosen_ids", "rejected_ids"}``."""
     eos_id = tokenizer.eos_token_id
     if eos_id is None:
         raise CongradError("the tokenizer has no eos_token; set one (completions must end with it)")
@@ -52,9 +57,19 @@ def encode_pair(
         bos_id = tokenizer.bos_token_id
         if bos_id is not None and prompt_ids[:1] != [bos_id]:
             prompt_ids = [bos_id, *prompt_ids]
-    chosen_ids = _completion_ids(tokenizer, chosen_text, eos_id)
-    rejected_ids = _completion_ids(tokenizer, rejected_text, eos_id)
-    return truncate_pair(prompt_ids, chosen_ids, rejected_ids, max_length, max_prompt_length)
+    return {
+        "prompt_ids": prompt_ids,
+        "chosen_ids": _completion_ids(tokenizer, chosen_text, eos_id),
+        "rejected_ids": _completion_ids(tokenizer, rejected_text, eos_id),
+    }
+
+
+def check_lengths(max_length: int, max_prompt_length: int) -> None:
+    if not 0 < max_prompt_length < max_length:
+        raise CongradError(
+            "need 0 < data.max_prompt_length < data.max_length, "
+            f"got max_prompt_length={max_prompt_length}, max_length={max_length}"
+        )
 
 
 def truncate_pair(
@@ -72,6 +87,17 @@ def truncate_pair(
         "chosen_ids": chosen_ids[:budget],
         "rejected_ids": rejected_ids[:budget],
     }
+
+
+TRUNCATED_PARTS = ("prompt", "chosen", "rejected", "lost_eos")
+
+
+def truncated_parts(full: dict[str, list[int]], kept: dict[str, list[int]]) -> dict[str, bool]:
+    """What truncation cut from a pair (``full`` before, ``kept`` after :func:`truncate_pair`): the prompt,
+    the chosen or the rejected completion, and ``lost_eos`` (a completion lost its end of sequence, which is
+    its last token)."""
+    cut = {part: len(kept[f"{part}_ids"]) < len(full[f"{part}_ids"]) for part in ("prompt", "chosen", "rejected")}
+    return {**cut, "lost_eos": cut["chosen"] or cut["rejected"]}
 
 
 def collate_pairs(features: list[dict], pad_token_id: int) -> dict:
