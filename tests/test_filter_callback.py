@@ -95,9 +95,12 @@ def test_prunes_every_epoch_serves_the_kept_set_and_resumes_with_the_same_state(
         assert (tmp_path / "interrupted" / "filter" / name).is_file()
 
 
-def test_ddp_ranks_share_the_scoring_and_keep_what_one_process_keeps(tmp_path, pairs_file):
+def test_ddp_ranks_share_the_scoring_and_keep_what_one_process_keeps(compose_config, tmp_path, pairs_file):
     """Two CPU processes (gloo) each sketch every other candidate and all-gather: the scores and the kept
-    set of the first pass equal a single process's."""
+    set of the first pass equal a single process's. The per-step metrics cover both ranks' batches: the
+    token count of the epoch is that of all kept pairs (one pair more at most, which the distributed
+    sampler may repeat to give both ranks as many), not one rank's half."""
+    import csv
     import json
     import os
     import subprocess
@@ -105,15 +108,28 @@ def test_ddp_ranks_share_the_scoring_and_keep_what_one_process_keeps(tmp_path, p
 
     from conftest import ROOT
 
-    def scores(run_dir, *extra):
+    def run(run_dir, *extra):
         args = [sys.executable, str(ROOT / "train.py"), f"data.path={pairs_file}", "trainer.max_epochs=1",
-                "sketch.width=1024", "~logger", "callbacks.conflict_filter.progress=false",
+                "sketch.width=1024", "logger=csv", "trainer.log_every_n_steps=1",
+                "callbacks.conflict_filter.progress=false",
                 f"hydra.run.dir={run_dir}", *extra]
         result = subprocess.run(args, capture_output=True, text=True, timeout=300, env=os.environ.copy())
         assert result.returncode == 0, result.stderr[-3000:]
-        return [json.loads(line) for line in (run_dir / "filter" / "scores.jsonl").read_text().splitlines()]
+        scores = [json.loads(line) for line in (run_dir / "filter" / "scores.jsonl").read_text().splitlines()]
+        with open(run_dir / "metrics.csv") as f:
+            num_tokens = [float(r["train/num_tokens"]) for r in csv.DictReader(f) if r.get("train/num_tokens")]
+        return scores, num_tokens[-1]
 
-    single = scores(tmp_path / "single")
-    ddp = scores(tmp_path / "ddp", "trainer.devices=2", "trainer.strategy=ddp")
+    single, single_tokens = run(tmp_path / "single")
+    ddp, ddp_tokens = run(tmp_path / "ddp", "trainer.devices=2", "trainer.strategy=ddp")
     assert [s["kept"] for s in ddp] == [s["kept"] for s in single]
     assert [s["score"] for s in ddp] == pytest.approx([s["score"] for s in single], abs=1e-5)
+
+    cfg = compose_config("train", [f"data.path={pairs_file}"])
+    datamodule = hydra.utils.instantiate(cfg.data, tokenizer=hydra.utils.instantiate(cfg.model.tokenizer))
+    datamodule.setup()
+    tokens = {row.id: 2 * len(f["prompt_ids"]) + len(f["chosen_ids"]) + len(f["rejected_ids"])
+              for row, f in zip(datamodule.train_rows, datamodule._train_features)}
+    kept_tokens = sum(tokens[s["id"]] for s in single if s["kept"])
+    assert single_tokens == kept_tokens
+    assert kept_tokens <= ddp_tokens <= kept_tokens + max(tokens.values())

@@ -60,6 +60,7 @@ def test_metric_names_follow_trl_overall_and_per_language(run_dir):
                      "logps/chosen", "logps/rejected"):
             assert f"{stage}/{name}" in names and f"{stage}/{name}/de" in names and f"{stage}/{name}/zh" in names
     assert {"filter/kept/de", "filter/score_mean/hi", "filter/kept"} <= names
+    assert {"train/logits/chosen", "train/logits/rejected", "train/num_tokens", "val/logits/chosen"} <= names
 
 
 def test_wandb_offline_run_and_filter_files(run_dir):
@@ -102,3 +103,7 @@ def test_ckpt_path_resumes_where_the_run_stopped(run_dir, tmp_path):
     run_train(tmp_path, "trainer.max_epochs=4", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}")
     epochs = {int(r["epoch"]) for r in read_metrics(tmp_path) if r.get("epoch")}
     assert epochs == {3}
+    # the token count goes on from the checkpoint's
+    before = [v for _, v in metric(read_metrics(run_dir), "train/num_tokens")]
+    after = [v for _, v in metric(read_metrics(tmp_path), "train/num_tokens")]
+    assert before[-1] < after[0] < 2 * before[-1]

@@ -23,3 +23,11 @@ def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, completion_mas
         ]
     )
     return (token_logps * completion_mask[:, 1:]).sum(-1)
+
+
+def completion_logit_sums(logits: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """Per row, the sum over completion tokens of the mean logit over the vocabulary: ``[N]``, float32, no
+    gradient. Divided by the completion tokens this is TRL's ``logits/chosen`` / ``logits/rejected`` (the
+    mean of its per-token ``mean_logits`` where the completion mask is set)."""
+    with torch.no_grad():
+        return (logits[:, :-1].mean(-1).float() * completion_mask[:, 1:]).sum(-1)
