@@ -28,6 +28,7 @@ from congrad.data.self_reward.judges import RuleJudge
 from congrad.data.self_reward.prompts import load_prompts
 from congrad.errors import CongradError
 from congrad.models import build_policy
+from congrad.models.factory import starting_adapters
 from congrad.training import fit
 from congrad.utils.io import write_json, write_jsonl
 
@@ -45,9 +46,8 @@ def run_self_reward(cfg: DictConfig) -> dict[str, float]:
     judge = hydra.utils.instantiate(cfg.judge)
     if isinstance(judge, RuleJudge):
         log.warning(RULE_JUDGE_NOTE)
-    lora = cfg.model.get("lora")
-    # a trained adapter to start from is part of π_1, merged like the adapters of the iterations
-    adapters = [lora.adapter_path] if lora is not None and lora.get("adapter_path") else []
+    # trained adapters to start from are part of π_1, merged like the adapters of the iterations
+    adapters = starting_adapters(cfg.model)
     metrics: dict[str, float] = {}
     for t in range(1, cfg.iterations + 1):
         it_dir = run_dir / f"iteration_{t}"

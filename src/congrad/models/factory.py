@@ -139,13 +139,10 @@ def apply_lora(
     alpha: int = 32,
     dropout: float = 0.0,
     target_modules: Sequence[str] | str = "all-linear",
-    adapter_path: str | None = None,
 ):
-    """Wrap ``model`` with a fresh LoRA adapter, or load a trained one from ``adapter_path`` (peft format)."""
-    from peft import LoraConfig, PeftModel, get_peft_model
+    """Wrap ``model`` with a fresh LoRA adapter (its B matrices are zero: the wrapped model is unchanged)."""
+    from peft import LoraConfig, get_peft_model
 
-    if adapter_path is not None:
-        return PeftModel.from_pretrained(model, adapter_path, is_trainable=True)
     modules = target_modules if isinstance(target_modules, str) else list(target_modules)
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules, task_type="CAUSAL_LM")
     return get_peft_model(model, config)
@@ -161,21 +158,34 @@ def merge_adapters(model: PreTrainedModel, adapter_paths: Sequence[str]) -> PreT
     return model
 
 
+def starting_adapters(model_cfg: DictConfig) -> list[str]:
+    """The trained adapters the policy starts from, in merge order: ``model_cfg.merge_adapters``, then
+    ``model_cfg.lora.adapter_path``."""
+    adapters = list(model_cfg.get("merge_adapters") or [])
+    lora = model_cfg.get("lora")
+    if lora is not None and lora.get("adapter_path"):
+        adapters.append(lora.adapter_path)
+    return adapters
+
+
 def build_policy(model_cfg: DictConfig):
     """``(tokenizer, policy)`` from the ``model`` config group.
 
     ``model_cfg.tokenizer`` and ``model_cfg.backbone`` are instantiated (the backbone receives the
-    tokenizer); the adapters of ``model_cfg.merge_adapters`` (optional) are merged into it, in order;
-    ``model_cfg.lora`` (null for full fine-tuning) wraps the result with an adapter. With merged adapters
-    and a fresh LoRA, the disabled adapter (the DPO reference) is the merged policy.
+    tokenizer); the trained adapters of :func:`starting_adapters` are merged into it, in order;
+    ``model_cfg.lora`` (null for full fine-tuning) wraps the result with a fresh adapter. The starting
+    policy is then the disabled adapter, which makes it the DPO reference: training from a trained adapter
+    (``lora.adapter_path``) keeps the policy it starts from as the reference, as TRL does, and trains a new
+    adapter on top of it, as each iteration of the self-rewarding loop does.
     """
     tokenizer = hydra.utils.instantiate(model_cfg.tokenizer)
     model = hydra.utils.instantiate(model_cfg.backbone, tokenizer=tokenizer)
-    model = merge_adapters(model, model_cfg.get("merge_adapters") or [])
+    model = merge_adapters(model, starting_adapters(model_cfg))
     if model_cfg.get("gradient_checkpointing", False):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
         model.enable_input_require_grads()  # frozen embeddings + checkpointing: keep a grad path to the adapters
-    if model_cfg.get("lora") is not None:
-        model = apply_lora(model, **model_cfg.lora)
+    lora = model_cfg.get("lora")
+    if lora is not None:
+        model = apply_lora(model, **{key: value for key, value in lora.items() if key != "adapter_path"})
     return tokenizer, model
