@@ -1,8 +1,10 @@
-"""Truncation is counted in the datamodule's report and warned about when many pairs lose their end of
-sequence."""
+"""Truncation is counted in the datamodule's report, warned about when many pairs lose their end of
+sequence, and the default config fits the shipped data."""
 
 import logging
+from pathlib import Path
 
+import hydra
 import pytest
 
 from congrad.data.datamodule import PreferenceDataModule
@@ -10,6 +12,7 @@ from congrad.data.synthetic import make_preference_rows
 from congrad.models.tokenizer import build_tiny_tokenizer
 from congrad.utils.io import write_jsonl
 
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "tiny_multilingual.jsonl"
 PARTS = ("prompt", "chosen", "rejected", "lost_eos")
 
 
@@ -84,3 +87,20 @@ def test_losing_eos_in_more_than_5_percent_of_pairs_is_warned_about(tokenizer, p
         roomy = PreferenceDataModule(tokenizer, str(pairs_file), max_length=512, max_prompt_length=256)
         roomy.setup()
     assert not [r for r in caplog.records if "data.max_length" in r.getMessage()]
+
+
+def test_the_default_config_fits_the_shipped_data(compose_config, caplog):
+    cfg = compose_config("train")
+    assert cfg.data.path == str(SHIPPED)
+    tokenizer = hydra.utils.instantiate(cfg.model.tokenizer)
+    with caplog.at_level(logging.WARNING, logger="congrad.data.datamodule"):
+        dm = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer)
+        dm.setup()
+    truncated = dm.report.truncated
+    assert truncated["pairs"] == 480
+    assert truncated["lost_eos"] <= 0.01 * truncated["pairs"], truncated
+    assert not [r for r in caplog.records if "data.max_length" in r.getMessage()]
+    # the model's positions cover the longest sequence
+    longest = max(len(f["prompt_ids"]) + max(len(f["chosen_ids"]), len(f["rejected_ids"]))
+                  for f in dm._train_features + dm._val_features)
+    assert longest <= cfg.data.max_length <= cfg.model.backbone.max_position_embeddings

@@ -199,7 +199,7 @@ class PreferenceDataModule(pl.LightningDataModule):
                 "%d of %d pairs (%.0f%%) lose the end of a completion (its eos) to truncation at data.max_length=%d, "
                 "data.max_prompt_length=%d (prompt cut in %d, chosen in %d, rejected in %d pairs): the policy "
                 "never learns where those answers end. Raise data.max_length (and data.max_prompt_length) so "
-                "that the pairs fit; the counts per language are in data_report.json (truncated).",
+                "that the pairs fit (counts per language: 'truncated' in the data report).",
                 summary["lost_eos"], summary["pairs"], 100 * summary["lost_eos"] / summary["pairs"],
                 self.max_length, self.max_prompt_length, summary["prompt"], summary["chosen"], summary["rejected"],
             )
