@@ -8,7 +8,7 @@ gives held-out pairs of the 8 seen languages and of 4 unseen ones (it, pt, ja, k
 
 Part 1 — scoring. The tiny policy of ``conf/model/tiny.yaml`` (random init, fresh LoRA adapter: the
 reference point, policy = reference, unless ``--warmup-steps``) scores every training pair with the
-library's pipeline (PerPairSketcher -> sketch_candidates -> ConflictFilter.step), for each sketch width and
+library's pipeline (PerPairSketcher -> sketch_candidates -> ConGrad.step), for each sketch width and
 aggregator. "exact" is the same pipeline on the unsketched per-pair gradients (one backward per pair, the
 LoRA gradients laid end to end), and "random" draws uniform scores.
 
@@ -43,19 +43,21 @@ import time
 import warnings
 from pathlib import Path
 
-from common import build_module, compose_config, mean_sd
+from common import mean_sd
 
 import hydra  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 
-import kernels  # noqa: E402
 from congrad.data.synthetic import make_preference_rows  # noqa: E402
-from congrad.filtering.conflict_filter import ConflictFilter  # noqa: E402
-from congrad.filtering.scoring import sketch_candidates  # noqa: E402
+from congrad.filtering.method import ConGrad  # noqa: E402
 from congrad.filtering.selection import select  # noqa: E402
-from congrad.filtering.sketching import PerPairSketcher, select_parameters  # noqa: E402
+from congrad.filtering.sketch_pass import sketch_candidates, train_mode_without_dropout  # noqa: E402
+from congrad.filtering.sketching import PerPairSketcher  # noqa: E402
+from congrad.kernels import count_sketch  # noqa: E402
+from congrad.training import build_pieces  # noqa: E402
 from congrad.utils.io import write_jsonl  # noqa: E402
+from congrad.utils.project import compose_config  # noqa: E402
 
 SEEN = ["en", "de", "fr", "es", "ru", "zh", "hi", "ar"]
 UNSEEN = ["it", "pt", "ja", "ko"]
@@ -108,16 +110,14 @@ def config(args, seed: int, data_path: Path, out_dir: Path):
     ]
     if args.epochs is not None:
         overrides.append(f"trainer.max_epochs={args.epochs}")
-    return compose_config(overrides + args.override)
+    return compose_config("train", overrides + args.override)
 
 
 def setup(cfg, seed: int):
     """(module, datamodule) of ``cfg`` at the initialisation of ``seed`` (policy = reference)."""
     pl.seed_everything(seed, verbose=False)  # LoRA init draws from the global RNG
-    tokenizer, module = build_module(cfg, SEEN)
-    datamodule = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer)
-    datamodule.setup("fit")
-    return module, datamodule
+    pieces = build_pieces(cfg)
+    return pieces.module, pieces.datamodule
 
 
 # ---- scoring ------------------------------------------------------------------------------------------
@@ -125,27 +125,18 @@ def sketcher_for(cfg, module, width: int) -> PerPairSketcher:
     return PerPairSketcher.from_config(module, {**cfg.sketch, "width": width})
 
 
-def exact_gradients(module, datamodule, params: str) -> torch.Tensor:
+def exact_gradients(cfg, module, datamodule) -> torch.Tensor:
     """[N, d]: each candidate's gradient of its own DPO loss (one backward per pair), selected parameters
-    laid end to end in ``named_parameters`` order — the vector the sketches compress."""
-    named = select_parameters(module.policy, params)
-    trainable = [p.requires_grad for _, p in named]
-    for _, p in named:
-        p.requires_grad_(True)
-    module.eval()
-    rows = []
-    for batch in datamodule.candidate_dataloader(1):
-        loss = module.pair_losses(batch)["loss"].sum()
-        grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
-        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for (_, p), g in zip(named, grads)]))
-    for (_, p), t in zip(named, trainable):
-        p.requires_grad_(t)
-    return torch.stack(rows).float()
+    laid end to end — the vectors the sketches compress."""
+    sketcher = PerPairSketcher.from_config(module, cfg.sketch)
+    with train_mode_without_dropout(module.policy):  # as in the sketch pass
+        return torch.cat([sketcher.exact_gradients(batch)
+                          for batch in datamodule.candidate_dataloader(cfg.sketch.batch_size)])
 
 
 def filter_results(cfg, vectors: torch.Tensor, languages: list[str], aggregators: list[str]) -> dict:
     filter_cfg = dict(cfg.filter)
-    return {agg: ConflictFilter(seed=cfg.sketch.seed, **{**filter_cfg, "aggregator": agg}).step(vectors, languages)
+    return {agg: ConGrad(seed=cfg.sketch.seed, **{**filter_cfg, "aggregator": agg}).step(vectors, languages)
             for agg in aggregators}
 
 
@@ -178,7 +169,7 @@ def scoring_part(args, train_path: Path, tmp: Path) -> None:
           f"{args.flip_fraction:.0%} of {', '.join(args.flip_languages)}), tiny model {point}, seed {seed}")
 
     t0 = time.perf_counter()
-    exact = exact_gradients(module, datamodule, cfg.sketch.params)
+    exact = exact_gradients(cfg, module, datamodule)
     t_exact = time.perf_counter() - t0
     results = {"exact": filter_results(cfg, exact, languages, args.aggregators)}
     timings = {"exact": t_exact}
@@ -194,7 +185,7 @@ def scoring_part(args, train_path: Path, tmp: Path) -> None:
     print(f"sketch method {sketcher.method}, {cfg.sketch.kind} sketch of d = {exact.shape[1]} LoRA gradient "
           f"coordinates ({int((exact.abs().sum(0) > 0).sum())} nonzero)")
     ref_width = args.ref_width if args.ref_width in sketches_at else args.widths[-1]
-    oracle = kernels.count_sketch(exact, ref_width, cfg.sketch.seed) if cfg.sketch.kind == "count" else None
+    oracle = count_sketch(exact, ref_width, cfg.sketch.seed) if cfg.sketch.kind == "count" else None
     if oracle is not None:
         err = (sketches_at[ref_width] - oracle).norm() / oracle.norm()
         print(f"check: batched sketches vs count_sketch(exact gradients) at w={ref_width}: relative error {err:.1e}")

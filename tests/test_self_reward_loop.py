@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-import congrad.self_rewarding as self_rewarding
+import congrad.selfreward.loop as self_rewarding
 from congrad.data.formats import load_preference_rows
-from congrad.training import train
+from congrad.run import train
 
 pytestmark = pytest.mark.slow
 

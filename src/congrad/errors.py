@@ -1,12 +1,16 @@
 """Errors meant for the person running congrad.
 
-Entry points print a :class:`CongradError` as one clear message (no stack trace) and exit non-zero;
+Entry points print a :class:`CongradError` as one clear message (no stack trace) and exit with status 2;
 anything else is a bug and keeps its traceback.
 """
 
 
 class CongradError(Exception):
     """A problem the user can fix: bad input data, a model that cannot be loaded, a wrong setting."""
+
+
+class ConfigError(CongradError, ValueError):
+    """A setting outside the values it allows; the message names the key and what is allowed."""
 
 
 class BadRowError(CongradError, ValueError):

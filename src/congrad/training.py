@@ -1,66 +1,66 @@
-"""Training from a composed ``train.yaml`` config: one DPO fit, or the self-rewarding loop around it.
+"""One DPO run from a composed config: the pieces (policy, data, DPO module) built the one way every caller
+builds them, and the Lightning fit around them.
 
-``iterations=0`` (the default) or an explicit ``data.path`` is one DPO run on that preference set;
-``iterations=N`` with the ``self_reward`` group set (``+experiment=tiny_self_reward``, ...) and no
-``data.path`` runs N self-rewarding iterations (:mod:`congrad.self_rewarding`).
+Whether ``python train.py`` runs one fit or the self-rewarding loop of fits is decided above this module,
+in :mod:`congrad.run`.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from congrad.errors import CongradError
-from congrad.models import build_policy
+from congrad.models import DPOModule, build_policy
 from congrad.utils.instantiate import instantiate_group
 from congrad.utils.io import write_json
 
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Run what ``cfg`` asks for; return the final metrics (of the last iteration)."""
-    if self_reward_enabled(cfg):
-        from congrad.self_rewarding import run_self_reward
+@dataclass
+class Pieces:
+    """What a DPO run is made of: the tokenizer, the data (set up) and the DPO module around the policy."""
 
-        return run_self_reward(cfg)
-    return fit(cfg)
-
-
-def self_reward_enabled(cfg: DictConfig) -> bool:
-    iterations = cfg.get("iterations") or 0
-    if cfg.get("self_reward") is None:
-        if iterations:
-            raise CongradError(
-                f"iterations={iterations} needs the self-rewarding loop: add self_reward=default (and a judge, "
-                "e.g. judge=self), or use an experiment that sets it (+experiment=tiny_self_reward)"
-            )
-        return False
-    if cfg.data.get("path") is not None:
-        if iterations:
-            log.info("data.path is set: one DPO run on %s; the self-rewarding loop is skipped", cfg.data.path)
-        return False
-    if not iterations:
-        raise CongradError("the self-rewarding loop needs iterations>=1 (or a preference set: data.path=FILE)")
-    return True
+    tokenizer: Any
+    datamodule: Any  # congrad.data.datamodule.PreferenceDataModule
+    module: DPOModule
 
 
-def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] | None = None) -> dict[str, float]:
-    """Build data, policy (unless given), module, loggers and callbacks from ``cfg``; fit; return the final
-    metrics. ``metrics`` are logged once before training (what produced the data, e.g. pair counts)."""
-    pl.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
+def build_module(cfg: DictConfig, tokenizer=None, policy=None, languages: Sequence[str] = ()) -> tuple[Any, DPOModule]:
+    """``(tokenizer, DPOModule)`` from ``cfg.model`` (unless a built ``policy`` and its tokenizer are given)
+    and ``cfg.dpo``."""
+    if policy is None:
+        tokenizer, policy = build_policy(cfg.model)
+    return tokenizer, hydra.utils.instantiate(cfg.dpo, policy=policy, languages=list(languages))
+
+
+def build_pieces(cfg: DictConfig, tokenizer=None, policy=None) -> Pieces:
+    """Policy (from ``cfg.model`` unless given), data from ``cfg.data`` (loaded, split and tokenized), and
+    the DPO module from ``cfg.dpo``, which tracks the data's languages."""
     if cfg.data.get("path") is None:
         raise CongradError("data.path is not set: give a preference set (data.path=FILE)")
-
     if policy is None:
         tokenizer, policy = build_policy(cfg.model)
     datamodule = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer)
     datamodule.setup("fit")
+    _, module = build_module(cfg, tokenizer, policy, datamodule.languages)
+    return Pieces(tokenizer, datamodule, module)
+
+
+def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] | None = None) -> dict[str, float]:
+    """Build the pieces (the policy unless given), loggers and callbacks from ``cfg``; fit; return the final
+    metrics. ``metrics`` are logged once before training (what produced the data, e.g. pair counts)."""
+    pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    pieces = build_pieces(cfg, tokenizer, policy)
+    datamodule = pieces.datamodule
     report = datamodule.report
     write_json(output_dir / "data_report.json", report.to_dict())
     log.info(
@@ -69,7 +69,6 @@ def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] 
         len(datamodule.train_rows), len(datamodule.val_rows), ", ".join(datamodule.languages),
     )
 
-    module = hydra.utils.instantiate(cfg.dpo, policy=policy, languages=datamodule.languages)
     loggers = instantiate_group(cfg.get("logger"))
     callbacks = instantiate_group(cfg.get("callbacks"))
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
@@ -78,7 +77,7 @@ def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] 
         if metrics:
             logger.log_metrics(metrics, step=0)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(pieces.module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     _close_wandb(loggers)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 

@@ -1,4 +1,4 @@
-"""Loading and validating preference data (DESIGN §3).
+"""Loading and validating preference data (the format: README, "Preference data").
 
 A row is ``prompt``, ``chosen``, ``rejected`` (each a string, or TRL's conversational form: a list of
 ``{"role", "content"}`` messages), ``language`` (an ISO 639-1 code) and an optional ``id``; any other

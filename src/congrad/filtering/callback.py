@@ -19,20 +19,21 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from congrad.filtering.conflict_filter import ConflictFilter, FilterResult
-from congrad.filtering.report import write_filter_outputs
-from congrad.filtering.scoring import sketch_candidates
+from congrad.filtering.method import ConGrad, PassResult
+from congrad.filtering.outputs import write_filter_outputs
+from congrad.filtering.sketch_pass import sketch_candidates
 from congrad.filtering.sketching import PerPairSketcher
 
 
-class ConflictFilterCallback(pl.Callback):
-    """``sketch``: width, seed, params, method, kind, chunk_mb, batch_size; ``filter``: the keyword
-    arguments of :class:`ConflictFilter` (aggregator, keep_ratio, threshold, per_language,
-    min_per_language, ema, gradvac_target). Files of the latest pass go to ``output_dir``."""
+class ConGradCallback(pl.Callback):
+    """``sketch``: the ``sketch`` config group (width, seed, params, method, kind, chunk_mb, batch_size);
+    ``method``: the ``filter`` config group, the keyword arguments of :class:`ConGrad` (aggregator,
+    keep_ratio, threshold, per_language, min_per_language, ema, gradvac_target). Files of the latest pass go
+    to ``output_dir``."""
 
-    def __init__(self, sketch: dict, filter: dict, output_dir: str, progress: bool = True):
+    def __init__(self, sketch: dict, method: dict, output_dir: str, progress: bool = True):
         self.sketch = dict(sketch)
-        self.filter = ConflictFilter(seed=self.sketch["seed"], **filter)
+        self.congrad = ConGrad(seed=self.sketch["seed"], **method)
         self.output_dir = Path(output_dir)
         self.progress = progress
         self.kept_indices: list[int] | None = None
@@ -58,11 +59,11 @@ class ConflictFilterCallback(pl.Callback):
             self._filter(trainer, pl_module, epoch)
 
     def state_dict(self) -> dict:
-        return {"filter": self.filter.state_dict(), "kept_indices": self.kept_indices,
+        return {"filter": self.congrad.state_dict(), "kept_indices": self.kept_indices,
                 "kept_for_epoch": self.kept_for_epoch, "scores": self.scores}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.filter.load_state_dict(state_dict["filter"])
+        self.congrad.load_state_dict(state_dict["filter"])
         self.kept_indices = state_dict["kept_indices"]
         self.kept_for_epoch = state_dict["kept_for_epoch"]
         self.scores = state_dict["scores"]
@@ -80,7 +81,7 @@ class ConflictFilterCallback(pl.Callback):
                                      progress=self.progress and trainer.is_global_zero)
         if trainer.world_size > 1:
             sketches = _gather_strided(trainer, sketches, len(rows))
-        result = self.filter.step(sketches, [row.language for row in rows])
+        result = self.congrad.step(sketches, [row.language for row in rows])
         self.scores = result.scores
         self.kept_indices = result.kept.nonzero().flatten().tolist()
         self.kept_for_epoch = epoch
@@ -89,7 +90,7 @@ class ConflictFilterCallback(pl.Callback):
             heatmap = write_filter_outputs(self.output_dir, rows, result, extra_summary={"epoch": epoch})
             self._log(trainer, result, rows, heatmap, epoch)
 
-    def _log(self, trainer: pl.Trainer, result: FilterResult, rows, heatmap: Path, epoch: int) -> None:
+    def _log(self, trainer: pl.Trainer, result: PassResult, rows, heatmap: Path, epoch: int) -> None:
         per_language = result.per_language()
         metrics = {"filter/kept": float(result.kept.sum()), "filter/epoch": float(epoch)}
         for lang, stats in per_language.items():

@@ -25,6 +25,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from congrad.errors import ConfigError
+
 AGGREGATORS = ("pcgrad", "gradvac", "mean", "none")
 
 _CHUNK = 1 << 16  # columns per float64 block: L·2^16·8 bytes (50 MB at L = 100)
@@ -61,7 +63,7 @@ def gradvac_project(grads: Tensor, generator: torch.Generator | None = None, tar
     is exactly PCGrad's projection; φ̂ > 0 also pulls positively but weakly aligned languages together.
     """
     if not -1.0 < target < 1.0:
-        raise ValueError(f"gradvac target similarity must lie in (-1, 1), got {target}")
+        raise ConfigError(f"filter.gradvac_target must lie in (-1, 1), got {target}")
     return _surgery(grads, generator, _gradvac_rule(target))
 
 
@@ -86,9 +88,9 @@ def consensus(
         projected = project(grads, generator, **options)
         return projected.sum(0), projected
     if aggregator not in ("mean", "none"):
-        raise ValueError(f"unknown aggregator {aggregator!r}; choose one of {', '.join(AGGREGATORS)}")
+        raise ConfigError(f"filter.aggregator must be one of {', '.join(AGGREGATORS)}, got {aggregator!r}")
     if options:
-        raise TypeError(f"aggregator {aggregator!r} takes no options, got {sorted(options)}")
+        raise ConfigError(f"filter.aggregator={aggregator} takes no options, got {sorted(options)}")
     if aggregator == "mean":
         return mean(grads), grads
     _check(grads)

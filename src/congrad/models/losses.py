@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from congrad.errors import ConfigError
+
 LOSS_TYPES = ("sigmoid", "ipo", "robust")
 
 
@@ -36,11 +38,11 @@ def dpo_loss(
 ) -> torch.Tensor:
     """Per-pair preference losses ``[B]`` (not reduced)."""
     if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+        raise ConfigError(f"dpo.loss_type must be one of {', '.join(LOSS_TYPES)}, got {loss_type!r}")
     if beta <= 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
+        raise ConfigError(f"dpo.beta must be > 0, got {beta}")
     if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+        raise ConfigError(f"dpo.label_smoothing must be in [0, 0.5), got {label_smoothing}")
     logits = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
     h = beta * logits
     if length_penalty:

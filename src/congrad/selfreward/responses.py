@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-from congrad.data.self_reward.generation import Sampling, TextGenerator
-from congrad.data.self_reward.judges import Candidate
-from congrad.data.self_reward.langid import detect, same_language
-from congrad.data.self_reward.pairing import best_vs_worst
-from congrad.data.self_reward.prompts import Prompt
+from congrad.data.prompts import Prompt
+from congrad.generation.langid import detect, same_language
+from congrad.generation.sampling import Sampling, TextGenerator
+from congrad.judging.verdicts import Candidate
+from congrad.selfreward.pairing import best_vs_worst
 
 EMPTY, LANGUAGE, UNJUDGED = "empty", "language", "unjudged"
 
@@ -69,7 +69,7 @@ def generate_and_judge(prompts: Sequence[Prompt], generator: TextGenerator, judg
 
 
 def pairs_from_generations(rows: Sequence[dict], min_score_gap: float) -> tuple[list[dict], dict]:
-    """The ``pairs.jsonl`` rows (DESIGN §3, with ``chosen_score`` and ``rejected_score``) and the counts of
+    """The ``pairs.jsonl`` rows (the preference format, with ``chosen_score`` and ``rejected_score``) and the counts of
     what happened on the way, per language and in total."""
     counts: dict[str, Counter] = defaultdict(Counter)
     pairs = []

@@ -1,7 +1,7 @@
-"""One ConGrad filtering step on a set of candidate sketches: aggregate per language, resolve conflicts
-into a consensus, score every candidate, select.
+"""The ConGrad method on a set of candidate sketches, one pass at a time: aggregate per language, resolve
+conflicts into a consensus, score every candidate, select (README, "How it works").
 
-:class:`ConflictFilter` holds the state that lives across epochs (the per-language EMA aggregates and the
+:class:`ConGrad` holds the state that lives across epochs (the per-language EMA aggregates and the
 number of passes, which seeds the surgery order); a checkpoint stores it through ``state_dict``.
 """
 
@@ -19,7 +19,7 @@ from congrad.filtering.surgery import consensus, cosine_matrix
 
 
 @dataclass
-class FilterResult:
+class PassResult:
     """Scores and the kept mask of one pass, with what explains them."""
 
     scores: Tensor  # [N] float32
@@ -44,7 +44,7 @@ class FilterResult:
         return out
 
 
-class ConflictFilter:
+class ConGrad:
     def __init__(
         self,
         aggregator: str = "pcgrad",
@@ -69,7 +69,7 @@ class ConflictFilter:
         return {"aggregator": self.aggregator, **self.selection, "ema": self.aggregates.ema, **self.options,
                 "surgery_seed": self.seed}
 
-    def step(self, sketches: Tensor, languages: Sequence[str]) -> FilterResult:
+    def step(self, sketches: Tensor, languages: Sequence[str]) -> PassResult:
         """Fold ``sketches`` [N, w] into the aggregates, build the consensus, score and select all N."""
         sketches = sketches.float()
         self.aggregates.add(sketches, languages)
@@ -84,7 +84,7 @@ class ConflictFilter:
             scores = cosine_scores(sketches, direction)
         scores = scores.float().cpu()
         kept = select(scores, list(languages), **self.selection)
-        return FilterResult(
+        return PassResult(
             scores=scores,
             kept=kept,
             languages=list(languages),

@@ -2,7 +2,7 @@
 
 Layout
 ------
-The hash (:mod:`kernels.hashing`) permutes each chunk of ``w`` consecutive global coordinates by XOR with
+The hash (:mod:`congrad.kernels.hashing`) permutes each chunk of ``w`` consecutive global coordinates by XOR with
 a seeded mask: coordinate ``c*w + p`` goes to bucket ``p ^ m(c)``. Turned around, bucket ``b`` receives
 exactly one coordinate of every chunk, ``c*w + (b ^ m(c))``. So a program owns a block of ``BLOCK``
 buckets of one row and *gathers*: for each chunk it loads ``x[c*w + (b ^ m(c))]`` for its buckets, applies
@@ -30,7 +30,7 @@ traffic under ``MAX_WORKSPACE_FRACTION`` of the input read, and depends only on 
 — not on the number of rows or the device — so a row sketched alone or inside a batch gives bit-identical
 results.
 
-The hash functions are the ones of :mod:`kernels.hashing`, wrapped with ``triton.jit`` here (see
+The hash functions are the ones of :mod:`congrad.kernels.hashing`, wrapped with ``triton.jit`` here (see
 :func:`_build`), so the kernel and the torch reference cannot disagree about the hash.
 
 Kernels are built on first use, in the mode Triton was imported in: interpreted (``TRITON_INTERPRET=1``
@@ -196,7 +196,7 @@ def _interpret_env(interpret: bool):
 
 
 def _build() -> types.SimpleNamespace:
-    """``triton.jit`` the hash functions of :mod:`kernels.hashing` and the kernels above, once, in the mode
+    """``triton.jit`` the hash functions of :mod:`congrad.kernels.hashing` and the kernels above, once, in the mode
     Triton was imported in.
 
     Each function is re-bound to a shared namespace in which the names of the hash functions and kernels
@@ -206,7 +206,7 @@ def _build() -> types.SimpleNamespace:
     global _built
     if triton is None:
         raise RuntimeError("Triton is not installed: the Triton count-sketch kernel is unavailable "
-                           "(kernels.count_sketch_reference works without it)")
+                           "(congrad.kernels.count_sketch_reference works without it)")
     if _built is None:
         namespace = dict(vars(hashing))
         namespace.update(tl=tl, triton=triton)
@@ -318,7 +318,7 @@ def _check_runnable(t: torch.Tensor) -> None:
     if not interpret_enabled():
         raise RuntimeError(
             "the Triton count-sketch kernel needs a CUDA tensor, or TRITON_INTERPRET=1 in the environment to "
-            "run it on CPU (slow; for tests); kernels.count_sketch picks the torch reference on CPU by itself"
+            "run it on CPU (slow; for tests); congrad.kernels.count_sketch picks the torch reference on CPU by itself"
         )
     if not triton_interprets():
         raise RuntimeError(
@@ -343,7 +343,7 @@ def count_sketch_triton(x: torch.Tensor, width: int, seed: int, *, offset: int =
                         out: torch.Tensor | None = None) -> torch.Tensor:
     """Count sketch of ``x`` with the Triton kernel (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``).
 
-    Same contract as :func:`kernels.count_sketch`.
+    Same contract as :func:`congrad.kernels.count_sketch`.
     """
     return _count_sketch_triton(x, width, seed, offset=offset, out=out)
 
@@ -393,7 +393,7 @@ def _count_sketch_triton(x, width, seed, *, offset=0, out=None, block=None, num_
 
 
 def bucket_and_sign_triton(coords: torch.Tensor, width: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`kernels.bucket_and_sign` evaluated by the jitted hash functions (for tests): buckets (int64)
+    """:func:`congrad.kernels.bucket_and_sign` evaluated by the jitted hash functions (for tests): buckets (int64)
     and signs (float32 ±1) of the global coordinates ``coords`` (an integer tensor)."""
     if not isinstance(coords, torch.Tensor) or coords.dtype.is_floating_point or coords.dtype == torch.bool:
         raise TypeError("coords must be an integer tensor")

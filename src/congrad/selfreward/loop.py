@@ -1,4 +1,4 @@
-"""The self-rewarding loop (DESIGN §1): ``iterations`` rounds of generate → judge → pair → ConGrad-filtered
+"""The self-rewarding loop (README, "How it works"): ``iterations`` rounds of generate → judge → pair → ConGrad-filtered
 DPO, each in ``<run dir>/iteration_<t>/``.
 
 Iteration t starts from π_t: the base model with the adapters of iterations 1..t-1 merged into it, in
@@ -22,12 +22,12 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from congrad.data.self_reward.builder import generate_and_judge, pairs_from_generations
-from congrad.data.self_reward.generation import Sampling, TextGenerator
-from congrad.data.self_reward.judges import RuleJudge
-from congrad.data.self_reward.prompts import load_prompts
+from congrad.data.prompts import load_prompts
 from congrad.errors import CongradError
+from congrad.generation.sampling import Sampling, TextGenerator
+from congrad.judging.rule import RuleJudge
 from congrad.models import build_policy
+from congrad.selfreward.responses import generate_and_judge, pairs_from_generations
 from congrad.training import fit
 from congrad.utils.io import write_json, write_jsonl
 

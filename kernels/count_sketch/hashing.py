@@ -51,7 +51,7 @@ They run
 * in torch on int64 tensors holding values in ``[0, 2**32)``: each product is masked with
   ``& 0xFFFFFFFF``; int64 multiplication wraps modulo 2**64, so the low 32 bits are the exact uint32
   product;
-* in Triton on ``tl.uint32`` values, where the same masks are no-ops: ``kernels.triton_kernel`` wraps
+* in Triton on ``tl.uint32`` values, where the same masks are no-ops: ``congrad.kernels.triton_kernel`` wraps
   these very functions with ``triton.jit`` (calls between them are re-bound to their jitted
   counterparts), so there is no second copy of the arithmetic that could drift. A test evaluates both on
   many coordinates, offsets beyond 2**40 included, and requires equality bit for bit.

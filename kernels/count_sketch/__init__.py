@@ -7,10 +7,10 @@ bfloat16 or float16) to float32 ``[width]`` / ``[N, width]`` with
 long vector, each at its own offset, add up to the sketch of the whole vector, and ``out=`` accumulates
 them in place. The sketch is linear and unbiased for inner products: ``E <S a, S b> = <a, b>`` over seeds.
 
-* :mod:`kernels.hashing` — the hash family, why inner products stay unbiased, the variance, and how one
+* :mod:`congrad.kernels.hashing` — the hash family, why inner products stay unbiased, the variance, and how one
   definition of the arithmetic serves both implementations.
-* :mod:`kernels.triton_kernel` — the atomic-free gather layout of the GPU kernel.
-* :mod:`kernels.reference` — the torch implementation (bounded memory for any D).
+* :mod:`congrad.kernels.triton_kernel` — the atomic-free gather layout of the GPU kernel.
+* :mod:`congrad.kernels.reference` — the torch implementation (bounded memory for any D).
 
 Dispatch of :func:`count_sketch`: a CUDA tensor goes to the Triton kernel (to the torch reference, on the
 GPU, if Triton is not installed); a CPU tensor to the torch reference. :func:`count_sketch_triton` runs the
@@ -67,7 +67,7 @@ def count_sketch(x: torch.Tensor, width: int, seed: int, *, offset: int = 0,
         if _triton_available():
             return count_sketch_triton(x, width, seed, offset=offset, out=out)
         if not _warned_no_triton and x.is_cuda:
-            warnings.warn("Triton is not installed: kernels.count_sketch uses the (slower) torch reference on "
+            warnings.warn("Triton is not installed: congrad.kernels.count_sketch uses the (slower) torch reference on "
                           "the GPU", RuntimeWarning, stacklevel=2)
             _warned_no_triton = True
     return count_sketch_reference(x, width, seed, offset=offset, out=out)

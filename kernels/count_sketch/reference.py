@@ -1,6 +1,6 @@
 """Torch implementation of the count sketch: the reference for the Triton kernel, and the CPU path.
 
-It evaluates the hash of :mod:`kernels.hashing` on int64 tensors and adds signed values into their buckets
+It evaluates the hash of :mod:`congrad.kernels.hashing` on int64 tensors and adds signed values into their buckets
 with ``index_add_``. Long rows are processed in pieces of about ``PIECE_ELEMENTS`` values (pieces
 aligned to the chunk grid), so memory stays bounded whatever D is; each piece hashes its chunks once and
 its coordinates once — no index tensor of size D is ever built.
@@ -27,7 +27,7 @@ def _chunk_table(c_start: int, c_stop: int, keys, width: int, device) -> tuple[t
 
 
 def _signs(sign_bits: torch.Tensor) -> torch.Tensor:
-    """+1.0 / -1.0 from :func:`kernels.hashing.sign_mask` values."""
+    """+1.0 / -1.0 from :func:`congrad.kernels.hashing.sign_mask` values."""
     return torch.where(sign_bits != 0, -1.0, 1.0).to(torch.float32)
 
 
@@ -68,7 +68,7 @@ def count_sketch_reference(x: torch.Tensor, width: int, seed: int, *, offset: in
                            out: torch.Tensor | None = None) -> torch.Tensor:
     """Count sketch of ``x`` (``[D]`` or ``[N, D]``) into ``width`` buckets, in torch, on x's device.
 
-    Same contract as :func:`kernels.count_sketch`; the result agrees with the Triton kernel to float
+    Same contract as :func:`congrad.kernels.count_sketch`; the result agrees with the Triton kernel to float
     rounding (the two add the same terms in different orders).
     """
     a = check_args(x, width, seed, offset, out)

@@ -5,7 +5,7 @@ A prompt row is ``prompt`` (a string, or TRL's conversational form: ``system``/`
 lines, Parquet, a saved ``datasets`` directory or a hub id) and validated the same way: a bad row is an
 error naming the file, the row and the field, or with ``on_bad_row=skip`` it is skipped (and logged).
 
-``python -m congrad.data.self_reward.prompts`` writes the shipped tiny set (``data/prompts_tiny.jsonl``):
+``python -m congrad.data.prompts`` writes the shipped tiny set (``data/prompts_tiny.jsonl``):
 every prompt template × topic of :mod:`congrad.data.synthetic`, in all of its languages.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from congrad.data import formats
 from congrad.data.formats import Text
-from congrad.data.synthetic import DEFAULT_LANGUAGES, TEMPLATES, TOPICS
+from congrad.data.synthetic import DEFAULT_LANGUAGES, TOPICS, load_templates
 from congrad.errors import BadRowError, CongradError
 from congrad.utils.io import write_jsonl
 
@@ -97,7 +97,7 @@ def make_prompt_rows(languages: Iterable[str] = DEFAULT_LANGUAGES) -> list[dict]
     ``len(TOPICS)`` rows of a language already cover every topic."""
     rows = []
     for language in languages:
-        t = TEMPLATES[language]
+        t = load_templates()[language]
         for k, (template, topic) in enumerate((p, topic) for p in t.prompts for topic in TOPICS):
             rows.append({"id": f"{language}-{k:03d}", "language": language,
                          "prompt": template.format(topic=t.topics[topic][0])})

@@ -16,11 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from congrad.filtering.conflict_filter import FilterResult
+from congrad.filtering.method import PassResult
 from congrad.utils.io import atomic_path, write_json, write_jsonl
 
 
-def score_lines(rows: Sequence, result: FilterResult, report=None) -> list[dict]:
+def score_lines(rows: Sequence, result: PassResult, report=None) -> list[dict]:
     """The ``scores.jsonl`` lines: the scored ``rows`` (PreferenceRow, aligned with ``result``) and, from the
     data's load ``report``, the rows skipped as bad and those excluded by ``data.languages`` — in input order."""
     lines = []
@@ -41,7 +41,7 @@ def _unscored(entry: dict, reason: str) -> dict:
     return {"id": entry["id"], "language": entry["language"], "score": None, "kept": False, "reason": reason}
 
 
-def summary(result: FilterResult, report=None, extra: dict | None = None) -> dict:
+def summary(result: PassResult, report=None, extra: dict | None = None) -> dict:
     per_language = {lang: {**stats, "skipped": 0} for lang, stats in result.per_language().items()}
     for bad in report.skipped_rows if report else ():
         if bad["language"] in per_language:
@@ -62,7 +62,7 @@ def summary(result: FilterResult, report=None, extra: dict | None = None) -> dic
     }
 
 
-def write_filter_outputs(out_dir: str | Path, rows: Sequence, result: FilterResult, report=None,
+def write_filter_outputs(out_dir: str | Path, rows: Sequence, result: PassResult, report=None,
                          extra_summary: dict | None = None) -> Path:
     """Write the four files into ``out_dir``; returns the heatmap's path. ``report``: the data's LoadReport,
     whose skipped and excluded rows get a line too (filter.py passes it; inside training the candidates
@@ -79,7 +79,7 @@ def write_filter_outputs(out_dir: str | Path, rows: Sequence, result: FilterResu
     return heatmap
 
 
-def conflict_figure(result: FilterResult):
+def conflict_figure(result: PassResult):
     """Heatmaps of the language × language cosines before and after surgery."""
     import matplotlib
 

@@ -1,4 +1,4 @@
-"""Best vs. worst response per prompt (DESIGN §1, step 3)."""
+"""Best vs. worst response per prompt (step 3 of a self-rewarding iteration; README, "How it works")."""
 
 from __future__ import annotations
 

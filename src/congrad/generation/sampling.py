@@ -16,6 +16,7 @@ import torch
 
 from congrad.data.formats import Text
 from congrad.data.tokenization import as_messages, flatten_text, token_ids
+from congrad.utils.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -27,13 +28,6 @@ class Sampling:
     top_p: float = 0.9
     top_k: int = 0
     max_new_tokens: int = 256
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto``: CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class TextGenerator:
