@@ -28,12 +28,12 @@ from congrad.filtering.sketching import PerPairSketcher
 class ConGradCallback(pl.Callback):
     """``sketch``: the ``sketch`` config group (width, seed, params, method, kind, chunk_mb, batch_size);
     ``method``: the ``filter`` config group, the keyword arguments of :class:`ConGrad` (aggregator,
-    keep_ratio, threshold, per_language, min_per_language, ema, gradvac_target). Files of the latest pass go
-    to ``output_dir``."""
+    keep_ratio, threshold, per_language, min_per_language, ema, gradvac_target, normalize, seed). Files of
+    the latest pass go to ``output_dir``."""
 
     def __init__(self, sketch: dict, method: dict, output_dir: str, progress: bool = True):
         self.sketch = dict(sketch)
-        self.congrad = ConGrad(seed=self.sketch["seed"], **method)
+        self.congrad = ConGrad(**method)
         self.output_dir = Path(output_dir)
         self.progress = progress
         self.kept_indices: list[int] | None = None

@@ -54,9 +54,11 @@ class ConGrad:
         min_per_language: int = 1,
         ema: float = 0.0,
         gradvac_target: float = 0.0,
+        normalize: bool = True,
         seed: int = 0,
     ):
         self.aggregator = aggregator
+        self.normalize = normalize
         self.selection = dict(keep_ratio=keep_ratio, threshold=threshold, per_language=per_language,
                               min_per_language=min_per_language)
         drop_reason(keep_ratio=keep_ratio, threshold=threshold)  # validates the rule now, not after a pass
@@ -67,12 +69,20 @@ class ConGrad:
 
     def settings(self) -> dict:
         return {"aggregator": self.aggregator, **self.selection, "ema": self.aggregates.ema, **self.options,
-                "surgery_seed": self.seed}
+                "normalize": self.normalize, "seed": self.seed}
 
     def step(self, sketches: Tensor, languages: Sequence[str]) -> PassResult:
-        """Fold ``sketches`` [N, w] into the aggregates, build the consensus, score and select all N."""
+        """Fold ``sketches`` [N, w] into the aggregates, build the consensus, score and select all N.
+
+        With ``normalize`` every pair enters its language's aggregate at unit norm (one vote per pair). The
+        scores are cosines and do not depend on a pair's norm either way, but the aggregates do: once the
+        policy has fit most pairs, a pair's DPO gradient is scaled by σ(−h), so the pairs the policy still
+        gets wrong (e.g. mislabelled ones) carry most of the norm and steer the consensus toward themselves
+        (README, "Results").
+        """
         sketches = sketches.float()
-        self.aggregates.add(sketches, languages)
+        votes = sketches / sketches.norm(dim=1, keepdim=True).clamp(min=1e-12) if self.normalize else sketches
+        self.aggregates.add(votes, languages)
         self.aggregates.finish_epoch()
         matrix = self.aggregates.matrix().to(sketches.device)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.passes)

@@ -30,7 +30,7 @@ def filter_file(cfg: DictConfig) -> Path:
     sketcher = PerPairSketcher.from_config(module, sketch)
     sketches = sketch_candidates(sketcher, pieces.datamodule.candidate_dataloader(sketch.batch_size), device)
     rows = pieces.datamodule.train_rows
-    result = ConGrad(seed=sketch.seed, **cfg.filter).step(sketches, [row.language for row in rows])
+    result = ConGrad(**cfg.filter).step(sketches, [row.language for row in rows])
 
     out_dir = Path(cfg.output_dir)
     write_filter_outputs(
