@@ -265,11 +265,13 @@ def main() -> None:
         summary["arms"] = {}
         configs = {seed: config(args, seed, out) for seed in args.seeds}
         evaluator = Evaluator(configs[args.seeds[0]], RuleJudge())  # one baseline (the base model) for every arm
-        kept = {seed: kept_sets(configs[seed], setup(configs[seed]), args.arms) for seed in args.seeds}
-        write_json(out / "kept_sets.json", {f"{a}-s{s}": k for s, by in kept.items() for a, k in by.items()})
+        kept: dict[int, dict[str, list[int]]] = {}  # per seed, made when a seed's first arm comes up
         for name in args.arms:  # arm by arm over the seeds: a run cut short still has every arm it reached in full
             for seed in args.seeds:
                 t0 = time.perf_counter()
+                if seed not in kept:
+                    kept[seed] = kept_sets(configs[seed], setup(configs[seed]), args.arms)
+                    write_json(out / "kept_sets.json", {f"{a}-s{s}": k for s, by in kept.items() for a, k in by.items()})
                 same_as = next((a for a in args.arms[: args.arms.index(name)] if kept[seed][a] == kept[seed][name]), None)
                 results = run_arm(configs[seed], evaluator, name, kept[seed][name], out, same_as)
                 summary["arms"][f"{name}-s{seed}"] = {"pairs": len(kept[seed][name]), "same_kept_set_as": same_as,
