@@ -85,6 +85,6 @@ def test_a_bad_row_is_an_error_naming_file_row_and_field(pairs_with_bad_rows, tm
     out = tmp_path / "out"
     result = run_filter(f"data.path={path}", f"output_dir={out}")
     assert result.returncode == 2
-    assert f"{path}: row 5: field 'chosen'" in result.stderr
+    assert f"{path}: row 6: field 'chosen'" in result.stderr  # line 6 of the file
     assert "Traceback" not in result.stderr
     assert not (out / "scores.jsonl").exists()

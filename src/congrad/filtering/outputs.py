@@ -28,7 +28,7 @@ def score_lines(rows: Sequence, result: PassResult, report=None) -> list[dict]:
         line = {"id": row.id, "language": row.language, "score": score, "kept": kept}
         if not kept:
             line["reason"] = result.drop_reason
-        lines.append((row.index, line))
+        lines.append((row.label, line))  # the report's "row" is the same number, in the same order
     for bad in report.skipped_rows if report else ():
         reason = f"bad row: field '{bad['field']}': {bad['reason']}"
         lines.append((bad["row"], _unscored(bad, reason)))

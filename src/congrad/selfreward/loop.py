@@ -12,7 +12,6 @@ when it is there (pairs are rebuilt from it) and trains again from π_t.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import shutil
 import time
@@ -22,6 +21,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from congrad.data.formats import read_json_lines
 from congrad.data.prompts import load_prompts
 from congrad.errors import CongradError
 from congrad.generation.sampling import Sampling, TextGenerator
@@ -68,7 +68,7 @@ def run_iteration(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str], pr
     generations_path = it_dir / "generations.jsonl"
     if generations_path.is_file():
         log.info("iteration %d: reusing %s", t, generations_path)
-        generations = [json.loads(line) for line in generations_path.read_text(encoding="utf-8").splitlines()]
+        generations = [value for _, value in read_json_lines(generations_path)]
     else:
         pl.seed_everything(cfg.seed + t)
         generator = TextGenerator(policy, tokenizer, batch_size=sr.batch_size,
