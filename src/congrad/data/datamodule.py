@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from congrad.data.fingerprint import data_fingerprint
 from congrad.data.formats import LoadReport, PreferenceRow, load_preference_rows
 from congrad.data.tokenization import collate_pairs, encode_pair
 from congrad.errors import CongradError
@@ -72,6 +73,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         self._report: LoadReport | None = None
         self._active: list[int] = []
         self._train_loaders_built = 0
+        self._fingerprint: dict | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self._train_rows is not None:
@@ -102,6 +104,14 @@ class PreferenceDataModule(pl.LightningDataModule):
         """The load report of the training data (``path``)."""
         self._require_setup()
         return self._report
+
+    @property
+    def fingerprint(self) -> dict:
+        """The content hash of :attr:`train_rows` (:func:`congrad.data.fingerprint.data_fingerprint`), which
+        a checkpoint records and a resumed run compares."""
+        if self._fingerprint is None:
+            self._fingerprint = data_fingerprint(self.train_rows, str(self.path))
+        return self._fingerprint
 
     @property
     def languages(self) -> list[str]:
