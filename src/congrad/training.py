@@ -6,12 +6,14 @@ in :mod:`congrad.run`.
 
 Resuming (``ckpt_path``), the checkpoint is read and checked first, the data next (its rows must be those
 the checkpoint was trained on, unless ``resume_rescore=true``), the model last: a wrong path, file or data
-set stops the run before the expensive part (:mod:`congrad.utils.checkpoints`).
+set stops the run before the expensive part (:mod:`congrad.utils.checkpoints`). Every fit also saves a
+resumable checkpoint when SIGTERM or Ctrl-C stops it (:mod:`congrad.utils.interrupt`).
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -24,6 +26,7 @@ from congrad.errors import CongradError
 from congrad.models import DPOModule, build_policy
 from congrad.utils.checkpoints import RecordData, check_resume_data, check_resume_model, inspect_checkpoint
 from congrad.utils.instantiate import instantiate_group
+from congrad.utils.interrupt import GracefulStop
 from congrad.utils.io import write_json
 
 log = logging.getLogger(__name__)
@@ -92,16 +95,34 @@ def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] 
     )
 
     loggers = instantiate_group(cfg.get("logger"))
-    callbacks = [*instantiate_group(cfg.get("callbacks")), RecordData()]
+    stop = GracefulStop(_resume_command())
+    callbacks = [*instantiate_group(cfg.get("callbacks")), RecordData(), stop]
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         if metrics:
             logger.log_metrics(metrics, step=0)
 
-    trainer.fit(pieces.module, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(pieces.module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SystemExit:  # Lightning's way out of SIGTERM (status 0) and Ctrl-C (status 1)
+        if stop.signum is None:
+            raise
+        _close_wandb(loggers)
+        raise stop.error() from None
     _close_wandb(loggers)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def _resume_command() -> str:
+    """``python train.py`` with this run's command-line overrides (but ``ckpt_path``), for messages."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "+ckpt_path="))]
+    except Exception:  # not inside a Hydra run (tests, notebooks)
+        return "python train.py <the same overrides>"
+    return " ".join(["python train.py", *map(shlex.quote, overrides)])
 
 
 def _close_wandb(loggers: list) -> None:

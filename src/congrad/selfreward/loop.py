@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from congrad.data.formats import read_json_lines
 from congrad.data.prompts import load_prompts
-from congrad.errors import CongradError
+from congrad.errors import CongradError, Interrupted
 from congrad.generation.sampling import Sampling, TextGenerator
 from congrad.judging.rule import RuleJudge
 from congrad.models import build_policy
@@ -91,7 +91,13 @@ def run_iteration(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str], pr
              ", ".join(f"{lang} {c.get('pairs', 0)}" for lang, c in counts["languages"].items()))
 
     shutil.rmtree(it_dir / "checkpoints", ignore_errors=True)  # a fit cut short restarts from π_t
-    metrics = fit(icfg, tokenizer, policy, metrics=_pair_metrics(counts))
+    try:
+        metrics = fit(icfg, tokenizer, policy, metrics=_pair_metrics(counts))
+    except Interrupted as err:
+        raise Interrupted(err.signum, (
+            f"interrupted by {err.signal_name} in iteration {t}: rerun with hydra.run.dir={it_dir.parent} to "
+            "resume (finished iterations are skipped, this one's generations are reused and its training "
+            "starts again from its reference policy)")) from None
     write_json(it_dir / DONE, {
         "iteration": t,
         "reference": {"base": OmegaConf.to_container(cfg.model.backbone, resolve=True), "merged_adapters": adapters},
