@@ -35,8 +35,8 @@ def filter_file(cfg: DictConfig) -> Path:
 
 
 def prepare_output_dir(path: str | os.PathLike) -> Path:
-    """``path`` as a directory that exists (created if missing) and can be written, or a CongradError that
-    says what is wrong with it."""
+    """``path`` as a directory that exists (created if missing), or a CongradError that says what is wrong
+    with it."""
     out_dir = Path(path)
     for parent in (out_dir, *out_dir.parents):
         if parent.exists():
@@ -46,12 +46,9 @@ def prepare_output_dir(path: str | os.PathLike) -> Path:
             break
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
     except OSError as err:
-        raise CongradError(f"output_dir={out_dir} is not writable ({err.strerror or err})") from None
-    return out_dir
+        raise CongradError(f"output_dir={out_dir} cannot be created ({err.strerror or err})") from None
+    return out_dir  # whether it is writable, the lock file tells (locked_directory)
 
 
 def _filter_into(cfg: DictConfig, out_dir: Path) -> Path:

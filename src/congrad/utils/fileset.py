@@ -65,7 +65,11 @@ def locked_directory(directory: str | os.PathLike, what: str) -> Iterator[Path]:
 
     directory = Path(directory)
     lock = directory / LOCK
-    with open(lock, "a+", encoding="utf-8") as f:
+    try:
+        f = open(lock, "a+", encoding="utf-8")
+    except OSError as err:
+        raise CongradError(f"{what} is not writable ({err.strerror or err})") from None
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
