@@ -86,19 +86,33 @@ def test_filter_py_needs_output_dir(compose_config):
         check_settings(cfg)
 
 
-@pytest.mark.parametrize("script,override", [("train.py", "filter.aggregator=pcgard"),
-                                             ("filter.py", "sketch.width=1000")])
-def test_the_entry_points_stop_before_loading_anything(tmp_path, script, override):
-    """Exit 2 with one line naming the key; the run directory holds Hydra's own files only (no data report,
-    no checkpoint, no W&B run: nothing was loaded), and filter.py's output_dir is not even created."""
-    run_dir, out = tmp_path / "run", tmp_path / "out"
+@pytest.mark.parametrize("script,override", [("train", "filter.aggregator=pcgard"), ("filter", "sketch.width=1000")])
+def test_both_entry_points_check_the_settings_first(compose_config, capsys, monkeypatch, script, override):
+    """The function Hydra calls in train.py / filter.py: exit 2 and the key, before it would load anything."""
+    import importlib.util
+
+    import congrad.training
+
+    monkeypatch.setattr(congrad.training, "build_pieces", lambda *a, **k: pytest.fail("something was loaded"))
+    spec = importlib.util.spec_from_file_location(f"{script}_entry", ROOT / f"{script}.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    with pytest.raises(SystemExit) as raised:
+        entry.main.__wrapped__(compose_config(script, [override]))  # beneath @hydra.main
+    assert raised.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: {override.split('=')[0]}=")
+
+
+def test_train_py_stops_before_loading_anything(tmp_path):
+    """As a user runs it: one line naming the key, exit 2, no traceback; the run directory holds Hydra's own
+    files only (no data report, no checkpoint, no W&B run: nothing was loaded)."""
+    run_dir = tmp_path / "run"
     result = subprocess.run(
-        [sys.executable, str(ROOT / script), override, f"hydra.run.dir={run_dir}", f"output_dir={out}"
-         if script == "filter.py" else "tags=[dev]"],
+        [sys.executable, str(ROOT / "train.py"), "filter.aggregator=pcgard", f"hydra.run.dir={run_dir}"],
         capture_output=True, text=True, timeout=120, env=os.environ.copy(),
     )
     assert result.returncode == 2, result.stderr[-3000:]
-    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {override.split('=')[0]}=")
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: filter.aggregator='pcgard': must be one of pcgrad, gradvac, mean, none")
     assert "Traceback" not in result.stderr
-    assert {p.name for p in run_dir.iterdir()} <= {".hydra", f"{script[:-3]}.log"}
-    assert not out.exists()
+    assert {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}

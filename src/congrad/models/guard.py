@@ -43,8 +43,7 @@ class NonFiniteGuard(pl.Callback):
         self.on_nonfinite = on_nonfinite
         self.skipped = 0
         self._languages: list[str] = []
-        self._loss_finite = True
-        self._loss_value = 0.0
+        self._losses: list[torch.Tensor] = []  # the losses since the last optimizer step (accumulation)
         self._stepped = False
         self._initial_norm: float | None = None
         self._warn_at = WEIGHT_GROWTH
@@ -58,23 +57,22 @@ class NonFiniteGuard(pl.Callback):
         self._languages.extend(batch.get("language", ()) if isinstance(batch, dict) else ())
 
     def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
-        if not bool(torch.isfinite(loss.detach()).all()):
-            self._loss_finite = False
-            self._loss_value = float(loss.detach().float().sum())
+        self._losses.append(loss.detach().float().sum())
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        """One synchronisation per step: the check is a tensor until the ranks agree on it."""
         params = _trainable(pl_module)
-        check_grads = not _scaler_handles_inf(trainer)
-        grad_norm = _norm([p.grad for p in params if p.grad is not None]) if check_grads else 0.0
-        bad = torch.tensor(float(not self._loss_finite or not math.isfinite(grad_norm)),
-                           device=pl_module.device)
-        bad = float(trainer.strategy.reduce(bad, reduce_op="sum"))  # every rank decides alike
+        losses, self._losses = self._losses, []
         languages, self._languages = self._languages, []
-        loss_finite, self._loss_finite = self._loss_finite, True
         self._stepped = True
-        if not bad:
+        loss = torch.stack(losses).sum() if losses else torch.zeros((), device=pl_module.device)
+        grads = [p.grad for p in params if p.grad is not None]
+        grad_norm = _norm_tensor(grads) if grads and not _scaler_handles_inf(trainer) else torch.zeros_like(loss)
+        bad = (~torch.isfinite(loss) | ~torch.isfinite(grad_norm)).float()
+        if not float(trainer.strategy.reduce(bad, reduce_op="sum")):  # every rank decides alike
             return
-        what = (f"the loss is {self._loss_value}" if not loss_finite
+        loss, grad_norm = float(loss), float(grad_norm)
+        what = (f"the loss is {loss}" if not math.isfinite(loss)
                 else f"the gradient norm is {grad_norm}" if not math.isfinite(grad_norm)
                 else "the loss or gradient of another rank is not finite")
         where = (f"step {trainer.global_step} (epoch {trainer.current_epoch}, batch "
@@ -127,12 +125,15 @@ def _trainable(module: torch.nn.Module) -> list[torch.Tensor]:
     return [p for p in module.parameters() if p.requires_grad]
 
 
-def _norm(tensors: Sequence[torch.Tensor]) -> float:
-    """The global L2 norm of ``tensors`` (inf or nan when one of them is not finite)."""
-    if not tensors:
-        return 0.0
+def _norm_tensor(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The global L2 norm of ``tensors`` as a float32 scalar on their device (inf or nan when one of them is
+    not finite)."""
     norms = torch._foreach_norm([t.detach() for t in tensors])
-    return float(torch.linalg.vector_norm(torch.stack([n.float().cpu() for n in norms])))
+    return torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
+
+
+def _norm(tensors: Sequence[torch.Tensor]) -> float:
+    return float(_norm_tensor(tensors)) if tensors else 0.0
 
 
 def _scaler_handles_inf(trainer: pl.Trainer) -> bool:
