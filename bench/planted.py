@@ -43,16 +43,15 @@ import time
 import warnings
 from pathlib import Path
 
-from common import mean_sd
+from common import auroc, exact_gradients, filter_results, make_trainer, mean_sd, spearman
 
 import hydra  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 
 from congrad.data.synthetic import make_preference_rows  # noqa: E402
-from congrad.filtering.method import ConGrad  # noqa: E402
 from congrad.filtering.selection import select  # noqa: E402
-from congrad.filtering.sketch_pass import sketch_candidates, train_mode_without_dropout  # noqa: E402
+from congrad.filtering.sketch_pass import sketch_candidates  # noqa: E402
 from congrad.filtering.sketching import PerPairSketcher  # noqa: E402
 from congrad.kernels import count_sketch  # noqa: E402
 from congrad.training import build_pieces  # noqa: E402
@@ -61,29 +60,6 @@ from congrad.utils.project import compose_config  # noqa: E402
 
 SEEN = ["en", "de", "fr", "es", "ru", "zh", "hi", "ar"]
 UNSEEN = ["it", "pt", "ja", "ko"]
-
-
-# ---- statistics ---------------------------------------------------------------------------------------
-def ranks(x: torch.Tensor) -> torch.Tensor:
-    """1-based ranks of ``x`` [N]; tied values share their average rank."""
-    _, group, counts = torch.unique(x, return_inverse=True, return_counts=True)
-    ends = counts.cumsum(0).double()
-    return (ends - (counts - 1) / 2.0)[group]
-
-
-def auroc(scores: torch.Tensor, positive: torch.Tensor) -> float:
-    """P(score of a positive > score of a negative), ties counted half (Mann-Whitney U / (n1·n0))."""
-    r = ranks(scores.double())
-    n1, n0 = int(positive.sum()), int((~positive).sum())
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    return float((r[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    ra, rb = ranks(a.double()), ranks(b.double())
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    return float((ra @ rb) / (ra.norm() * rb.norm()))
 
 
 # ---- data ---------------------------------------------------------------------------------------------
@@ -123,21 +99,6 @@ def setup(cfg, seed: int):
 # ---- scoring ------------------------------------------------------------------------------------------
 def sketcher_for(cfg, module, width: int) -> PerPairSketcher:
     return PerPairSketcher.from_config(module, {**cfg.sketch, "width": width})
-
-
-def exact_gradients(cfg, module, datamodule) -> torch.Tensor:
-    """[N, d]: each candidate's gradient of its own DPO loss (one backward per pair), selected parameters
-    laid end to end — the vectors the sketches compress."""
-    sketcher = PerPairSketcher.from_config(module, cfg.sketch)
-    with train_mode_without_dropout(module.policy):  # as in the sketch pass
-        return torch.cat([sketcher.exact_gradients(batch)
-                          for batch in datamodule.candidate_dataloader(cfg.sketch.batch_size)])
-
-
-def filter_results(cfg, vectors: torch.Tensor, languages: list[str], aggregators: list[str]) -> dict:
-    filter_cfg = dict(cfg.filter)
-    return {agg: ConGrad(seed=cfg.sketch.seed, **{**filter_cfg, "aggregator": agg}).step(vectors, languages)
-            for agg in aggregators}
 
 
 def score_kept(cfg, module, datamodule, width: int, aggregator: str) -> list[int]:
@@ -252,13 +213,6 @@ def scoring_part(args, train_path: Path, tmp: Path) -> None:
 
 
 # ---- training -----------------------------------------------------------------------------------------
-def make_trainer(cfg, out_dir: Path, **overrides) -> pl.Trainer:
-    return hydra.utils.instantiate(
-        cfg.trainer, default_root_dir=str(out_dir), logger=False, callbacks=[], enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, **overrides,
-    )
-
-
 @torch.no_grad()
 def accuracy_by_language(module, datamodule) -> dict[str, list[float]]:
     module.eval()

@@ -11,6 +11,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# a small evaluation after training (where the evaluation itself is not what a test checks)
+SMALL_EVAL = ["eval.pairs.per_language=2", "eval.win_rate.per_language=1", "eval.win_rate.generation.max_new_tokens=6",
+              "eval.nll.per_language=1", "eval.mc.per_language=1", "eval.win_rate.bootstrap=100"]
+
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))

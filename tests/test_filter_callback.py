@@ -104,7 +104,7 @@ def test_ddp_ranks_share_the_scoring_and_keep_what_one_process_keeps(tmp_path, p
 
     def scores(run_dir, *extra):
         args = [sys.executable, str(ROOT / "train.py"), f"data.path={pairs_file}", "trainer.max_epochs=1",
-                "sketch.width=1024", "~logger", "callbacks.congrad.progress=false",
+                "sketch.width=1024", "~logger", "~eval", "callbacks.congrad.progress=false",
                 f"hydra.run.dir={run_dir}", *extra]
         result = subprocess.run(args, capture_output=True, text=True, timeout=300, env=os.environ.copy())
         assert result.returncode == 0, result.stderr[-3000:]

@@ -114,6 +114,8 @@ LOWER_LAYERS = {
     "congrad.training": {"congrad.errors", "congrad.utils", "congrad.models"},
     "congrad.generation": {"congrad.errors", "congrad.utils", "congrad.data", "congrad.models"},
     "congrad.judging": {"congrad.errors", "congrad.utils", "congrad.data", "congrad.generation"},
+    "congrad.evaluation": {"congrad.errors", "congrad.utils", "congrad.data", "congrad.models",
+                           "congrad.generation", "congrad.judging"},
     # the settings check reads the allowed values from the code that uses them; only entry points import it
     "congrad.settings": {"congrad.errors", "congrad.utils", "congrad.data", "congrad.models", "congrad.filtering",
                          "congrad.kernels"},

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from congrad.errors import ConfigError
+from congrad.filtering.surgery import AGGREGATORS
 from congrad.settings import check_settings
 from conftest import ROOT
 
@@ -19,7 +20,7 @@ BAD = [
     ("train", "filter.keep_ratio=0", "filter.keep_ratio=0", "(0, 1]"),
     ("train", "filter.keep_ratio=null", "filter.keep_ratio=null, filter.threshold=null", "exactly one"),
     ("train", "filter.threshold=0.2", "filter.keep_ratio=0.75, filter.threshold=0.2", "exactly one"),
-    ("train", "filter.aggregator=pcgard", "filter.aggregator='pcgard'", "one of pcgrad, gradvac, mean, none"),
+    ("train", "filter.aggregator=pcgard", "filter.aggregator='pcgard'", "one of " + ", ".join(AGGREGATORS)),
     ("train", "filter.ema=1", "filter.ema=1", "[0, 1)"),
     ("train", "filter.min_per_language=-1", "filter.min_per_language=-1", ">= 0"),
     ("train", "filter.gradvac_target=1", "filter.gradvac_target=1", "(-1, 1)"),
@@ -66,7 +67,7 @@ def test_a_bad_setting_names_the_key_and_what_is_allowed(compose_config, config,
     assert message.startswith(key) and allowed in message, message
 
 
-@pytest.mark.parametrize("config,overrides", [("train", []), ("filter", []), *[
+@pytest.mark.parametrize("config,overrides", [("train", []), ("filter", []), ("evaluate", []), *[
     ("train", [f"+experiment={e}"]) for e in EXPERIMENTS], ("train", ["callbacks.congrad=null",
                                                                        "trainer.reload_dataloaders_every_n_epochs=0"]),
     ("train", ["filter.keep_ratio=null", "filter.threshold=0.1", "data.languages=[de,fr]", "trainer.precision=16"])])
@@ -86,7 +87,8 @@ def test_filter_py_needs_output_dir(compose_config):
         check_settings(cfg)
 
 
-@pytest.mark.parametrize("script,override", [("train", "filter.aggregator=pcgard"), ("filter", "sketch.width=1000")])
+@pytest.mark.parametrize("script,override", [("train", "filter.aggregator=pcgard"), ("filter", "sketch.width=1000"),
+                                             ("evaluate", "data.batch_size=0")])
 def test_both_entry_points_check_the_settings_first(compose_config, capsys, monkeypatch, script, override):
     """The function Hydra calls in train.py / filter.py: exit 2 and the key, before it would load anything."""
     import importlib.util
@@ -113,6 +115,6 @@ def test_train_py_stops_before_loading_anything(tmp_path):
     )
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: filter.aggregator='pcgard': must be one of pcgrad, gradvac, mean, none")
+        "error: filter.aggregator='pcgard': must be one of " + ", ".join(AGGREGATORS))
     assert "Traceback" not in result.stderr
     assert {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}

@@ -207,7 +207,7 @@ def test_consensus_errors():
         consensus(grads, "cagrad")
     with pytest.raises(ConfigError, match="takes no options"):
         consensus(grads, "mean", target=0.5)
-    assert surgery.AGGREGATORS == ("pcgrad", "gradvac", "mean", "none")
+    assert surgery.AGGREGATORS == ("pcgrad", "gradvac", "mean", "none", "random")
 
 
 def test_cosine_matrix():

@@ -1,5 +1,6 @@
 """What ``python train.py`` runs: one DPO fit (:mod:`congrad.training`) or, with the ``self_reward`` group
-and ``iterations=N``, the self-rewarding loop around fits (:mod:`congrad.selfreward.loop`).
+and ``iterations=N``, the self-rewarding loop around fits (:mod:`congrad.selfreward.loop`); each fit is
+followed by an evaluation against the baseline (:mod:`congrad.evaluation`) unless ``~eval`` removed it.
 
 ``iterations=0`` (the default) or an explicit ``data.path`` is one DPO run on that preference set;
 ``iterations=N`` with the ``self_reward`` group set (``+experiment=tiny_self_reward``, ...) and no
@@ -12,7 +13,10 @@ import logging
 
 from omegaconf import DictConfig
 
+from pathlib import Path
+
 from congrad.errors import CongradError
+from congrad.evaluation.callback import evaluation_callbacks
 from congrad.selfreward.loop import run_self_reward
 from congrad.training import fit
 
@@ -20,8 +24,11 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Run what ``cfg`` asks for; return the final metrics (of the last iteration)."""
-    return run_self_reward(cfg) if self_reward_enabled(cfg) else fit(cfg)
+    """Run what ``cfg`` asks for, with the evaluation after every fit unless ``eval`` is null; return the
+    final metrics (of the last iteration)."""
+    if self_reward_enabled(cfg):
+        return run_self_reward(cfg)
+    return fit(cfg, callbacks=evaluation_callbacks(cfg, Path(cfg.paths.output_dir) / "eval"))
 
 
 def self_reward_enabled(cfg: DictConfig) -> bool:

@@ -316,7 +316,7 @@ def _relations(cfg: DictConfig, v: dict[str, Any]) -> Iterator[str]:
         yield (f"trainer.reload_dataloaders_every_n_epochs={_show(reload)}: must be 1 while the ConGrad filter is "
                "on (it prunes the training set between epochs); switch the filter off with callbacks.congrad=null")
     if "output_dir" in cfg.keys() and OmegaConf.is_missing(cfg, "output_dir"):
-        yield "output_dir is required: python filter.py data.path=FILE output_dir=DIR"
+        yield "output_dir is required: give output_dir=DIR on the command line"
 
 
 class _Unresolvable:

@@ -69,9 +69,12 @@ def build_pieces(cfg: DictConfig, tokenizer=None, policy=None,
     return Pieces(tokenizer, datamodule, module)
 
 
-def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] | None = None) -> dict[str, float]:
+def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] | None = None,
+        callbacks: Sequence[pl.Callback] = ()) -> dict[str, float]:
     """Build the pieces (the policy unless given), loggers and callbacks from ``cfg``; fit; return the final
-    metrics. ``metrics`` are logged once before training (what produced the data, e.g. pair counts)."""
+    metrics. ``metrics`` are logged once before training (what produced the data, e.g. pair counts);
+    ``callbacks`` join those of ``cfg.callbacks`` (e.g. the evaluation after the fit, which logs to the same
+    loggers before they close)."""
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = cfg.get("ckpt_path")
@@ -96,7 +99,7 @@ def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] 
 
     loggers = instantiate_group(cfg.get("logger"))
     stop = GracefulStop(_resume_command())
-    callbacks = [*instantiate_group(cfg.get("callbacks")), RecordData(), stop]
+    callbacks = [*instantiate_group(cfg.get("callbacks")), *callbacks, RecordData(), stop]
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -108,9 +111,9 @@ def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] 
     except SystemExit:  # Lightning's way out of SIGTERM (status 0) and Ctrl-C (status 1)
         if stop.signum is None:
             raise
-        _close_wandb(loggers)
+        close_wandb(loggers)
         raise stop.error() from None
-    _close_wandb(loggers)
+    close_wandb(loggers)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
@@ -125,7 +128,7 @@ def _resume_command() -> str:
     return " ".join(["python train.py", *map(shlex.quote, overrides)])
 
 
-def _close_wandb(loggers: list) -> None:
+def close_wandb(loggers: list) -> None:
     """Finish W&B runs so the next run in the same process (sweeps, iterations) starts a fresh one."""
     if any(isinstance(lg, pl.loggers.WandbLogger) for lg in loggers):
         import wandb

@@ -33,6 +33,9 @@ from congrad.utils.io import write_jsonl
 from congrad.utils.project import project_root
 
 TOPICS = ("photosynthesis", "rainbow", "water_cycle", "volcano", "gravity", "vaccine")
+"""The topics of the training sets (``topics`` in a text table)."""
+HELDOUT_TOPICS = ("earthquake", "lightning", "fossil", "solar_eclipse")
+"""The topics of the evaluation sets (``heldout_topics`` in a text table), never in a training set."""
 FAILURE_MODES = ("wrong_language", "refusal", "off_topic", "repetition")
 CONVERSATIONAL_SHARE = 0.25
 DEFAULT_PAIRS_PER_LANGUAGE = 40
@@ -42,7 +45,8 @@ DEFAULT_LANGUAGES: tuple[str, ...] = ("en", "de", "fr", "es", "it", "pt", "ru", 
 """The languages of the shipped sets, in the order the generator draws from them (it matters: a wrong-language
 rejected answer is drawn from this list)."""
 
-TABLE_FIELDS = ("language", "spaced", "system", "prompts", "answers", "refusals", "off_topic", "topics")
+TABLE_FIELDS = ("language", "spaced", "system", "prompts", "answers", "refusals", "off_topic", "topics",
+                "heldout_topics")
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class LanguageTemplates:
     answers: tuple[str, ...]
     refusals: tuple[str, ...]
     off_topic: tuple[str, ...]
-    topics: dict[str, tuple[str, str]]  # topic key -> (noun phrase, fact)
+    topics: dict[str, tuple[str, str]]  # topic key -> (noun phrase, fact), training and held-out topics
     spaced: bool = True  # words separated by spaces (False for Chinese and Japanese)
 
 
@@ -108,16 +112,17 @@ def _read_table(path: Path) -> LanguageTemplates:
             if slot is not None and value.count(slot) != 1:
                 raise bad(name, f"every entry needs the slot {slot} exactly once: {value!r}")
         lists[name] = tuple(values)
-    topics = raw.get("topics")
-    if not isinstance(topics, dict) or set(topics) != set(TOPICS):
-        raise bad("topics", f"expected exactly the topics {', '.join(TOPICS)}")
-    for key, entry in topics.items():
-        if not isinstance(entry, dict) or set(entry) != {"phrase", "fact"} or not all(map(_is_text, entry.values())):
-            raise bad(f"topics.{key}", "expected {\"phrase\": ..., \"fact\": ...} with non-empty strings")
-    return LanguageTemplates(
-        system=raw["system"], **lists, spaced=raw["spaced"],
-        topics={key: (topics[key]["phrase"], topics[key]["fact"]) for key in TOPICS},
-    )
+    topics = {}
+    for name, keys in (("topics", TOPICS), ("heldout_topics", HELDOUT_TOPICS)):
+        entries = raw.get(name)
+        if not isinstance(entries, dict) or set(entries) != set(keys):
+            raise bad(name, f"expected exactly the topics {', '.join(keys)}")
+        for key in keys:
+            entry = entries[key]
+            if not isinstance(entry, dict) or set(entry) != {"phrase", "fact"} or not all(map(_is_text, entry.values())):
+                raise bad(f"{name}.{key}", "expected {\"phrase\": ..., \"fact\": ...} with non-empty strings")
+            topics[key] = (entry["phrase"], entry["fact"])
+    return LanguageTemplates(system=raw["system"], **lists, spaced=raw["spaced"], topics=topics)
 
 
 def _is_text(value) -> bool:
@@ -143,6 +148,7 @@ def make_preference_rows(
     seed: int = 0,
     flip_fraction: float = 0.0,
     flip_languages: Iterable[str] | None = None,
+    topics: Iterable[str] = TOPICS,
 ) -> list[dict]:
     """Preference rows in the preference-data format (``id``, ``prompt``, ``chosen``, ``rejected``,
     ``language``) plus ``flipped``, grouped by language in the order given.
@@ -152,6 +158,7 @@ def make_preference_rows(
     use TRL's conversational form (a system and a user message as prompt, one assistant message per
     completion). In each language of ``flip_languages`` (``None``: every language) exactly
     ``round(flip_fraction * pairs_per_language)`` rows, chosen at random, have chosen and rejected swapped.
+    ``topics``: :data:`TOPICS` for training sets, :data:`HELDOUT_TOPICS` for evaluation sets.
     """
     languages = list(languages)
     templates = load_templates()
@@ -163,7 +170,7 @@ def make_preference_rows(
     flipped_in = set(languages if flip_languages is None else flip_languages)
     rows = []
     for language in languages:
-        language_rows = _language_rows(language, pairs_per_language, seed)
+        language_rows = _language_rows(language, pairs_per_language, seed, tuple(topics))
         if language in flipped_in:
             _flip(
                 language_rows,
@@ -174,10 +181,10 @@ def make_preference_rows(
     return rows
 
 
-def _language_rows(language: str, n: int, seed: int) -> list[dict]:
+def _language_rows(language: str, n: int, seed: int, topics: tuple[str, ...]) -> list[dict]:
     rng = random.Random(f"{seed}:{language}")
     t = load_templates()[language]
-    combos = [(topic, prompt) for topic in TOPICS for prompt in t.prompts]
+    combos = [(topic, prompt) for topic in topics for prompt in t.prompts]
     order: list[tuple[str, str]] = []
     while len(order) < n:  # every (topic, prompt) once before any repeats
         order.extend(rng.sample(combos, len(combos)))

@@ -80,7 +80,9 @@ class ConGrad:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.passes)
         direction, projected = consensus(matrix, self.aggregator, generator, **self.options)
         self.passes += 1
-        if direction is None:
+        if self.aggregator == "random":  # the control arm: same keep rule, scores unrelated to gradients
+            scores = torch.rand(len(languages), generator=generator)
+        elif direction is None:
             scores = own_language_scores(sketches, languages, self.aggregates)
         else:
             scores = cosine_scores(sketches, direction)

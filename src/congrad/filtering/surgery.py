@@ -27,7 +27,7 @@ from torch import Tensor
 
 from congrad.errors import ConfigError
 
-AGGREGATORS = ("pcgrad", "gradvac", "mean", "none")
+AGGREGATORS = ("pcgrad", "gradvac", "mean", "none", "random")
 
 _CHUNK = 1 << 16  # columns per float64 block: L·2^16·8 bytes (50 MB at L = 100)
 
@@ -81,13 +81,14 @@ def consensus(
     ``pcgrad`` / ``gradvac``: the surgered vectors and their sum (``options`` go to the aggregator, e.g.
     ``target`` for gradvac). ``mean``: the unchanged aggregates and their mean. ``none``: no common
     direction — the consensus is None and each sample is scored against its own language's aggregate
-    (:func:`congrad.filtering.selection.own_language_scores`).
+    (:func:`congrad.filtering.selection.own_language_scores`). ``random``: no direction either; the control
+    arm scores samples by uniform draws (:class:`congrad.filtering.method.ConGrad`).
     """
     if aggregator in ("pcgrad", "gradvac"):
         project = pcgrad_project if aggregator == "pcgrad" else gradvac_project
         projected = project(grads, generator, **options)
         return projected.sum(0), projected
-    if aggregator not in ("mean", "none"):
+    if aggregator not in ("mean", "none", "random"):
         raise ConfigError(f"filter.aggregator must be one of {', '.join(AGGREGATORS)}, got {aggregator!r}")
     if options:
         raise ConfigError(f"filter.aggregator={aggregator} takes no options, got {sorted(options)}")

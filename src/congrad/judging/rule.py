@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from congrad.data.tokenization import flatten_text
 from congrad.errors import ConfigError
 from congrad.generation.sampling import TextGenerator
-from congrad.judging.verdicts import MAX_SCORE, Candidate, Verdict
+from congrad.judging.verdicts import FIRST, MAX_SCORE, SECOND, TIE, Candidate, Comparison, Verdict
 
 
 class RuleJudge:
@@ -37,6 +37,15 @@ class RuleJudge:
     def judge(self, candidates: Sequence[Candidate], policy: TextGenerator | None = None) -> list[Verdict]:
         scores = [round(self.score(flatten_text(c.prompt), c.response), 4) for c in candidates]
         return [Verdict(score, [score], [None]) for score in scores]
+
+    def compare(self, comparisons: Sequence[Comparison], policy: TextGenerator | None = None) -> list[str]:
+        """The response with the higher score wins; equal scores (to 1e-9) are a tie."""
+        outcomes = []
+        for c in comparisons:
+            prompt = flatten_text(c.prompt)
+            diff = self.score(prompt, c.first) - self.score(prompt, c.second)
+            outcomes.append(TIE if abs(diff) <= 1e-9 else FIRST if diff > 0 else SECOND)
+        return outcomes
 
     def score(self, prompt: str, response: str) -> float:
         terms = (script_share(response, prompt_scripts(prompt)), self._length(len(response)),

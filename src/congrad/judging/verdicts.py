@@ -17,8 +17,12 @@ from congrad.data.formats import Text
 MIN_SCORE, MAX_SCORE = 0.0, 5.0
 UNPARSEABLE, OUT_OF_RANGE = "unparseable", "out_of_range"
 
+FIRST, SECOND, TIE = "first", "second", "tie"  # outcomes of a pairwise comparison
+
 # "Score: 4", "**Score:** 4.5", "score = 3/5", "Final score is 2"; the last one in the text counts.
 _SCORE = re.compile(r"score\W{0,3}\s*(?:[:：=]|is)\s*\**\s*(-?\d+(?:[.,]\d+)?)", re.IGNORECASE)
+# "Winner: A", "**Winner:** B", "winner is tie"; the last one counts.
+_WINNER = re.compile(r"winner\W{0,3}\s*(?:[:：=]|is)\s*\**\s*(A|B|tie)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,16 @@ class Candidate:
     prompt: Text
     language: str
     response: str
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two responses to one prompt, in the order a judge sees them."""
+
+    prompt: Text
+    language: str
+    first: str
+    second: str
 
 
 @dataclass
@@ -58,3 +72,23 @@ def verdict_from_texts(texts: Sequence[str]) -> Verdict:
     valid = [value for value in samples if value is not None]
     score = round(sum(valid) / len(valid), 4) if valid else None
     return Verdict(score, samples, [problem for _, problem in parsed], list(texts))
+
+
+def parse_winner(text: str) -> str | None:
+    """:data:`FIRST`, :data:`SECOND` or :data:`TIE` from a pairwise judgement, None when it names none."""
+    matches = _WINNER.findall(text)
+    if not matches:
+        return None
+    return {"a": FIRST, "b": SECOND, "tie": TIE}[matches[-1].lower()]
+
+
+def majority(outcomes: Sequence[str | None]) -> str | None:
+    """The most frequent valid outcome of sampled judgements; a tie between outcomes is a :data:`TIE`; None
+    when no judgement was valid."""
+    valid = [o for o in outcomes if o is not None]
+    if not valid:
+        return None
+    counts = {o: valid.count(o) for o in (FIRST, SECOND, TIE)}
+    best = max(counts.values())
+    leaders = [o for o, c in counts.items() if c == best]
+    return leaders[0] if len(leaders) == 1 else TIE

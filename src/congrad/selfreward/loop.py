@@ -24,11 +24,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from congrad.data.formats import read_json_lines
 from congrad.data.prompts import load_prompts
 from congrad.errors import CongradError, Interrupted
+from congrad.evaluation.callback import evaluation_callbacks
+from congrad.evaluation.outputs import log_results
 from congrad.generation.sampling import Sampling, TextGenerator
 from congrad.judging.rule import RuleJudge
 from congrad.models import build_policy
 from congrad.selfreward.responses import generate_and_judge, pairs_from_generations
-from congrad.training import fit
+from congrad.training import close_wandb, fit
+from congrad.utils.instantiate import instantiate_group
 from congrad.utils.io import write_json, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -56,7 +59,30 @@ def run_self_reward(cfg: DictConfig) -> dict[str, float]:
         else:
             metrics = run_iteration(cfg, t, it_dir, adapters, prompts, judge)
         adapters.append(str(it_dir / "adapter"))
+    log_evaluation_curve(cfg, run_dir)
     return metrics
+
+
+def log_evaluation_curve(cfg: DictConfig, run_dir: Path) -> None:
+    """The evaluation of every finished iteration, at step t, in one run of the loggers (W&B: ``<name>-eval``
+    in the loop's group; CSV: ``<run dir>/metrics.csv``): the per-iteration curve."""
+    found = sorted((int(path.parents[1].name.split("_")[1]), path)
+                   for path in run_dir.glob("iteration_*/eval/results.json"))
+    if not found:
+        return
+    lcfg = copy.deepcopy(cfg)
+    with open_dict(lcfg):
+        wandb = OmegaConf.select(lcfg, "logger.wandb")
+        if wandb is not None:
+            wandb.group = _wandb_group(cfg, run_dir)
+            wandb.name = f"{wandb.name}-eval"
+            wandb.job_type = "eval"
+    loggers = instantiate_group(lcfg.get("logger"))
+    for t, path in found:
+        log_results(loggers, json.loads(path.read_text(encoding="utf-8")), step=t)
+    for logger in loggers:
+        logger.finalize("success")
+    close_wandb(loggers)
 
 
 def run_iteration(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str], prompts, judge) -> dict[str, float]:
@@ -91,8 +117,10 @@ def run_iteration(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str], pr
              ", ".join(f"{lang} {c.get('pairs', 0)}" for lang, c in counts["languages"].items()))
 
     shutil.rmtree(it_dir / "checkpoints", ignore_errors=True)  # a fit cut short restarts from π_t
+    seen = OmegaConf.select(cfg, "data.languages") or sorted({p.language for p in prompts})
     try:
-        metrics = fit(icfg, tokenizer, policy, metrics=_pair_metrics(counts))
+        metrics = fit(icfg, tokenizer, policy, metrics=_pair_metrics(counts),
+                      callbacks=evaluation_callbacks(icfg, it_dir / "eval", seen))
     except Interrupted as err:
         raise Interrupted(err.signum, (
             f"interrupted by {err.signal_name} in iteration {t}: rerun with hydra.run.dir={it_dir.parent} to "
@@ -127,9 +155,14 @@ def iteration_config(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str])
         icfg.ckpt_path = None
         wandb = OmegaConf.select(icfg, "logger.wandb")
         if wandb is not None:
-            wandb.group = wandb.group or f"{cfg.task_name}-{it_dir.parent.name}"
+            wandb.group = _wandb_group(cfg, it_dir.parent)
             wandb.name = f"{wandb.name}-iter{t}"
     return icfg
+
+
+def _wandb_group(cfg: DictConfig, run_dir: Path) -> str:
+    """The W&B group of a loop's runs: the configured one (a sweep's), else one per run directory."""
+    return OmegaConf.select(cfg, "logger.wandb.group") or f"{cfg.task_name}-{run_dir.name}"
 
 
 def _pair_metrics(counts: dict) -> dict[str, float]:
