@@ -95,12 +95,16 @@ class NonFiniteGuard(pl.Callback):
         if not self._stepped or self._initial_norm is None:
             return
         self._stepped = False
-        norm = _norm(_trainable(pl_module))
-        reference = max(self._initial_norm, 1e-3)
-        if not math.isfinite(norm) or norm < self._warn_at * reference:
+        if math.isinf(self._warn_at):  # warned of an overflowing norm already
             return
-        while norm >= self._warn_at * reference:
+        norm = _norm(_trainable(pl_module))  # inf when float32 overflows (weights around 1e19 and more)
+        reference = max(self._initial_norm, 1e-3)
+        if norm < self._warn_at * reference:  # False for nan and inf: they warn too
+            return
+        while norm >= self._warn_at * reference and math.isfinite(self._warn_at):
             self._warn_at *= WEIGHT_GROWTH
+        if not math.isfinite(norm):
+            self._warn_at = math.inf  # overflowed: said once
         if trainer.is_global_zero:
             log.warning(
                 "step %d: the norm of the trainable weights is %.3g, %.3g times its value when training started "

@@ -12,6 +12,7 @@ when it is there (pairs are rebuilt from it) and trains again from π_t.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import shutil
 import time
