@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from congrad.errors import NonFiniteError
 from congrad.filtering.aggregates import LanguageAggregates
 from congrad.filtering.selection import cosine_scores, drop_reason, own_language_scores, select
 from congrad.filtering.surgery import consensus, cosine_matrix
@@ -81,6 +82,7 @@ class ConGrad:
         (README, "Results").
         """
         sketches = sketches.float()
+        _check_finite(sketches, languages)
         votes = sketches / sketches.norm(dim=1, keepdim=True).clamp(min=1e-12) if self.normalize else sketches
         self.aggregates.add(votes, languages)
         self.aggregates.finish_epoch()
@@ -114,3 +116,17 @@ class ConGrad:
         self.aggregates.load_state_dict(state["aggregates"])
         self.passes = state["passes"]
         self.seed = state["seed"]
+
+
+def _check_finite(sketches: Tensor, languages: Sequence[str]) -> None:
+    """A NaN or infinite pair gradient means the policy has diverged: say so instead of scoring garbage."""
+    finite = torch.isfinite(sketches).all(dim=1)
+    if bool(finite.all()):
+        return
+    bad = (~finite).nonzero().flatten().tolist()
+    codes = ", ".join(sorted({languages[i] for i in bad}))
+    raise NonFiniteError(
+        f"the ConGrad pass got non-finite gradients for {len(bad)} of {len(languages)} pairs (languages {codes}): "
+        "the policy's weights have diverged (or were loaded that way). Look at dpo.optimizer.lr, "
+        "trainer.gradient_clip_val and trainer.precision, or at the weights of model.lora.adapter_path"
+    )
