@@ -20,9 +20,12 @@ from congrad.utils.entry import exit_on_user_error  # noqa: E402
 @hydra.main(version_base="1.3", config_path="conf", config_name="filter")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    from congrad.filtering.offline import filter_preferences
+    from congrad.settings import check_settings
 
-    filter_preferences(cfg)
+    check_settings(cfg)  # every setting, before any model or data loads
+    from congrad.filtering.standalone import filter_file
+
+    filter_file(cfg)
 
 
 if __name__ == "__main__":

@@ -1,39 +1,25 @@
-"""Helpers shared by the benchmarks: the project's Hydra config, composed outside a Hydra run, and the
-DPO module built from it — so model sizes and DPO settings come from conf/, never from a benchmark."""
+"""What the benchmarks share: the offline environment, rank statistics and a mean ± sd formatter. The project's config and
+pieces come from the library (``congrad.utils.project.compose_config``, ``congrad.training``), so model
+sizes and DPO settings come from conf/, never from a benchmark."""
 
 from __future__ import annotations
 
 import os
 import statistics
-import sys
 from pathlib import Path
 from typing import Sequence
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))  # conf/paths reads it
+import torch
+
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # the top-level `kernels` package
 
 import hydra  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import pytorch_lightning as pl  # noqa: E402
 
-
-def compose_config(overrides: Sequence[str] = (), config_name: str = "train") -> DictConfig:
-    """``conf/<config_name>.yaml`` with Hydra ``overrides``, as the entry points would see it."""
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name, overrides=list(overrides))
-
-
-def build_module(cfg: DictConfig, languages: Sequence[str] = ()):
-    """``(tokenizer, DPOModule)`` from ``cfg.model`` and ``cfg.dpo``."""
-    from congrad.models import build_policy
-
-    tokenizer, policy = build_policy(cfg.model)
-    module = hydra.utils.instantiate(cfg.dpo, policy=policy, languages=list(languages))
-    return tokenizer, module
+from congrad.filtering.method import ConGrad  # noqa: E402
+from congrad.filtering.sketch_pass import train_mode_without_dropout  # noqa: E402
+from congrad.filtering.sketching import PerPairSketcher  # noqa: E402
 
 
 def mean_sd(values: Sequence[float]) -> str:
@@ -41,3 +27,50 @@ def mean_sd(values: Sequence[float]) -> str:
     if len(values) < 2:
         return f"{values[0]:.3f} ±   -  "
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def ranks(x: torch.Tensor) -> torch.Tensor:
+    """1-based ranks of ``x`` [N]; tied values share their average rank."""
+    _, group, counts = torch.unique(x, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    return (ends - (counts - 1) / 2.0)[group]
+
+
+def auroc(scores: torch.Tensor, positive: torch.Tensor) -> float:
+    """P(score of a positive > score of a negative), ties counted half (Mann-Whitney U / (n1·n0))."""
+    r = ranks(scores.double())
+    n1, n0 = int(positive.sum()), int((~positive).sum())
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    return float((r[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    ra, rb = ranks(a.double()), ranks(b.double())
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra @ rb) / (ra.norm() * rb.norm()))
+
+
+# ---- the library's pieces as the studies use them --------------------------------------------------------
+def exact_gradients(cfg, module, datamodule) -> torch.Tensor:
+    """[N, d]: each candidate's gradient of its own DPO loss (one backward per pair), selected parameters
+    laid end to end — the vectors the sketches compress."""
+    sketcher = PerPairSketcher.from_config(module, cfg.sketch)
+    with train_mode_without_dropout(module.policy):  # as in the sketch pass
+        return torch.cat([sketcher.exact_gradients(batch)
+                          for batch in datamodule.candidate_dataloader(cfg.sketch.batch_size)])
+
+
+def filter_results(cfg, vectors: torch.Tensor, languages: list[str], aggregators: list[str]) -> dict:
+    """The ConGrad pass of every aggregator over the same vectors (sketches, or exact gradients)."""
+    filter_cfg = dict(cfg.filter)
+    return {agg: ConGrad(**{**filter_cfg, "aggregator": agg}).step(vectors, languages)
+            for agg in aggregators}
+
+
+def make_trainer(cfg, out_dir: Path, **overrides) -> pl.Trainer:
+    """A bare Trainer of ``cfg.trainer``: no logger, callbacks or checkpoints (the studies fix the kept set)."""
+    return hydra.utils.instantiate(
+        cfg.trainer, default_root_dir=str(out_dir), logger=False, callbacks=[], enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, **overrides,
+    )

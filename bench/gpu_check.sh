@@ -13,7 +13,8 @@
 #   cpu_gpu_kept_set.txt    filter.py with the same seed on CPU and on the GPU: identical kept sets?
 #   summary.txt             one line per step: ok / FAILED (exit status) / TIMEOUT, and the wall time
 # The script runs every step even when one fails, and exits non-zero if any failed.
-# It installs nothing; the project's dependencies must already be importable by `python`.
+# The project's dependencies must already be importable by `python`; the project itself is installed
+# (`pip install --no-deps --no-build-isolation -e .`, offline) when `import congrad.kernels` fails.
 #
 # Without a CUDA device it says so and exits 0 (set GPU_CHECK_ALLOW_CPU=1 to run the steps anyway, on CPU:
 # the tests then use Triton's interpreter and the benchmark its quick grid — a dry run of this script).
@@ -35,7 +36,10 @@ mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 : > "$OUT/summary.txt"
 FAILED=0
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if ! "$PYTHON" -c "import congrad.kernels" 2>/dev/null; then
+    "$PYTHON" -m pip install --quiet --no-deps --no-build-isolation -e . \
+        || { echo "cannot install the project (pip install --no-deps --no-build-isolation -e .)" >&2; exit 1; }
+fi
 export TRITON_DEFAULT_FP_FUSION="${TRITON_DEFAULT_FP_FUSION:-1}"
 
 # step NAME LIMIT_S CMD...: run CMD with a time limit, tee its output to $OUT/NAME.txt, record the result.

@@ -2,7 +2,7 @@
 
 For every case it times, in the same run and on the same input,
 
-* ``ours``       ``kernels.count_sketch(x, width, seed)`` — the Triton kernel on a GPU; on CPU the torch
+* ``ours``       ``congrad.kernels.count_sketch(x, width, seed)`` — the Triton kernel on a GPU; on CPU the torch
                  reference (the path ``count_sketch`` takes there; the header says so);
 * ``index_add_`` a torch count sketch with precomputed buckets and signs
                  (``out.index_add_(1, buckets, x * signs)``; the hash tables are built before timing);
@@ -42,10 +42,8 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import kernels  # noqa: E402
-from kernels import triton_kernel  # noqa: E402
+from congrad import kernels  # noqa: E402
+from congrad.kernels import triton_kernel  # noqa: E402
 
 SEED = 1234
 GOALS = [  # (label, dtype, rows, D, width, min ours/read, min ours/index_add)

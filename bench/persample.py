@@ -20,7 +20,7 @@ to a bit more than the hooks median.
     python bench/persample.py                    # CPU: the tiny model of conf/model/tiny.yaml, 16x128
     python bench/persample.py --preset small     # CPU: a wider, deeper Llama
     python bench/persample.py --device cuda      # GPU: preset 1b (layers of a 1B Llama, bf16, LoRA r=16),
-                                                 # 8x512 and 16x256 tokens (DESIGN.md §6)
+                                                 # 8x512 and 16x256 tokens
 
 Model sizes are Hydra overrides of conf/model/tiny.yaml (the tokenizer, and so the vocabulary of 512,
 stays the tiny one: the LM head is small, so the ratios describe the transformer layers).
@@ -34,11 +34,14 @@ import time
 import warnings
 from collections import defaultdict
 
-from common import build_module, compose_config
+import common  # noqa: F401  (offline environment)
 
 import torch  # noqa: E402
 
 from congrad.filtering.sketching import PerPairSketcher  # noqa: E402
+from congrad.training import build_module  # noqa: E402
+from congrad.utils.device import resolve_device  # noqa: E402
+from congrad.utils.project import compose_config  # noqa: E402
 
 PRESETS = {
     "tiny": [],
@@ -188,8 +191,7 @@ def main() -> None:
     parser.add_argument("override", nargs="*", default=[], help="extra Hydra overrides of conf/train.yaml")
     args = parser.parse_args()
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     preset = args.preset or ("1b" if device.type == "cuda" else "tiny")
     shapes = args.shapes or (["8x512", "16x256"] if device.type == "cuda" else ["16x128"])
     if device.type == "cpu":
@@ -199,7 +201,7 @@ def main() -> None:
     overrides = list(PRESETS[preset])
     if args.layers is not None:
         overrides.append(f"model.backbone.num_hidden_layers={args.layers}")
-    cfg = compose_config(overrides + args.override)
+    cfg = compose_config("train", overrides + args.override)
     torch.manual_seed(0)
     _, module = build_module(cfg)
     module.to(device)

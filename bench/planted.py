@@ -8,7 +8,7 @@ gives held-out pairs of the 8 seen languages and of 4 unseen ones (it, pt, ja, k
 
 Part 1 — scoring. The tiny policy of ``conf/model/tiny.yaml`` (random init, fresh LoRA adapter: the
 reference point, policy = reference, unless ``--warmup-steps``) scores every training pair with the
-library's pipeline (PerPairSketcher -> sketch_candidates -> ConflictFilter.step), for each sketch width and
+library's pipeline (PerPairSketcher -> sketch_candidates -> ConGrad.step), for each sketch width and
 aggregator. "exact" is the same pipeline on the unsketched per-pair gradients (one backward per pair, the
 LoRA gradients laid end to end), and "random" draws uniform scores.
 
@@ -43,45 +43,23 @@ import time
 import warnings
 from pathlib import Path
 
-from common import build_module, compose_config, mean_sd
+from common import auroc, exact_gradients, filter_results, make_trainer, mean_sd, spearman
 
 import hydra  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 
-import kernels  # noqa: E402
 from congrad.data.synthetic import make_preference_rows  # noqa: E402
-from congrad.filtering.conflict_filter import ConflictFilter  # noqa: E402
-from congrad.filtering.scoring import sketch_candidates  # noqa: E402
 from congrad.filtering.selection import select  # noqa: E402
-from congrad.filtering.sketching import PerPairSketcher, select_parameters  # noqa: E402
+from congrad.filtering.sketch_pass import sketch_candidates  # noqa: E402
+from congrad.filtering.sketching import PerPairSketcher  # noqa: E402
+from congrad.kernels import count_sketch  # noqa: E402
+from congrad.training import build_pieces  # noqa: E402
 from congrad.utils.io import write_jsonl  # noqa: E402
+from congrad.utils.project import compose_config  # noqa: E402
 
 SEEN = ["en", "de", "fr", "es", "ru", "zh", "hi", "ar"]
 UNSEEN = ["it", "pt", "ja", "ko"]
-
-
-# ---- statistics ---------------------------------------------------------------------------------------
-def ranks(x: torch.Tensor) -> torch.Tensor:
-    """1-based ranks of ``x`` [N]; tied values share their average rank."""
-    _, group, counts = torch.unique(x, return_inverse=True, return_counts=True)
-    ends = counts.cumsum(0).double()
-    return (ends - (counts - 1) / 2.0)[group]
-
-
-def auroc(scores: torch.Tensor, positive: torch.Tensor) -> float:
-    """P(score of a positive > score of a negative), ties counted half (Mann-Whitney U / (n1·n0))."""
-    r = ranks(scores.double())
-    n1, n0 = int(positive.sum()), int((~positive).sum())
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    return float((r[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    ra, rb = ranks(a.double()), ranks(b.double())
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    return float((ra @ rb) / (ra.norm() * rb.norm()))
 
 
 # ---- data ---------------------------------------------------------------------------------------------
@@ -108,45 +86,19 @@ def config(args, seed: int, data_path: Path, out_dir: Path):
     ]
     if args.epochs is not None:
         overrides.append(f"trainer.max_epochs={args.epochs}")
-    return compose_config(overrides + args.override)
+    return compose_config("train", overrides + args.override)
 
 
 def setup(cfg, seed: int):
     """(module, datamodule) of ``cfg`` at the initialisation of ``seed`` (policy = reference)."""
     pl.seed_everything(seed, verbose=False)  # LoRA init draws from the global RNG
-    tokenizer, module = build_module(cfg, SEEN)
-    datamodule = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer)
-    datamodule.setup("fit")
-    return module, datamodule
+    pieces = build_pieces(cfg)
+    return pieces.module, pieces.datamodule
 
 
 # ---- scoring ------------------------------------------------------------------------------------------
 def sketcher_for(cfg, module, width: int) -> PerPairSketcher:
     return PerPairSketcher.from_config(module, {**cfg.sketch, "width": width})
-
-
-def exact_gradients(module, datamodule, params: str) -> torch.Tensor:
-    """[N, d]: each candidate's gradient of its own DPO loss (one backward per pair), selected parameters
-    laid end to end in ``named_parameters`` order — the vector the sketches compress."""
-    named = select_parameters(module.policy, params)
-    trainable = [p.requires_grad for _, p in named]
-    for _, p in named:
-        p.requires_grad_(True)
-    module.eval()
-    rows = []
-    for batch in datamodule.candidate_dataloader(1):
-        loss = module.pair_losses(batch)["loss"].sum()
-        grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
-        rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for (_, p), g in zip(named, grads)]))
-    for (_, p), t in zip(named, trainable):
-        p.requires_grad_(t)
-    return torch.stack(rows).float()
-
-
-def filter_results(cfg, vectors: torch.Tensor, languages: list[str], aggregators: list[str]) -> dict:
-    filter_cfg = dict(cfg.filter)
-    return {agg: ConflictFilter(seed=cfg.sketch.seed, **{**filter_cfg, "aggregator": agg}).step(vectors, languages)
-            for agg in aggregators}
 
 
 def score_kept(cfg, module, datamodule, width: int, aggregator: str) -> list[int]:
@@ -178,7 +130,7 @@ def scoring_part(args, train_path: Path, tmp: Path) -> None:
           f"{args.flip_fraction:.0%} of {', '.join(args.flip_languages)}), tiny model {point}, seed {seed}")
 
     t0 = time.perf_counter()
-    exact = exact_gradients(module, datamodule, cfg.sketch.params)
+    exact = exact_gradients(cfg, module, datamodule)
     t_exact = time.perf_counter() - t0
     results = {"exact": filter_results(cfg, exact, languages, args.aggregators)}
     timings = {"exact": t_exact}
@@ -194,7 +146,7 @@ def scoring_part(args, train_path: Path, tmp: Path) -> None:
     print(f"sketch method {sketcher.method}, {cfg.sketch.kind} sketch of d = {exact.shape[1]} LoRA gradient "
           f"coordinates ({int((exact.abs().sum(0) > 0).sum())} nonzero)")
     ref_width = args.ref_width if args.ref_width in sketches_at else args.widths[-1]
-    oracle = kernels.count_sketch(exact, ref_width, cfg.sketch.seed) if cfg.sketch.kind == "count" else None
+    oracle = count_sketch(exact, ref_width, cfg.sketch.seed) if cfg.sketch.kind == "count" else None
     if oracle is not None:
         err = (sketches_at[ref_width] - oracle).norm() / oracle.norm()
         print(f"check: batched sketches vs count_sketch(exact gradients) at w={ref_width}: relative error {err:.1e}")
@@ -261,13 +213,6 @@ def scoring_part(args, train_path: Path, tmp: Path) -> None:
 
 
 # ---- training -----------------------------------------------------------------------------------------
-def make_trainer(cfg, out_dir: Path, **overrides) -> pl.Trainer:
-    return hydra.utils.instantiate(
-        cfg.trainer, default_root_dir=str(out_dir), logger=False, callbacks=[], enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, **overrides,
-    )
-
-
 @torch.no_grad()
 def accuracy_by_language(module, datamodule) -> dict[str, list[float]]:
     module.eval()

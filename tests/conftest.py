@@ -11,6 +11,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# a small evaluation after training (where the evaluation itself is not what a test checks)
+SMALL_EVAL = ["eval.pairs.per_language=2", "eval.win_rate.per_language=1", "eval.win_rate.generation.max_new_tokens=6",
+              "eval.nll.per_language=1", "eval.mc.per_language=1", "eval.win_rate.bootstrap=100"]
+
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
@@ -20,21 +24,16 @@ if not torch.cuda.is_available():
 
 @pytest.fixture
 def compose_config(tmp_path):
-    """Compose ``conf/<name>.yaml`` with overrides, as the entry points would, with the run dir in tmp_path."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf, open_dict
+    """:func:`congrad.utils.project.compose_config` with the run dir in tmp_path; resolved unless asked not to
+    (unresolved, interpolations follow later changes, e.g. ``paths.output_dir`` per iteration)."""
+    from omegaconf import OmegaConf
 
-    def compose_resolved(config_name: str = "train", overrides: tuple[str, ...] = (), output_dir=tmp_path,
-                         resolve: bool = True):
-        with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-            cfg = compose(config_name=config_name, return_hydra_config=True, overrides=list(overrides))
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(output_dir)
-            del cfg["hydra"]
-        if resolve:  # unresolved, interpolations follow later changes (e.g. paths.output_dir per iteration)
+    from congrad.utils.project import compose_config
+
+    def compose(config_name: str = "train", overrides=(), output_dir=tmp_path, resolve: bool = True):
+        cfg = compose_config(config_name, overrides, output_dir=output_dir)
+        if resolve:
             OmegaConf.resolve(cfg)
         return cfg
 
-    return compose_resolved
+    return compose

@@ -21,7 +21,7 @@ def test_default_train_config(compose_config):
     assert cfg.model.backbone._target_.endswith("build_tiny_llama")
     assert cfg.data.path == str(ROOT / "data" / "tiny_multilingual.jsonl")
     assert cfg.logger.wandb.offline is True
-    assert cfg.callbacks.conflict_filter.sketch.width == cfg.sketch.width
+    assert cfg.callbacks.congrad.sketch.width == cfg.sketch.width
     assert cfg.trainer.reload_dataloaders_every_n_epochs == 1
     assert cfg.get("self_reward") is None and cfg.iterations == 0  # one DPO run, no self-rewarding loop
 

@@ -1,4 +1,4 @@
-"""Tests of the count-sketch kernel (kernels/): the Triton kernel against the torch reference, the hash,
+"""Tests of the count-sketch kernel (kernels/count_sketch/, installed as congrad.kernels): the Triton kernel against the torch reference, the hash,
 the piecewise (offset) contract, and the statistics of the estimator.
 
 On a machine without CUDA the Triton kernel runs in Triton's interpreter on CPU tensors (small inputs);
@@ -19,11 +19,11 @@ import textwrap
 
 import pytest
 
-import kernels
-from kernels import hashing, reference, triton_kernel
+from congrad import kernels
+from congrad.kernels import hashing, reference, triton_kernel
 
 CUDA = torch.cuda.is_available()
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 DEVICE = "cuda" if CUDA else "cpu"
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
@@ -460,7 +460,7 @@ except Exception as e:
     print("SKIP", type(e).__name__, e)
     sys.exit(0)
 
-from kernels import triton_kernel as tk
+from congrad.kernels import triton_kernel as tk
 tk._check_runnable = lambda t: None
 tk._device_guard = lambda t: tk._NullContext()
 cases = [  # rows, D, width, offset, dtype, out
@@ -485,7 +485,6 @@ def test_launches_compile_for_h100_without_a_gpu():
     way compiled Triton does: this drives real launches through Triton's runtime up to the cubin for sm_90."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, "-c", _LAUNCH_WITHOUT_GPU], env=env, capture_output=True, text=True,
                           timeout=300)
     if proc.returncode == 0 and proc.stdout.startswith("SKIP"):
@@ -495,10 +494,10 @@ def test_launches_compile_for_h100_without_a_gpu():
 
 @pytest.mark.skipif(not _nvidia_backend(), reason="Triton's NVIDIA backend (ptxas) is not installed")
 def test_compile_offline_variants():
-    """kernels.triton_kernel.compile_offline (the tool for reading the generated code) works."""
+    """congrad.kernels.triton_kernel.compile_offline (the tool for reading the generated code) works."""
     code = textwrap.dedent("""
         import torch
-        from kernels import triton_kernel as tk
+        from congrad.kernels import triton_kernel as tk
         c = tk.compile_offline(dtype=torch.bfloat16, masked=True, direct=True, accumulate=True)
         assert c.asm["cubin"] and "ld.global" in c.asm["ptx"]
         assert tk.compile_offline(kernel="reduce").asm["cubin"]
@@ -506,7 +505,6 @@ def test_compile_offline_variants():
     """)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "compiled" in proc.stdout, proc.stderr[-3000:]
 

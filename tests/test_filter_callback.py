@@ -9,8 +9,8 @@ import pytest
 import pytorch_lightning as pl
 
 from congrad.data.synthetic import make_preference_rows
-from congrad.filtering.callback import ConflictFilterCallback
-from congrad.models import build_policy
+from congrad.filtering.callback import ConGradCallback
+from congrad.training import build_pieces
 from congrad.utils.instantiate import instantiate_group
 from congrad.utils.io import write_jsonl
 
@@ -30,8 +30,8 @@ class ServedPairs(pl.Callback):
             trainer.should_stop = True
 
     def on_train_epoch_start(self, trainer, pl_module):
-        conflict_filter = next(cb for cb in trainer.callbacks if isinstance(cb, ConflictFilterCallback))
-        self.kept[trainer.current_epoch] = list(conflict_filter.kept_indices)
+        congrad = next(cb for cb in trainer.callbacks if isinstance(cb, ConGradCallback))
+        self.kept[trainer.current_epoch] = list(congrad.kept_indices)
         assert list(trainer.datamodule.active_indices) == self.kept[trainer.current_epoch]
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -47,22 +47,19 @@ def pairs_file(tmp_path):
 
 def fit(cfg, max_epochs, ckpt_path=None, interrupt_after_epoch=None):
     pl.seed_everything(cfg.seed)
-    tokenizer, policy = build_policy(cfg.model)
-    datamodule = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer)
-    datamodule.setup("fit")
-    module = hydra.utils.instantiate(cfg.dpo, policy=policy, languages=datamodule.languages)
+    pieces = build_pieces(cfg)
     recorder = ServedPairs(interrupt_after_epoch)
     trainer = hydra.utils.instantiate(
         cfg.trainer, max_epochs=max_epochs, logger=False, enable_progress_bar=False,
         callbacks=instantiate_group(cfg.callbacks) + [recorder],
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    return recorder, datamodule
+    trainer.fit(pieces.module, datamodule=pieces.datamodule, ckpt_path=ckpt_path)
+    return recorder, pieces.datamodule
 
 
 def test_prunes_every_epoch_serves_the_kept_set_and_resumes_with_the_same_state(compose_config, pairs_file, tmp_path):
     overrides = [f"data.path={pairs_file}", "data.batch_size=8", "sketch.width=1024", "filter.keep_ratio=0.75",
-                 "filter.min_per_language=2", "callbacks.conflict_filter.progress=false"]
+                 "filter.min_per_language=2", "callbacks.congrad.progress=false"]
     cfg = compose_config("train", overrides, output_dir=tmp_path / "uninterrupted")
     full, datamodule = fit(cfg, max_epochs=3)
     n = len(datamodule.train_rows)
@@ -110,8 +107,8 @@ def test_ddp_ranks_share_the_scoring_and_keep_what_one_process_keeps(compose_con
 
     def run(run_dir, *extra):
         args = [sys.executable, str(ROOT / "train.py"), f"data.path={pairs_file}", "trainer.max_epochs=1",
-                "sketch.width=1024", "logger=csv", "trainer.log_every_n_steps=1",
-                "callbacks.conflict_filter.progress=false",
+                "sketch.width=1024", "logger=csv", "trainer.log_every_n_steps=1", "~eval",
+                "callbacks.congrad.progress=false",
                 f"hydra.run.dir={run_dir}", *extra]
         result = subprocess.run(args, capture_output=True, text=True, timeout=300, env=os.environ.copy())
         assert result.returncode == 0, result.stderr[-3000:]

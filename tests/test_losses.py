@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from congrad.losses import dpo_loss
+from congrad import dpo_loss
 
 
 def logsig(x: float) -> float:

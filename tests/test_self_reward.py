@@ -8,15 +8,16 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from congrad.data.self_reward.builder import generate_and_judge, pairs_from_generations
-from congrad.data.self_reward.generation import Sampling, TextGenerator
-from congrad.data.self_reward.judges import (OUT_OF_RANGE, UNPARSEABLE, Candidate, LLMJudge, RuleJudge,
-                                             parse_score, verdict_from_texts)
-from congrad.data.self_reward.langid import detect, same_language
-from congrad.data.self_reward.pairing import IDENTICAL, SMALL_GAP, TIE, TOO_FEW, best_vs_worst
-from congrad.data.self_reward.prompts import Prompt, load_prompts
+from congrad.data.prompts import Prompt, load_prompts
 from congrad.errors import BadRowError, CongradError
+from congrad.generation.langid import detect, same_language
+from congrad.generation.sampling import Sampling, TextGenerator
+from congrad.judging.llm import LLMJudge
+from congrad.judging.rule import RuleJudge
+from congrad.judging.verdicts import OUT_OF_RANGE, UNPARSEABLE, Candidate, parse_score, verdict_from_texts
 from congrad.models.factory import build_policy
+from congrad.selfreward.pairing import IDENTICAL, SMALL_GAP, TIE, TOO_FEW, best_vs_worst
+from congrad.selfreward.responses import generate_and_judge, pairs_from_generations
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_PROMPTS = ROOT / "data" / "prompts_tiny.jsonl"
@@ -58,7 +59,7 @@ def test_prompt_rows_are_validated(tmp_path):
     path = tmp_path / "prompts.jsonl"
     path.write_text(json.dumps({"prompt": "Hallo?", "language": "de"}) + "\n"
                     + json.dumps({"prompt": "", "language": "de"}) + "\n", encoding="utf-8")
-    with pytest.raises(BadRowError, match=r"row 1: field 'prompt'"):
+    with pytest.raises(BadRowError, match=r"prompts.jsonl: row 2: field 'prompt'"):  # line 2 of the file
         load_prompts(str(path))
     assert [p.id for p in load_prompts(str(path), on_bad_row="skip")] == ["0"]
     with pytest.raises(CongradError, match="no prompts for language"):

@@ -6,16 +6,18 @@ from pathlib import Path
 
 import pytest
 
-import congrad.self_rewarding as self_rewarding
+import congrad.selfreward.loop as self_rewarding
 from congrad.data.formats import load_preference_rows
-from congrad.training import train
+from congrad.run import train
+from conftest import SMALL_EVAL
 
 pytestmark = pytest.mark.slow
 
 TINY = [
     "+experiment=tiny_self_reward", "iterations=2", "data.languages=[en,de,zh,ar]",
     "self_reward.prompts.per_language=3", "self_reward.generation.num_responses=3",
-    "self_reward.generation.max_new_tokens=12", "trainer.max_epochs=1",
+    "self_reward.generation.max_new_tokens=12", "trainer.max_epochs=1", "eval.languages=[en,de,zh,ar,fr]",
+    *SMALL_EVAL,
 ]
 
 
@@ -42,6 +44,14 @@ def test_two_iterations_leave_every_artifact(compose_config, tmp_path):
         assert summary["judge"] == "rule" and "not self-rewarding" in summary["note"]
         assert summary["counts"]["total"]["pairs"] == len(pairs)
         assert list((it / "wandb").glob("offline-run-*")), "one W&B run per iteration"
+        results = json.loads((it / "eval" / "results.json").read_text())
+        # the prompts' languages were trained on; fr was not
+        assert {lang for lang, row in results["languages"].items() if row["seen"]} == {"en", "de", "zh", "ar"}
+        assert results["unseen"]["languages"] == 1 and "win_rate" in results["unseen"]
+    # the evaluation curve over iterations, in one run of the loggers (CSV here: <run dir>/metrics.csv)
+    curve = [line.split(",") for line in (tmp_path / "metrics.csv").read_text().splitlines()]
+    column = curve[0].index("eval/seen/win_rate")
+    assert [int(row[curve[0].index("step")]) for row in curve[1:] if row[column]] == [1, 2]
     first, second = (json.loads((tmp_path / f"iteration_{t}" / "iteration.json").read_text()) for t in (1, 2))
     assert first["reference"]["merged_adapters"] == []
     assert second["reference"]["merged_adapters"] == [str(tmp_path / "iteration_1" / "adapter")]

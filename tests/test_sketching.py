@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import kernels
+from congrad import kernels
 from congrad.filtering.sketching import PerPairSketcher, gaussian_sketch, select_parameters
 from test_dpo_module import make_batch, make_module
 
@@ -120,7 +120,7 @@ def test_gaussian_sketch_is_linear_in_pieces_and_preserves_inner_products_on_ave
 
 
 def test_scoring_pass_has_no_dropout_and_works_under_gradient_checkpointing(batch):
-    from congrad.filtering.scoring import sketch_candidates
+    from congrad.filtering.sketch_pass import sketch_candidates
     from congrad.models import DPOModule
     from congrad.models.factory import apply_lora
     from test_dpo_module import tiny_llama

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 JOB = ["+experiment=tiny_self_reward", "+sweep=width", "sketch.width=256,512", "iterations=1",
        "data.languages=[en,zh]", "self_reward.prompts.per_language=2", "self_reward.generation.max_new_tokens=8",
-       "trainer.max_epochs=1"]
+       "trainer.max_epochs=1", "~eval"]
 
 
 def run_sweep(sweep_dir: Path, *extra: str) -> subprocess.CompletedProcess:

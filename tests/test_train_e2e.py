@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, SMALL_EVAL
 
 
 def run_train(run_dir, *overrides):
@@ -107,3 +107,29 @@ def test_ckpt_path_resumes_where_the_run_stopped(run_dir, tmp_path):
     before = [v for _, v in metric(read_metrics(run_dir), "train/num_tokens")]
     after = [v for _, v in metric(read_metrics(tmp_path), "train/num_tokens")]
     assert before[-1] < after[0] < 2 * before[-1]
+
+
+def test_the_run_is_evaluated_against_its_starting_point(run_dir):
+    results = json.loads((run_dir / "eval" / "results.json").read_text())
+    assert set(results) == {"policy", "baseline", "languages", "seen", "unseen"}
+    assert len(results["languages"]) == 12 and all(row["seen"] for row in results["languages"].values())
+    assert results["unseen"] == {} and results["seen"]["languages"] == 12
+    # trained three epochs on the tiny set, the policy ranks held-out pairs (other topics) better than chance
+    assert results["seen"]["preference_accuracy"] > 0.6
+    for name in ("per_language.csv", "generations.jsonl", "per_language.png"):
+        assert (run_dir / "eval" / name).is_file()
+    names = set(read_metrics(run_dir)[0].keys())
+    assert {"eval/seen/win_rate", "eval/seen/preference_accuracy", "eval/win_rate/de", "eval/nll_delta/zh"} <= names
+
+
+def test_evaluate_py_takes_a_run_directory(run_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), f"run_dir={run_dir}", f"output_dir={tmp_path}", "~logger",
+         "eval.languages=[de,zh]", *SMALL_EVAL],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["policy"]["adapters"] == [str(run_dir / "adapter")]
+    assert set(results["languages"]) == {"de", "zh"} and results["seen"]["languages"] == 2  # from data_report.json
+    assert "win_rate" in result.stdout  # the table is printed

@@ -1,14 +1,22 @@
-"""Training from a composed ``train.yaml`` config: one DPO fit, or the self-rewarding loop around it.
+"""One DPO run from a composed config: the pieces (policy, data, DPO module) built the one way every caller
+builds them, and the Lightning fit around them.
 
-``iterations=0`` (the default) or an explicit ``data.path`` is one DPO run on that preference set;
-``iterations=N`` with the ``self_reward`` group set (``+experiment=tiny_self_reward``, ...) and no
-``data.path`` runs N self-rewarding iterations (:mod:`congrad.self_rewarding`).
+Whether ``python train.py`` runs one fit or the self-rewarding loop of fits is decided above this module,
+in :mod:`congrad.run`.
+
+Resuming (``ckpt_path``), the checkpoint is read and checked first, the data next (its rows must be those
+the checkpoint was trained on, unless ``resume_rescore=true``), the model last: a wrong path, file or data
+set stops the run before the expensive part (:mod:`congrad.utils.checkpoints`). Every fit also saves a
+resumable checkpoint when SIGTERM or Ctrl-C stops it (:mod:`congrad.utils.interrupt`).
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import hydra
 import pytorch_lightning as pl
@@ -16,53 +24,72 @@ from omegaconf import DictConfig, OmegaConf
 
 from congrad.data.tokenization import TRUNCATED_PARTS
 from congrad.errors import CongradError
-from congrad.models import build_policy
+from congrad.models import DPOModule, build_policy
+from congrad.utils.checkpoints import RecordData, check_resume_data, check_resume_model, inspect_checkpoint
 from congrad.utils.instantiate import instantiate_group
+from congrad.utils.interrupt import GracefulStop
 from congrad.utils.io import write_json
 
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Run what ``cfg`` asks for; return the final metrics (of the last iteration)."""
-    if self_reward_enabled(cfg):
-        from congrad.self_rewarding import run_self_reward
+@dataclass
+class Pieces:
+    """What a DPO run is made of: the tokenizer, the data (set up) and the DPO module around the policy."""
 
-        return run_self_reward(cfg)
-    return fit(cfg)
-
-
-def self_reward_enabled(cfg: DictConfig) -> bool:
-    iterations = cfg.get("iterations") or 0
-    if cfg.get("self_reward") is None:
-        if iterations:
-            raise CongradError(
-                f"iterations={iterations} needs the self-rewarding loop: add self_reward=default (and a judge, "
-                "e.g. judge=self), or use an experiment that sets it (+experiment=tiny_self_reward)"
-            )
-        return False
-    if cfg.data.get("path") is not None:
-        if iterations:
-            log.info("data.path is set: one DPO run on %s; the self-rewarding loop is skipped", cfg.data.path)
-        return False
-    if not iterations:
-        raise CongradError("the self-rewarding loop needs iterations>=1 (or a preference set: data.path=FILE)")
-    return True
+    tokenizer: Any
+    datamodule: Any  # congrad.data.datamodule.PreferenceDataModule
+    module: DPOModule
 
 
-def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] | None = None) -> dict[str, float]:
-    """Build data, policy (unless given), module, loggers and callbacks from ``cfg``; fit; return the final
-    metrics. ``metrics`` are logged once before training (what produced the data, e.g. pair counts), with
-    the truncation counts of the datamodule."""
-    pl.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
-    if cfg.data.get("path") is None:
-        raise CongradError("data.path is not set: give a preference set (data.path=FILE)")
-
+def build_module(cfg: DictConfig, tokenizer=None, policy=None, languages: Sequence[str] = ()) -> tuple[Any, DPOModule]:
+    """``(tokenizer, DPOModule)`` from ``cfg.model`` (unless a built ``policy`` and its tokenizer are given)
+    and ``cfg.dpo``."""
     if policy is None:
         tokenizer, policy = build_policy(cfg.model)
+    return tokenizer, hydra.utils.instantiate(cfg.dpo, policy=policy, languages=list(languages))
+
+
+def build_pieces(cfg: DictConfig, tokenizer=None, policy=None,
+                 check_data: Callable[[Any], None] | None = None) -> Pieces:
+    """Policy (from ``cfg.model`` unless given), data from ``cfg.data`` (loaded, split and tokenized), and
+    the DPO module from ``cfg.dpo``, which tracks the data's languages. The data loads before the model
+    (only the tokenizer is needed for it), so a bad row stops the run early; ``check_data(datamodule)``
+    runs in between."""
+    if cfg.data.get("path") is None:
+        raise CongradError("data.path is not set: give a preference set (data.path=FILE)")
+    if policy is None:
+        tokenizer = hydra.utils.instantiate(cfg.model.tokenizer)
     datamodule = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer)
     datamodule.setup("fit")
+    if check_data is not None:
+        check_data(datamodule)
+    if policy is None:
+        tokenizer, policy = build_policy(cfg.model, tokenizer=tokenizer)
+    _, module = build_module(cfg, tokenizer, policy, datamodule.languages)
+    return Pieces(tokenizer, datamodule, module)
+
+
+def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] | None = None,
+        callbacks: Sequence[pl.Callback] = ()) -> dict[str, float]:
+    """Build the pieces (the policy unless given), loggers and callbacks from ``cfg``; fit; return the final
+    metrics. ``metrics`` are logged once before training (what produced the data, e.g. pair counts), with
+    the truncation counts of the datamodule; ``callbacks`` join those of ``cfg.callbacks`` (e.g. the evaluation after the fit, which logs to the same
+    loggers before they close)."""
+    pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = cfg.get("ckpt_path")
+    resume = inspect_checkpoint(ckpt_path) if ckpt_path else None
+    check_data = None
+    if resume is not None:
+        def check_data(datamodule):
+            if not check_resume_data(resume, datamodule.fingerprint, bool(cfg.get("resume_rescore", False))):
+                log.warning("resuming %s on other training rows (resume_rescore=true): the ConGrad filter scores "
+                            "them afresh", ckpt_path)
+    pieces = build_pieces(cfg, tokenizer, policy, check_data=check_data)
+    if resume is not None:
+        check_resume_model(resume, pieces.module)
+    datamodule = pieces.datamodule
     report = datamodule.report
     write_json(output_dir / "data_report.json", report.to_dict())
     log.info(
@@ -74,16 +101,22 @@ def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] 
     )
     metrics = {**(metrics or {}), **truncation_metrics(report.truncated)}
 
-    module = hydra.utils.instantiate(cfg.dpo, policy=policy, languages=datamodule.languages)
     loggers = instantiate_group(cfg.get("logger"))
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    stop = GracefulStop(_resume_command())
+    callbacks = [*instantiate_group(cfg.get("callbacks")), *callbacks, RecordData(), stop]
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         logger.log_metrics(metrics, step=0)
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    _close_wandb(loggers)
+    try:
+        trainer.fit(pieces.module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SystemExit:  # Lightning's way out of SIGTERM (status 0) and Ctrl-C (status 1)
+        if stop.signum is None:
+            raise
+        close_wandb(loggers)
+        raise stop.error() from None
+    close_wandb(loggers)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
@@ -96,7 +129,18 @@ def truncation_metrics(truncated: dict) -> dict[str, float]:
     return metrics
 
 
-def _close_wandb(loggers: list) -> None:
+def _resume_command() -> str:
+    """``python train.py`` with this run's command-line overrides (but ``ckpt_path``), for messages."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "+ckpt_path="))]
+    except Exception:  # not inside a Hydra run (tests, notebooks)
+        return "python train.py <the same overrides>"
+    return " ".join(["python train.py", *map(shlex.quote, overrides)])
+
+
+def close_wandb(loggers: list) -> None:
     """Finish W&B runs so the next run in the same process (sweeps, iterations) starts a fresh one."""
     if any(isinstance(lg, pl.loggers.WandbLogger) for lg in loggers):
         import wandb

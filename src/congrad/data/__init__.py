@@ -1,9 +1,11 @@
-"""Preference data.
+"""Preference data and prompt sets.
 
-- :mod:`~congrad.data.formats`: reading and validating rows (DESIGN §3), the load report;
+- :mod:`~congrad.data.formats`: reading and validating rows (README, "Preference data"), the load report;
 - :mod:`~congrad.data.tokenization`: token ids per pair (TRL's DPO conventions) and padded batches;
 - :mod:`~congrad.data.datamodule`: the Lightning data module the filter prunes between epochs;
-- :mod:`~congrad.data.synthetic`: the template-generated multilingual set shipped in ``data/``;
+- :mod:`~congrad.data.prompts`: prompt sets (``prompt``, ``language``) for generation;
+- :mod:`~congrad.data.synthetic`: the multilingual sets shipped in ``data/``, generated from the per-language
+  text tables ``data/templates/<code>.json``;
 - :mod:`~congrad.data.languages`: ISO 639-1 codes.
 
 Import from the modules themselves; this package stays free of heavy imports (Lightning) so that

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from congrad.data.fingerprint import data_fingerprint
 from congrad.data.formats import LoadReport, PreferenceRow, load_preference_rows
 from congrad.data.tokenization import (
     TRUNCATED_PARTS,
@@ -45,6 +46,9 @@ class PreferenceDataModule(pl.LightningDataModule):
     Truncation (see :mod:`congrad.data.tokenization`) is counted in ``report.truncated`` for the pairs of
     ``path`` (training and, without ``val_path``, validation); more than 5% of them losing the end of a
     completion is warned about.
+
+    The train loader resumes mid-epoch (:class:`ResumableLoader`): a run resumed from a checkpoint saved
+    inside an epoch (a SIGTERM or Ctrl-C stop) serves the rest of that epoch's batches, in the same order.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         self._report: LoadReport | None = None
         self._active: list[int] = []
         self._train_loaders_built = 0
+        self._fingerprint: dict | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self._train_rows is not None:
@@ -124,6 +129,14 @@ class PreferenceDataModule(pl.LightningDataModule):
         return self._report
 
     @property
+    def fingerprint(self) -> dict:
+        """The content hash of :attr:`train_rows` (:func:`congrad.data.fingerprint.data_fingerprint`), which
+        a checkpoint records and a resumed run compares."""
+        if self._fingerprint is None:
+            self._fingerprint = data_fingerprint(self.train_rows, str(self.path))
+        return self._fingerprint
+
+    @property
     def languages(self) -> list[str]:
         """Languages present in the training rows, sorted."""
         return sorted({row.language for row in self.train_rows})
@@ -156,7 +169,17 @@ class PreferenceDataModule(pl.LightningDataModule):
         epoch = self.trainer.current_epoch if self.trainer is not None else self._train_loaders_built
         self._train_loaders_built += 1
         features = [self._train_features[i] for i in self._active]
-        return self._loader(features, self.batch_size, sampler=SeededPermutation(len(features), self.seed + epoch))
+        return ResumableLoader(
+            features, batch_size=self.batch_size, sampler=SeededPermutation(len(features), self.seed + epoch),
+            num_workers=self.num_workers, collate_fn=partial(collate_pairs, pad_token_id=self.pad_token_id),
+            epoch=epoch, batches_done=self._batches_done,
+        )
+
+    def _batches_done(self) -> int:
+        """Batches of the current epoch the trainer has finished."""
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
     def val_dataloader(self) -> DataLoader | list:
         """Validation rows in order; an empty list when there are none (Lightning then skips validation)."""
@@ -223,6 +246,32 @@ class PreferenceDataModule(pl.LightningDataModule):
 def _count_cuts(cuts: list[dict]) -> dict[str, int]:
     counts = Counter(part for cut in cuts for part in TRUNCATED_PARTS if cut[part])
     return {"pairs": len(cuts), **{part: counts[part] for part in TRUNCATED_PARTS}}
+class ResumableLoader(DataLoader):
+    """The train loader of epoch ``epoch``, resumable mid-epoch: Lightning stores its :meth:`state_dict` in a
+    checkpoint (the epoch and the batches the trainer finished in it, from ``batches_done``) and, resuming
+    inside that epoch, loads it into the loader of the resumed run, which then skips those batches once.
+    Skipping on the batches (not the sampler) keeps it right when Lightning wraps the sampler for DDP."""
+
+    def __init__(self, *args, epoch: int = 0, batches_done: Callable[[], int] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epoch = epoch
+        self.batches_done = batches_done
+        self._skip = 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batches_done": self.batches_done() if self.batches_done else 0}
+
+    def load_state_dict(self, state: dict) -> None:
+        done = int(state.get("batches_done", 0))
+        if state.get("epoch") == self.epoch and 0 < done < len(self):
+            self._skip = done
+
+    def __iter__(self):
+        iterator = super().__iter__()
+        skip, self._skip = self._skip, 0
+        for _ in range(skip):
+            next(iterator)
+        return iterator
 
 
 class SeededPermutation(Sampler[int]):

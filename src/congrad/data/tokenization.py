@@ -101,31 +101,32 @@ def truncated_parts(full: dict[str, list[int]], kept: dict[str, list[int]]) -> d
 
 
 def collate_pairs(features: list[dict], pad_token_id: int) -> dict:
-    """Right-padded batch of B pairs as 2B sequences: rows 0..B-1 prompt+chosen, B..2B-1 prompt+rejected.
-
-    ``completion_mask`` is 1 exactly at the positions of completion tokens in ``input_ids`` (the tokens
-    whose log-probs are summed; the logits predicting them sit one position earlier). ``index`` and
-    ``language`` describe the B pairs, in order.
-    """
-    pairs = [(f["prompt_ids"], f["chosen_ids"]) for f in features] + [
+    """Right-padded batch of B pairs as 2B sequences: rows 0..B-1 prompt+chosen, B..2B-1 prompt+rejected
+    (see :func:`collate_sequences`). ``index`` and ``language`` describe the B pairs, in order."""
+    sequences = [(f["prompt_ids"], f["chosen_ids"]) for f in features] + [
         (f["prompt_ids"], f["rejected_ids"]) for f in features
     ]
-    width = max(len(prompt) + len(completion) for prompt, completion in pairs)
-    input_ids = torch.full((len(pairs), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(pairs), width), dtype=torch.long)
-    completion_mask = torch.zeros((len(pairs), width), dtype=torch.long)
-    for r, (prompt, completion) in enumerate(pairs):
+    return {
+        **collate_sequences(sequences, pad_token_id),
+        "index": torch.tensor([f["index"] for f in features], dtype=torch.long),
+        "language": [f["language"] for f in features],
+    }
+
+
+def collate_sequences(sequences: list[tuple[list[int], list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``completion_mask`` of (prompt, completion) token
+    lists. ``completion_mask`` is 1 exactly at the positions of completion tokens in ``input_ids`` (the
+    tokens whose log-probs are summed; the logits predicting them sit one position earlier)."""
+    width = max(len(prompt) + len(completion) for prompt, completion in sequences)
+    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    completion_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for r, (prompt, completion) in enumerate(sequences):
         n, m = len(prompt), len(completion)
         input_ids[r, : n + m] = torch.tensor(prompt + completion, dtype=torch.long)
         attention_mask[r, : n + m] = 1
         completion_mask[r, n : n + m] = 1
-    return {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "completion_mask": completion_mask,
-        "index": torch.tensor([f["index"] for f in features], dtype=torch.long),
-        "language": [f["language"] for f in features],
-    }
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask}
 
 
 def _chat_texts(tokenizer, row: PreferenceRow) -> tuple[str, str, str]:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from congrad.errors import ConfigError
+
 
 class LanguageAggregates:
     """m_ℓ ← γ·m_ℓ + (1−γ)·mean of this epoch's sketches of language ℓ, with γ = ``ema``.
@@ -20,7 +22,7 @@ class LanguageAggregates:
 
     def __init__(self, ema: float = 0.0):
         if not 0.0 <= ema < 1.0:
-            raise ValueError(f"ema must lie in [0, 1), got {ema}")
+            raise ConfigError(f"filter.ema must lie in [0, 1), got {ema}")
         self.ema = ema
         self._means: dict[str, Tensor] = {}
         self._sums: dict[str, Tensor] = {}

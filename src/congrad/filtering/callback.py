@@ -4,9 +4,10 @@ prune the datamodule to the kept ones.
 "Before epoch e+1" is the end of epoch e (same weights): Lightning rebuilds the train loader between
 ``on_train_epoch_end`` and the next ``on_train_epoch_start``, so the pruning is done there; the first
 epoch's pruning happens in ``on_fit_start``. Checkpoints (written after this callback at epoch end) carry
-the filter state — aggregates, pass count, kept set, scores, and the epoch the kept set is for — and a
-resumed run continues from it without rescoring. (A run that stopped at its last epoch has no kept set
-for the next one; resumed with more epochs, it scores once at the start.)
+the filter state — aggregates, pass count, kept set, scores, the epoch the kept set is for and the content
+hash of the rows it indexes — and a resumed run continues from it without rescoring. (A run that stopped at
+its last epoch has no kept set for the next one; resumed with more epochs, it scores once at the start. A
+run resumed on other rows, which ``resume_rescore=true`` allows, scores them afresh.)
 
 Under DDP (or any multi-process strategy) each rank sketches every world_size-th candidate and the
 sketches are all-gathered, so the pass costs 1/world_size per rank and every rank keeps the same pairs.
@@ -19,25 +20,27 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from congrad.filtering.conflict_filter import ConflictFilter, FilterResult
-from congrad.filtering.report import write_filter_outputs
-from congrad.filtering.scoring import sketch_candidates
+from congrad.filtering.method import ConGrad, PassResult
+from congrad.filtering.outputs import write_filter_outputs
+from congrad.filtering.sketch_pass import sketch_candidates
 from congrad.filtering.sketching import PerPairSketcher
 
 
-class ConflictFilterCallback(pl.Callback):
-    """``sketch``: width, seed, params, method, kind, chunk_mb, batch_size; ``filter``: the keyword
-    arguments of :class:`ConflictFilter` (aggregator, keep_ratio, threshold, per_language,
-    min_per_language, ema, gradvac_target). Files of the latest pass go to ``output_dir``."""
+class ConGradCallback(pl.Callback):
+    """``sketch``: the ``sketch`` config group (width, seed, params, method, kind, chunk_mb, batch_size);
+    ``method``: the ``filter`` config group, the keyword arguments of :class:`ConGrad` (aggregator,
+    keep_ratio, threshold, per_language, min_per_language, ema, gradvac_target, normalize, seed). Files of
+    the latest pass go to ``output_dir``."""
 
-    def __init__(self, sketch: dict, filter: dict, output_dir: str, progress: bool = True):
+    def __init__(self, sketch: dict, method: dict, output_dir: str, progress: bool = True):
         self.sketch = dict(sketch)
-        self.filter = ConflictFilter(seed=self.sketch["seed"], **filter)
+        self.congrad = ConGrad(**method)
         self.output_dir = Path(output_dir)
         self.progress = progress
         self.kept_indices: list[int] | None = None
         self.kept_for_epoch: int | None = None
         self.scores: torch.Tensor | None = None
+        self.kept_data: str | None = None  # sha256 of the training rows the kept set indexes
         self._resume_epoch: int | None = None
 
     # ---- hooks -----------------------------------------------------------------------------------------
@@ -47,7 +50,8 @@ class ConflictFilterCallback(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = self._resume_epoch if self._resume_epoch is not None else trainer.current_epoch
-        if self.kept_for_epoch == epoch:  # restored: the checkpoint already holds this epoch's kept set
+        same_rows = self.kept_data == _rows_hash(trainer.datamodule)
+        if self.kept_for_epoch == epoch and same_rows:  # restored: the checkpoint holds this epoch's kept set
             trainer.datamodule.set_active_indices(self.kept_indices)
         else:
             self._filter(trainer, pl_module, epoch)
@@ -58,14 +62,15 @@ class ConflictFilterCallback(pl.Callback):
             self._filter(trainer, pl_module, epoch)
 
     def state_dict(self) -> dict:
-        return {"filter": self.filter.state_dict(), "kept_indices": self.kept_indices,
-                "kept_for_epoch": self.kept_for_epoch, "scores": self.scores}
+        return {"filter": self.congrad.state_dict(), "kept_indices": self.kept_indices,
+                "kept_for_epoch": self.kept_for_epoch, "scores": self.scores, "kept_data": self.kept_data}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.filter.load_state_dict(state_dict["filter"])
+        self.congrad.load_state_dict(state_dict["filter"])
         self.kept_indices = state_dict["kept_indices"]
         self.kept_for_epoch = state_dict["kept_for_epoch"]
         self.scores = state_dict["scores"]
+        self.kept_data = state_dict.get("kept_data")
 
     # ---- one pass ----------------------------------------------------------------------------------------
     def _filter(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
@@ -80,16 +85,17 @@ class ConflictFilterCallback(pl.Callback):
                                      progress=self.progress and trainer.is_global_zero)
         if trainer.world_size > 1:
             sketches = _gather_strided(trainer, sketches, len(rows))
-        result = self.filter.step(sketches, [row.language for row in rows])
+        result = self.congrad.step(sketches, [row.language for row in rows])
         self.scores = result.scores
         self.kept_indices = result.kept.nonzero().flatten().tolist()
         self.kept_for_epoch = epoch
+        self.kept_data = _rows_hash(datamodule)
         datamodule.set_active_indices(self.kept_indices)
         if trainer.is_global_zero:
             heatmap = write_filter_outputs(self.output_dir, rows, result, extra_summary={"epoch": epoch})
             self._log(trainer, result, rows, heatmap, epoch)
 
-    def _log(self, trainer: pl.Trainer, result: FilterResult, rows, heatmap: Path, epoch: int) -> None:
+    def _log(self, trainer: pl.Trainer, result: PassResult, rows, heatmap: Path, epoch: int) -> None:
         per_language = result.per_language()
         metrics = {"filter/kept": float(result.kept.sum()), "filter/epoch": float(epoch)}
         for lang, stats in per_language.items():
@@ -107,6 +113,11 @@ class ConflictFilterCallback(pl.Callback):
                 logger.log_table(key="filter/dropped", columns=["id", "language", "score", "reason"], data=dropped)
         summary = ", ".join(f"{lang} {s['kept']}/{s['total']}" for lang, s in per_language.items())
         pl.utilities.rank_zero_info(f"ConGrad epoch {epoch}: kept {int(result.kept.sum())}/{len(rows)} ({summary})")
+
+
+def _rows_hash(datamodule) -> str | None:
+    fingerprint = getattr(datamodule, "fingerprint", None)
+    return fingerprint["sha256"] if fingerprint else None
 
 
 def _upcoming_epoch(trainer: pl.Trainer) -> int:

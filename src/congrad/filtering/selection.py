@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from congrad.errors import ConfigError
 from congrad.filtering.aggregates import LanguageAggregates, language_rows
 
 BELOW_THRESHOLD = "below threshold"
@@ -56,7 +57,7 @@ def select(
     if torch.isnan(scores).any():
         raise ValueError("scores contain NaN")
     if min_per_language < 0:
-        raise ValueError(f"min_per_language must be >= 0, got {min_per_language}")
+        raise ConfigError(f"filter.min_per_language must be >= 0, got {min_per_language}")
     groups = language_rows(languages, scores.device)
     if threshold is not None:
         kept = scores > threshold
@@ -77,13 +78,13 @@ def drop_reason(*, keep_ratio: float | None = None, threshold: float | None = No
 
 def _rule(keep_ratio: float | None, threshold: float | None) -> str:
     if (keep_ratio is None) == (threshold is None):
-        raise ValueError("set exactly one of keep_ratio and threshold")
+        raise ConfigError("set exactly one of filter.keep_ratio and filter.threshold (the other to null)")
     if threshold is not None:
         if math.isnan(threshold):
-            raise ValueError("threshold is NaN")
+            raise ConfigError("filter.threshold is NaN")
         return "threshold"
     if not 0.0 < keep_ratio <= 1.0:
-        raise ValueError(f"keep_ratio must lie in (0, 1], got {keep_ratio}")
+        raise ConfigError(f"filter.keep_ratio must lie in (0, 1], got {keep_ratio}")
     return "keep_ratio"
 
 

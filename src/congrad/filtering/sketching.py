@@ -2,7 +2,7 @@
 
 For every pair i of a batch, ĝ_i = S(∇_θ L_i) ∈ R^w where θ are the selected parameters (``params``:
 ``lora``, ``all`` or a regex over parameter names) laid end to end in ``named_parameters`` order, and S is
-a fixed linear sketch (count sketch through :func:`kernels.count_sketch`, or a seeded Gaussian
+a fixed linear sketch (count sketch through :func:`congrad.kernels.count_sketch`, or a seeded Gaussian
 projection). Because S is linear and hashes *global* coordinates, each parameter is sketched on its own at
 its offset and the pieces add up to the sketch of the whole gradient.
 
@@ -34,7 +34,8 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
-import kernels
+from congrad.errors import ConfigError
+from congrad.kernels import count_sketch
 
 METHODS = ("auto", "hooks", "loop")
 SKETCHES = ("count", "gaussian")
@@ -52,7 +53,7 @@ def select_parameters(model: nn.Module, params: str) -> list[tuple[str, nn.Param
         pattern = re.compile(params)
         chosen = [(n, p) for n, p in named if pattern.search(n)]
     if not chosen:
-        raise ValueError(f"sketch.params={params!r} selects no parameter of the model")
+        raise ConfigError(f"sketch.params={params!r} selects no parameter of the model")
     return chosen
 
 
@@ -93,12 +94,12 @@ class PerPairSketcher:
     def __init__(self, module, width: int, seed: int, params: str = "lora", method: str = "auto",
                  sketch: str = "count", chunk_bytes: int = 256 * 2**20):
         if method not in METHODS:
-            raise ValueError(f"sketch.method must be one of {METHODS}, got {method!r}")
+            raise ConfigError(f"sketch.method must be one of {', '.join(METHODS)}, got {method!r}")
         if sketch not in SKETCHES:
-            raise ValueError(f"sketch.kind must be one of {SKETCHES}, got {sketch!r}")
+            raise ConfigError(f"sketch.kind must be one of {', '.join(SKETCHES)}, got {sketch!r}")
         self.module, self.width, self.seed = module, width, seed
         self.chunk_bytes = chunk_bytes
-        self.project = kernels.count_sketch if sketch == "count" else gaussian_sketch
+        self.project = count_sketch if sketch == "count" else gaussian_sketch
         self.slots, offset = [], 0
         for name, param in select_parameters(module.policy, params):
             self.slots.append(_Slot(name, param, offset))
@@ -107,7 +108,7 @@ class PerPairSketcher:
         covered = {id(slot.param) for slots in self.layers.values() for slot in slots}
         uncovered = [s.name for s in self.slots if id(s.param) not in covered]
         if method == "hooks" and uncovered:
-            raise ValueError(
+            raise ConfigError(
                 f"sketch.method=hooks covers parameters of nn.Linear layers only; {len(uncovered)} selected "
                 f"parameters are not (e.g. {uncovered[0]}): use sketch.method=loop or narrow sketch.params"
             )
@@ -137,18 +138,32 @@ class PerPairSketcher:
                 return self._loop(batch, ref_logps)
             return self._hooks(batch, ref_logps)
 
+    def exact_gradients(self, batch: dict, ref_logps: Tensor | None = None) -> Tensor:
+        """The unsketched per-pair gradients ``[B, d]`` (float32; the selected parameters end to end, at their
+        offsets), one backward per pair: what the sketches compress. d floats per pair — for studies and
+        tests on small models, never for large ones."""
+        with self._only_selected_trainable():
+            return torch.stack([
+                torch.cat([(torch.zeros_like(s.param) if g is None else g).flatten().float()
+                           for s, g in zip(self.slots, grads)])
+                for grads in self._pair_gradients(batch, ref_logps)
+            ])
+
     # ---- the oracle: one backward per pair ----------------------------------------------------------
-    def _loop(self, batch: dict, ref_logps: Tensor | None) -> Tensor:
+    def _pair_gradients(self, batch: dict, ref_logps: Tensor | None) -> Iterator[tuple[Tensor | None, ...]]:
+        """For each pair of the batch, the gradients of its own loss w.r.t. the selected parameters (None
+        where a parameter does not take part)."""
         b = len(batch["index"])
-        device = batch["input_ids"].device
-        out = torch.zeros(b, self.width, device=device)
         if ref_logps is None:
             ref_logps = self.module.reference_logps(batch)
         params = [s.param for s in self.slots]
         for i in range(b):
-            pair = _pair(batch, i)
-            loss = self.module.pair_losses(pair, ref_logps=ref_logps[[i, b + i]])["loss"].sum()
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            loss = self.module.pair_losses(_pair(batch, i), ref_logps=ref_logps[[i, b + i]])["loss"].sum()
+            yield torch.autograd.grad(loss, params, allow_unused=True)
+
+    def _loop(self, batch: dict, ref_logps: Tensor | None) -> Tensor:
+        out = torch.zeros(len(batch["index"]), self.width, device=batch["input_ids"].device)
+        for i, grads in enumerate(self._pair_gradients(batch, ref_logps)):
             for slot, grad in zip(self.slots, grads):
                 if grad is not None:
                     self.project(grad.reshape(1, -1), self.width, self.seed, offset=slot.offset, out=out[i : i + 1])

@@ -25,7 +25,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-AGGREGATORS = ("pcgrad", "gradvac", "mean", "none")
+from congrad.errors import ConfigError
+
+AGGREGATORS = ("pcgrad", "gradvac", "mean", "none", "random")
 
 _CHUNK = 1 << 16  # columns per float64 block: L·2^16·8 bytes (50 MB at L = 100)
 
@@ -61,7 +63,7 @@ def gradvac_project(grads: Tensor, generator: torch.Generator | None = None, tar
     is exactly PCGrad's projection; φ̂ > 0 also pulls positively but weakly aligned languages together.
     """
     if not -1.0 < target < 1.0:
-        raise ValueError(f"gradvac target similarity must lie in (-1, 1), got {target}")
+        raise ConfigError(f"filter.gradvac_target must lie in (-1, 1), got {target}")
     return _surgery(grads, generator, _gradvac_rule(target))
 
 
@@ -79,16 +81,17 @@ def consensus(
     ``pcgrad`` / ``gradvac``: the surgered vectors and their sum (``options`` go to the aggregator, e.g.
     ``target`` for gradvac). ``mean``: the unchanged aggregates and their mean. ``none``: no common
     direction — the consensus is None and each sample is scored against its own language's aggregate
-    (:func:`congrad.filtering.selection.own_language_scores`).
+    (:func:`congrad.filtering.selection.own_language_scores`). ``random``: no direction either; the control
+    arm scores samples by uniform draws (:class:`congrad.filtering.method.ConGrad`).
     """
     if aggregator in ("pcgrad", "gradvac"):
         project = pcgrad_project if aggregator == "pcgrad" else gradvac_project
         projected = project(grads, generator, **options)
         return projected.sum(0), projected
-    if aggregator not in ("mean", "none"):
-        raise ValueError(f"unknown aggregator {aggregator!r}; choose one of {', '.join(AGGREGATORS)}")
+    if aggregator not in ("mean", "none", "random"):
+        raise ConfigError(f"filter.aggregator must be one of {', '.join(AGGREGATORS)}, got {aggregator!r}")
     if options:
-        raise TypeError(f"aggregator {aggregator!r} takes no options, got {sorted(options)}")
+        raise ConfigError(f"filter.aggregator={aggregator} takes no options, got {sorted(options)}")
     if aggregator == "mean":
         return mean(grads), grads
     _check(grads)

@@ -168,17 +168,19 @@ def starting_adapters(model_cfg: DictConfig) -> list[str]:
     return adapters
 
 
-def build_policy(model_cfg: DictConfig):
+def build_policy(model_cfg: DictConfig, tokenizer=None):
     """``(tokenizer, policy)`` from the ``model`` config group.
 
-    ``model_cfg.tokenizer`` and ``model_cfg.backbone`` are instantiated (the backbone receives the
-    tokenizer); the trained adapters of :func:`starting_adapters` are merged into it, in order;
-    ``model_cfg.lora`` (null for full fine-tuning) wraps the result with a fresh adapter. The starting
+    ``model_cfg.tokenizer`` (unless the ``tokenizer`` it makes is given) and ``model_cfg.backbone`` are
+    instantiated (the backbone receives the tokenizer); the trained adapters of :func:`starting_adapters`
+    are merged into it, in order; ``model_cfg.lora`` (null for full fine-tuning) wraps the result with a
+    fresh adapter. The starting
     policy is then the disabled adapter, which makes it the DPO reference: training from a trained adapter
     (``lora.adapter_path``) keeps the policy it starts from as the reference, as TRL does, and trains a new
     adapter on top of it, as each iteration of the self-rewarding loop does.
     """
-    tokenizer = hydra.utils.instantiate(model_cfg.tokenizer)
+    if tokenizer is None:
+        tokenizer = hydra.utils.instantiate(model_cfg.tokenizer)
     model = hydra.utils.instantiate(model_cfg.backbone, tokenizer=tokenizer)
     model = merge_adapters(model, starting_adapters(model_cfg))
     if model_cfg.get("gradient_checkpointing", False):

@@ -28,6 +28,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from congrad.errors import ConfigError
+
 LOSS_TYPES = ("sigmoid", "ipo", "robust")
 
 
@@ -49,11 +51,11 @@ def dpo_loss(
     and by ``ipo``.
     """
     if loss_type not in LOSS_TYPES:
-        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+        raise ConfigError(f"dpo.loss_type must be one of {', '.join(LOSS_TYPES)}, got {loss_type!r}")
     if beta <= 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
+        raise ConfigError(f"dpo.beta must be > 0, got {beta}")
     if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+        raise ConfigError(f"dpo.label_smoothing must be in [0, 0.5), got {label_smoothing}")
     if (length_penalty or loss_type == "ipo") and (chosen_lengths is None or rejected_lengths is None):
         raise ValueError("length_penalty and loss_type='ipo' need chosen_lengths and rejected_lengths")
     chosen_logratios = policy_chosen_logps - ref_chosen_logps

@@ -11,6 +11,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import PreTrainedTokenizerFast
 
 from congrad.data.synthetic import template_texts
+from congrad.errors import ConfigError
 
 PAD, BOS, END = "<|pad|>", "<|bos|>", "<|end|>"
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
@@ -35,7 +36,7 @@ def build_tiny_tokenizer(vocab_size: int = 512, *, with_bos: bool = False) -> Pr
     callers must not add it twice; the vocabulary is the same either way.
     """
     if vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise ValueError(f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (bytes + special tokens)")
+        raise ConfigError(f"model.tokenizer.vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (bytes + special tokens)")
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()

@@ -1,0 +1,261 @@
+"""One evaluation: a policy against a baseline on the held-out sets, per language.
+
+- *Preference accuracy and margin* on held-out pairs: the implicit reward β·(log π − log π_baseline) of the
+  chosen answer against the rejected one (exactly equal is a tie, counted apart).
+- *Win rate*: the policy and the baseline answer the held-out prompts with the same sampling settings and
+  seed; the judge compares every pair of answers twice, once in each order (a judge's preference for a
+  position cancels out); each judgement is a win, tie or loss for the policy; win rate =
+  (wins + ties/2) / judgements, with a bootstrap 95% CI over prompts.
+- *Language fidelity*: the share of the policy's answers whose language (py3langid) is the prompt's.
+- *Alignment tax*: the policy's mean per-token NLL of reference texts minus the baseline's
+  (``nll_delta`` > 0: the policy finds correct text less likely), and multiple-choice accuracy by
+  length-normalised log-likelihood, of the policy (``mc_accuracy``) and of the baseline.
+
+A part switched off (``eval.<part>.enabled=false``) leaves its metrics out of the results.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from congrad.data.eval_sets import load_multiple_choice, load_reference_texts
+from congrad.data.formats import load_preference_rows
+from congrad.data.prompts import load_prompts
+from congrad.errors import ConfigError
+from congrad.evaluation import metrics
+from congrad.evaluation.scoring import Scorer
+from congrad.generation.langid import detect, same_language
+from congrad.generation.sampling import Sampling, TextGenerator
+from congrad.judging.verdicts import Comparison
+from congrad.models.factory import build_policy
+from congrad.utils.device import resolve_device
+
+log = logging.getLogger(__name__)
+
+@dataclass
+class EvalSets:
+    """The held-out data, read and validated once (a part that is off holds None)."""
+
+    pairs: list | None
+    prompts: list | None
+    texts: list | None
+    questions: list | None
+
+    @property
+    def languages(self) -> list[str]:
+        found = set()
+        for rows in (self.pairs, self.prompts, self.texts, self.questions):
+            found |= {row.language for row in rows or ()}
+        return sorted(found)
+
+
+def load_eval_sets(eval_cfg: DictConfig) -> EvalSets:
+    """Every enabled part's file, limited to each part's ``per_language`` first rows of a language and to
+    ``eval.languages``; a missing file is an error naming its key."""
+    loaders = {"pairs": lambda path: load_preference_rows(path)[0], "win_rate": load_prompts,
+               "nll": load_reference_texts, "mc": load_multiple_choice}
+    parts = {}
+    for part, load in loaders.items():
+        section = eval_cfg[part]
+        if not section.enabled:
+            parts[part] = None
+            continue
+        path = section.get("path")
+        if not path or not Path(path).exists():
+            raise ConfigError(f"eval.{part}.path: {path} does not exist "
+                              f"(give a file, or switch the part off: eval.{part}.enabled=false)")
+        parts[part] = _first_per_language(load(path), section.get("per_language"))
+    sets = EvalSets(parts["pairs"], parts["win_rate"], parts["nll"], parts["mc"])
+    return sets if eval_cfg.languages is None else _only(sets, eval_cfg.languages)
+
+
+def _only(sets: EvalSets, languages: Sequence[str]) -> EvalSets:
+    keep = set(languages)
+    missing = keep - set(sets.languages)
+    if missing:
+        raise ConfigError(f"eval.languages: no evaluation rows for {', '.join(sorted(missing))}")
+    pick = (lambda rows: None if rows is None else [r for r in rows if r.language in keep])
+    return EvalSets(pick(sets.pairs), pick(sets.prompts), pick(sets.texts), pick(sets.questions))
+
+
+def _first_per_language(rows: list, per_language: int | None) -> list:
+    if per_language is None:
+        return rows
+    taken: dict[str, int] = defaultdict(int)
+    out = []
+    for row in rows:
+        if taken[row.language] < per_language:
+            taken[row.language] += 1
+            out.append(row)
+    return out
+
+
+def model_config(model_cfg: DictConfig, adapters: Sequence[str]) -> DictConfig:
+    """``model_cfg`` for a policy to evaluate: the base model with ``adapters`` merged, in order, no fresh
+    LoRA, no gradient checkpointing."""
+    cfg = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=True))
+    with open_dict(cfg):
+        cfg.merge_adapters = list(adapters)
+        cfg.lora = None
+        cfg.gradient_checkpointing = False
+    return cfg
+
+
+class Evaluator:
+    """Evaluates policies (adapters merged into the configured base model) against one baseline.
+
+    ``cfg`` is a composed config with ``eval``, ``model``, ``data`` (lengths), ``dpo.beta`` (the scale of the
+    implicit reward; 1 when there is no ``dpo``), ``judge`` and ``seed``. The baseline is the base model with
+    ``eval.baseline_adapters`` merged (none by default: π_0). A judge that is the policy itself (``judge=self``)
+    is, in evaluation, the baseline: the policy under test never judges its own answers.
+    """
+
+    def __init__(self, cfg: DictConfig, judge, sets: EvalSets | None = None):
+        self.cfg, self.eval_cfg, self.judge = cfg, cfg.eval, judge
+        self.sets = sets or load_eval_sets(cfg.eval)
+        self.device = resolve_device(cfg.eval.device)
+        self.beta = float(OmegaConf.select(cfg, "dpo.beta", default=1.0))
+        self._baseline = None
+        self._baseline_values: dict[str, object] = {}  # each part's baseline side, computed once
+
+    def baseline(self):
+        if self._baseline is None:
+            self._baseline = build_policy(model_config(self.cfg.model, self.eval_cfg.baseline_adapters or []))
+        return self._baseline
+
+    def policy(self, adapters: Sequence[str]):
+        """``(tokenizer, model)``: the base model with ``adapters`` merged (the baseline itself when they are
+        the baseline's: a policy compared with itself is then exactly equal)."""
+        if list(adapters) == list(self.eval_cfg.baseline_adapters or []):
+            return self.baseline()
+        return build_policy(model_config(self.cfg.model, adapters))
+
+    def evaluate(self, tokenizer, policy, description: dict, seen: Sequence[str] | None) -> tuple[dict, list[dict]]:
+        """``(results, generations)`` of ``policy`` (a causal LM with the baseline's tokenizer; ``description``
+        says what it is, e.g. its adapters); ``seen``: the languages trained on (None: every evaluated
+        language counts as seen)."""
+        _, baseline = self.baseline()
+        languages = self.sets.languages
+        seen_set = set(languages if seen is None else seen)
+        per_language = {lang: {"seen": lang in seen_set} for lang in languages}
+        generations: list[dict] = []
+        scorers = [self._scorer(m, tokenizer) for m in (policy, baseline)]
+        if self.sets.pairs is not None:
+            self._pairs(scorers, per_language)
+        outcomes = None
+        if self.sets.prompts is not None:
+            outcomes, generations = self._win_rate(policy, baseline, tokenizer, per_language)
+        if self.sets.texts is not None:
+            self._nll(scorers, per_language)
+        if self.sets.questions is not None:
+            self._mc(scorers, per_language)
+        results = {
+            "policy": description,
+            "baseline": {"adapters": list(self.eval_cfg.baseline_adapters or [])},
+            "languages": per_language,
+        }
+        for group, in_group in (("seen", True), ("unseen", False)):
+            langs = [lang for lang in languages if per_language[lang]["seen"] == in_group]
+            summary = metrics.macro(per_language, langs)
+            if summary and outcomes is not None:
+                summary["win_rate_ci"] = list(metrics.bootstrap_ci(
+                    [outcomes[lang] for lang in langs], self.eval_cfg.win_rate.bootstrap, self.cfg.seed))
+            results[group] = summary
+        return results, generations
+
+    # ---- parts ---------------------------------------------------------------------------------------
+    def _both(self, part: str, sides: list, compute):
+        """``[compute(policy side), compute(baseline side)]``, the baseline's computed once per evaluator
+        (it is the same for every policy evaluated against it)."""
+        if part not in self._baseline_values:
+            self._baseline_values[part] = compute(sides[1])
+        return [compute(sides[0]), self._baseline_values[part]]
+
+    def _scorer(self, model, tokenizer) -> Scorer:
+        data = self.cfg.data
+        return Scorer(model, tokenizer, self.device, self.eval_cfg.batch_size, data.max_length, data.max_prompt_length)
+
+    def _pairs(self, scorers: list[Scorer], per_language: dict) -> None:
+        rows = self.sets.pairs
+        (pw, pl_), (bw, bl) = self._both("pairs", scorers, lambda scorer: scorer.pair_logps(rows))
+        margins = self.beta * ((pw - bw) - (pl_ - bl))
+        for lang, idx in _by_language(rows).items():
+            per_language[lang].update(metrics.preference_stats(margins[idx]))
+
+    def _win_rate(self, policy, baseline, tokenizer, per_language: dict) -> tuple[dict, list[dict]]:
+        section = self.eval_cfg.win_rate
+        prompts = self.sets.prompts
+        sampling = Sampling(num_responses=1, **section.generation)
+        texts = [p.prompt for p in prompts]
+
+        def answer(model):  # the same seed for both: a policy equal to the baseline answers alike
+            pl.seed_everything(self.cfg.seed, verbose=False)
+            generator = TextGenerator(model, tokenizer, batch_size=self.eval_cfg.batch_size,
+                                      max_prompt_length=self.cfg.data.max_prompt_length, device=str(self.device),
+                                      progress=False)
+            return [responses[0] for responses in generator.generate(texts, sampling, desc="eval: generate")]
+
+        ours, theirs = self._both("answers", [policy, baseline], answer)
+        judge_generator = TextGenerator(baseline, tokenizer, batch_size=self.eval_cfg.batch_size,
+                                        device=str(self.device), progress=False)
+        comparisons = [Comparison(p.prompt, p.language, a, b) for p, a, b in zip(prompts, ours, theirs)]
+        swapped = [Comparison(p.prompt, p.language, b, a) for p, a, b in zip(prompts, ours, theirs)]
+        pl.seed_everything(self.cfg.seed, verbose=False)
+        verdicts = self.judge.compare(comparisons + swapped, judge_generator)
+        first, second = verdicts[: len(prompts)], verdicts[len(prompts):]
+        outcomes: dict[str, list[list[str]]] = defaultdict(list)
+        generations = []
+        for p, a, b, v1, v2 in zip(prompts, ours, theirs, first, second):
+            judged = [metrics.policy_outcome(v1, True), metrics.policy_outcome(v2, False)]
+            detected = detect(a).language
+            outcomes[p.language].append([o for o in judged if o is not None])
+            generations.append({
+                "id": p.id, "language": p.language, "prompt": p.prompt, "policy": a, "baseline": b,
+                "policy_language": detected, "baseline_language": detect(b).language,
+                "verdict_policy_first": v1, "verdict_policy_second": v2, "outcomes": judged,
+            })
+        for lang, prompt_outcomes in outcomes.items():
+            flat = [o for per_prompt in prompt_outcomes for o in per_prompt]
+            low, high = metrics.bootstrap_ci([prompt_outcomes], section.bootstrap, self.cfg.seed)
+            rows = [g for g in generations if g["language"] == lang]
+            per_language[lang].update({
+                "win_rate": metrics.win_rate(flat), "win_rate_ci": [low, high],
+                "wins": flat.count(metrics.WIN), "ties": flat.count(metrics.TIE), "losses": flat.count(metrics.LOSS),
+                "unjudged": 2 * len(prompt_outcomes) - len(flat),
+                "language_fidelity": sum(same_language(g["policy_language"], lang) for g in rows) / len(rows),
+            })
+        return outcomes, generations
+
+    def _nll(self, scorers: list[Scorer], per_language: dict) -> None:
+        texts = self.sets.texts
+        (p_nll, counts), (b_nll, _) = self._both("nll", scorers, lambda scorer: scorer.text_nll([t.text for t in texts]))
+        for lang, idx in _by_language(texts).items():
+            n = counts[idx].sum().clamp(min=1)
+            per_language[lang]["nll_delta"] = float((p_nll[idx].sum() - b_nll[idx].sum()) / n)
+
+    def _mc(self, scorers: list[Scorer], per_language: dict) -> None:
+        questions = self.sets.questions
+
+        def correct(scorer):
+            scores = scorer.choice_logps([q.question for q in questions], [q.choices for q in questions])
+            return torch.tensor([int(s.argmax()) == q.answer for s, q in zip(scores, questions)])
+
+        correct = self._both("mc", scorers, correct)
+        for lang, idx in _by_language(questions).items():
+            per_language[lang]["mc_accuracy"] = float(correct[0][idx].double().mean())
+            per_language[lang]["mc_accuracy_baseline"] = float(correct[1][idx].double().mean())
+
+
+def _by_language(rows: Sequence) -> dict[str, torch.Tensor]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        groups[row.language].append(i)
+    return {lang: torch.tensor(idx) for lang, idx in groups.items()}

@@ -1,0 +1,173 @@
+"""The self-rewarding loop (README, "How it works"): ``iterations`` rounds of generate → judge → pair → ConGrad-filtered
+DPO, each in ``<run dir>/iteration_<t>/``.
+
+Iteration t starts from π_t: the base model with the adapters of iterations 1..t-1 merged into it, in
+order, and a fresh LoRA on top, so the disabled adapter (the DPO reference) is π_t and the trained
+adapter gives π_{t+1}. ``iteration_<t>/iteration.json`` names the adapters π_t is made of; it is written
+last, and marks the iteration finished. A run restarted in the same run directory
+(``hydra.run.dir=DIR``) skips finished iterations; in an unfinished one it reuses ``generations.jsonl``
+when it is there (pairs are rebuilt from it) and trains again from π_t.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from congrad.data.formats import read_json_lines
+from congrad.data.prompts import load_prompts
+from congrad.errors import CongradError, Interrupted
+from congrad.evaluation.callback import evaluation_callbacks
+from congrad.evaluation.outputs import log_results
+from congrad.generation.sampling import Sampling, TextGenerator
+from congrad.judging.rule import RuleJudge
+from congrad.models import build_policy
+from congrad.models.factory import starting_adapters
+from congrad.selfreward.responses import generate_and_judge, pairs_from_generations
+from congrad.training import close_wandb, fit
+from congrad.utils.instantiate import instantiate_group
+from congrad.utils.io import write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+RULE_JUDGE_NOTE = ("judged by the rule judge: a check of the pipeline, not self-rewarding "
+                   "(the policy did not judge its own responses)")
+DONE = "iteration.json"
+
+
+def run_self_reward(cfg: DictConfig) -> dict[str, float]:
+    """Run the iterations that are not finished yet; return the final metrics of the last one run."""
+    run_dir = Path(cfg.paths.output_dir)
+    prompts = load_prompts(**cfg.self_reward.prompts)
+    judge = hydra.utils.instantiate(cfg.judge)
+    if isinstance(judge, RuleJudge):
+        log.warning(RULE_JUDGE_NOTE)
+    # trained adapters to start from are part of π_1, merged like the adapters of the iterations
+    adapters = starting_adapters(cfg.model)
+    metrics: dict[str, float] = {}
+    for t in range(1, cfg.iterations + 1):
+        it_dir = run_dir / f"iteration_{t}"
+        if (it_dir / DONE).is_file():
+            log.info("iteration %d: finished before, skipped", t)
+        else:
+            metrics = run_iteration(cfg, t, it_dir, adapters, prompts, judge)
+        adapters.append(str(it_dir / "adapter"))
+    log_evaluation_curve(cfg, run_dir)
+    return metrics
+
+
+def log_evaluation_curve(cfg: DictConfig, run_dir: Path) -> None:
+    """The evaluation of every finished iteration, at step t, in one run of the loggers (W&B: ``<name>-eval``
+    in the loop's group; CSV: ``<run dir>/metrics.csv``): the per-iteration curve."""
+    found = sorted((int(path.parents[1].name.split("_")[1]), path)
+                   for path in run_dir.glob("iteration_*/eval/results.json"))
+    if not found:
+        return
+    lcfg = copy.deepcopy(cfg)
+    with open_dict(lcfg):
+        wandb = OmegaConf.select(lcfg, "logger.wandb")
+        if wandb is not None:
+            wandb.group = _wandb_group(cfg, run_dir)
+            wandb.name = f"{wandb.name}-eval"
+            wandb.job_type = "eval"
+    loggers = instantiate_group(lcfg.get("logger"))
+    for t, path in found:
+        log_results(loggers, json.loads(path.read_text(encoding="utf-8")), step=t)
+    for logger in loggers:
+        logger.finalize("success")
+    close_wandb(loggers)
+
+
+def run_iteration(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str], prompts, judge) -> dict[str, float]:
+    start = time.time()
+    icfg = iteration_config(cfg, t, it_dir, adapters)
+    sr = cfg.self_reward
+    tokenizer, policy = build_policy(icfg.model)
+
+    generations_path = it_dir / "generations.jsonl"
+    if generations_path.is_file():
+        log.info("iteration %d: reusing %s", t, generations_path)
+        generations = [value for _, value in read_json_lines(generations_path)]
+    else:
+        pl.seed_everything(cfg.seed + t)
+        generator = TextGenerator(policy, tokenizer, batch_size=sr.batch_size,
+                                  max_prompt_length=sr.max_prompt_length, device=sr.device)
+        generations = generate_and_judge(prompts, generator, judge, Sampling(**sr.generation), sr.language_match)
+        write_jsonl(generations_path, generations)
+    generated_s = time.time() - start
+
+    pairs, counts = pairs_from_generations(generations, sr.min_score_gap)
+    report = {"iteration": t, "judge": judge.name, "counts": counts}
+    if isinstance(judge, RuleJudge):
+        report["note"] = RULE_JUDGE_NOTE
+    write_json(it_dir / "self_reward.json", report)
+    if not pairs:
+        raise CongradError(f"iteration {t}: no preference pairs (counts in {it_dir / 'self_reward.json'}); "
+                           "try more prompts or responses, a smaller self_reward.min_score_gap, or "
+                           "self_reward.language_match=false")
+    write_jsonl(it_dir / "pairs.jsonl", pairs)
+    log.info("iteration %d: %d pairs (%s)", t, len(pairs),
+             ", ".join(f"{lang} {c.get('pairs', 0)}" for lang, c in counts["languages"].items()))
+
+    shutil.rmtree(it_dir / "checkpoints", ignore_errors=True)  # a fit cut short restarts from π_t
+    seen = OmegaConf.select(cfg, "data.languages") or sorted({p.language for p in prompts})
+    try:
+        metrics = fit(icfg, tokenizer, policy, metrics=_pair_metrics(counts),
+                      callbacks=evaluation_callbacks(icfg, it_dir / "eval", seen))
+    except Interrupted as err:
+        raise Interrupted(err.signum, (
+            f"interrupted by {err.signal_name} in iteration {t}: rerun with hydra.run.dir={it_dir.parent} to "
+            "resume (finished iterations are skipped, this one's generations are reused and its training "
+            "starts again from its reference policy)")) from None
+    write_json(it_dir / DONE, {
+        "iteration": t,
+        "reference": {"base": OmegaConf.to_container(cfg.model.backbone, resolve=True), "merged_adapters": adapters},
+        "adapter": str(it_dir / "adapter"),
+        "judge": report["judge"],
+        "pairs": len(pairs),
+        "seconds": {"generate_and_judge": round(generated_s, 1), "total": round(time.time() - start, 1)},
+    })
+    log.info("iteration %d finished in %.1f s", t, time.time() - start)
+    return metrics
+
+
+def iteration_config(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str]) -> DictConfig:
+    """``cfg`` for the fit of iteration t: outputs in ``it_dir``, data = its pairs, the policy π_t, and
+    one W&B run per iteration, grouped by the run (or the sweep's group).
+
+    ``cfg`` comes unresolved, as Hydra hands it over: the outputs of callbacks and loggers follow
+    ``paths.output_dir`` through interpolation."""
+    icfg = copy.deepcopy(cfg)
+    with open_dict(icfg):
+        icfg.paths.output_dir = str(it_dir)
+        icfg.data.path = str(it_dir / "pairs.jsonl")
+        icfg.data.languages = None  # the prompts were of those languages; one without pairs is no error
+        icfg.model.merge_adapters = list(adapters)
+        if icfg.model.get("lora") is not None:
+            icfg.model.lora.adapter_path = None
+        icfg.ckpt_path = None
+        wandb = OmegaConf.select(icfg, "logger.wandb")
+        if wandb is not None:
+            wandb.group = _wandb_group(cfg, it_dir.parent)
+            wandb.name = f"{wandb.name}-iter{t}"
+    return icfg
+
+
+def _wandb_group(cfg: DictConfig, run_dir: Path) -> str:
+    """The W&B group of a loop's runs: the configured one (a sweep's), else one per run directory."""
+    return OmegaConf.select(cfg, "logger.wandb.group") or f"{cfg.task_name}-{run_dir.name}"
+
+
+def _pair_metrics(counts: dict) -> dict[str, float]:
+    metrics = {f"self_reward/{key}": float(value) for key, value in counts["total"].items()}
+    for lang, c in counts["languages"].items():
+        metrics[f"self_reward/pairs/{lang}"] = float(c.get("pairs", 0))
+    return metrics
