@@ -92,9 +92,15 @@ def test_prunes_every_epoch_serves_the_kept_set_and_resumes_with_the_same_state(
         assert (tmp_path / "interrupted" / "filter" / name).is_file()
 
 
-def test_ddp_ranks_share_the_scoring_and_keep_what_one_process_keeps(tmp_path, pairs_file):
-    """Two CPU processes (gloo) each sketch every other candidate and all-gather: the scores and the kept
-    set of the first pass equal a single process's."""
+@pytest.fixture(scope="module")
+def shared_pairs(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
+    write_jsonl(path, make_preference_rows(LANGUAGES, pairs_per_language=10, seed=3))
+    return path
+
+
+def train_subprocess(run_dir, pairs, *extra):
+    """``python train.py`` (one epoch unless overridden) in a subprocess; the scores of its latest pass."""
     import json
     import os
     import subprocess
@@ -102,15 +108,69 @@ def test_ddp_ranks_share_the_scoring_and_keep_what_one_process_keeps(tmp_path, p
 
     from conftest import ROOT
 
-    def scores(run_dir, *extra):
-        args = [sys.executable, str(ROOT / "train.py"), f"data.path={pairs_file}", "trainer.max_epochs=1",
-                "sketch.width=1024", "~logger", "~eval", "callbacks.congrad.progress=false",
-                f"hydra.run.dir={run_dir}", *extra]
-        result = subprocess.run(args, capture_output=True, text=True, timeout=300, env=os.environ.copy())
-        assert result.returncode == 0, result.stderr[-3000:]
-        return [json.loads(line) for line in (run_dir / "filter" / "scores.jsonl").read_text().splitlines()]
+    args = [sys.executable, str(ROOT / "train.py"), f"data.path={pairs}", "trainer.max_epochs=1",
+            "sketch.width=1024", "~logger", "~eval", "callbacks.congrad.progress=false", f"hydra.run.dir={run_dir}",
+            *extra]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600, env=os.environ.copy())
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads(line) for line in (run_dir / "filter" / "scores.jsonl").read_text().splitlines()]
 
-    single = scores(tmp_path / "single")
-    ddp = scores(tmp_path / "ddp", "trainer.devices=2", "trainer.strategy=ddp")
-    assert [s["kept"] for s in ddp] == [s["kept"] for s in single]
-    assert [s["score"] for s in ddp] == pytest.approx([s["score"] for s in single], abs=1e-5)
+
+@pytest.fixture(scope="module")
+def single_process(tmp_path_factory, shared_pairs):
+    """The first pass of a one-process run: what every multi-process strategy must reproduce."""
+    return train_subprocess(tmp_path_factory.mktemp("single"), shared_pairs)
+
+
+def test_ddp_ranks_share_the_scoring_and_keep_what_one_process_keeps(tmp_path, shared_pairs, single_process):
+    """Two CPU processes (gloo) each sketch every other candidate and all-gather: the scores and the kept
+    set of the first pass equal a single process's."""
+    ddp = train_subprocess(tmp_path / "ddp", shared_pairs, "trainer.devices=2", "trainer.strategy=ddp")
+    assert [s["kept"] for s in ddp] == [s["kept"] for s in single_process]
+    assert [s["score"] for s in ddp] == pytest.approx([s["score"] for s in single_process], abs=1e-5)
+
+
+def test_fsdp_scores_like_one_process_and_its_checkpoint_resumes_on_one_process(tmp_path, shared_pairs,
+                                                                               single_process, compose_config):
+    """trainer=fsdp on two CPU processes (gloo; FSDP2 shards weights, adapters and optimizer state): the
+    first pass keeps what one process keeps. Its checkpoint is the full state, optimizer state keyed as one
+    process keys it, and a one-process run resumes from it (2 -> 1 processes): the pass it runs first scores
+    with exactly the checkpoint's weights and filter state."""
+    import torch
+
+    from congrad.filtering.method import ConGrad
+    from congrad.filtering.sketch_pass import sketch_candidates
+    from congrad.filtering.sketching import PerPairSketcher
+
+    fsdp = train_subprocess(tmp_path / "fsdp", shared_pairs, "trainer=fsdp", "trainer.accelerator=cpu",
+                            "trainer.precision=32-true", "trainer.devices=2")
+    assert [s["kept"] for s in fsdp] == [s["kept"] for s in single_process]
+    assert [s["score"] for s in fsdp] == pytest.approx([s["score"] for s in single_process], abs=1e-5)
+
+    ckpt = tmp_path / "fsdp" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    cfg = compose_config("train", [f"data.path={shared_pairs}", "sketch.width=1024"], output_dir=tmp_path / "x")
+    pieces = build_pieces(cfg)
+    module = pieces.module
+    trainable = [(f"policy.{n}", p) for n, p in module.policy.named_parameters() if p.requires_grad]
+    assert sorted(checkpoint["state_dict"]) == sorted(n for n, _ in trainable)
+    moments = checkpoint["optimizer_states"][0]["state"]
+    assert sorted(moments) == list(range(len(trainable)))
+    for i, (name, param) in enumerate(trainable):  # position i: the optimizer's i-th parameter, in full
+        assert moments[i]["exp_avg"].shape == param.shape == checkpoint["state_dict"][name].shape, name
+
+    import json
+
+    overrides = [f"data.path={shared_pairs}", "sketch.width=1024", "callbacks.congrad.progress=false"]
+    fit(compose_config("train", overrides, output_dir=tmp_path / "resumed"), max_epochs=2, ckpt_path=ckpt)
+    resumed = [json.loads(line) for line in (tmp_path / "resumed" / "filter" / "scores.jsonl").read_text().splitlines()]
+    module.load_state_dict(checkpoint["state_dict"], strict=False)
+    rows = pieces.datamodule.train_rows
+    sketcher = PerPairSketcher.from_config(module, cfg.sketch)
+    sketches = sketch_candidates(sketcher, pieces.datamodule.candidate_dataloader(cfg.sketch.batch_size), "cpu",
+                                 progress=False)
+    congrad = ConGrad(seed=cfg.sketch.seed, **cfg.filter)
+    congrad.load_state_dict(checkpoint["callbacks"]["ConGradCallback"]["filter"])  # passes seed the surgery order
+    expected = congrad.step(sketches, [r.language for r in rows])
+    assert [s["kept"] for s in resumed] == expected.kept.tolist()
+    assert [s["score"] for s in resumed] == pytest.approx(expected.scores.tolist(), abs=1e-5)
