@@ -284,7 +284,9 @@ def settings_from_config(cfg, *, pairs: int | None = None, tokens: int | None = 
     sketch_pairs = pairs or sketch.get("batch_size") or data.get("eval_batch_size") or data.batch_size
     sr = cfg.get("self_reward") or {}
     gen = sr.get("generation", {}) if sr else {}
-    strategy = str(cfg.trainer.get("strategy", "auto"))
+    strategy = cfg.trainer.get("strategy", "auto")
+    if not isinstance(strategy, str):  # an instantiated strategy (trainer=fsdp: congrad.sharding.FSDP2Strategy)
+        strategy = "fsdp" if "FSDP" in str(strategy.get("_target_", "")) else str(strategy.get("_target_"))
     devices = cfg.trainer.get("devices", 1)
     languages = len(data.get("languages") or []) or 10
     st = Settings(
