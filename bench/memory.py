@@ -26,7 +26,8 @@ cross-check (it includes first-use allocations, misses memory the allocator reus
 the process's earlier peak).
 
 Printed per case: resting and peak (resting + the operation's peak above it) in MiB, and the ratios of the
-sketch pass's peak to the training step's. The goal: with checkpointing, sketch ≤ 1.2 × train.
+sketch pass's peak to the training step's. The goal: with checkpointing, sketch ≤ 1.2 × train (a PASS/FAIL
+line; the exit status is 1 if it fails).
 
     python bench/memory.py                          # CPU: preset small, 4 pairs x 128 tokens
     python bench/memory.py --held --reference       # also the previous design and the reference forward
@@ -234,7 +235,7 @@ def main() -> None:
           f"torch {torch.__version__}")
     print(f"# peak = resting + the operation's peak above it (MiB); "
           f"{'max_memory_allocated' if device.type == 'cuda' else 'tensor allocations (profiler)'}")
-    rows = []
+    rows, failed = [], False
     for shape in shapes:
         pairs, tokens = (int(v) for v in shape.lower().split("x"))
         for ckpt in args.checkpointing:
@@ -259,11 +260,13 @@ def main() -> None:
                 print(line, flush=True)
             ratio = figures["sketch"]["peak"] / train
             if ckpt == "on":
+                failed |= ratio > 1.2
                 print(f"{'PASS' if ratio <= 1.2 else 'FAIL'}  sketch pass / training step = {ratio:.2f} "
                       f"with checkpointing (goal <= 1.2)")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"preset": preset, "device": str(device), "cases": rows}, indent=1))
+    sys.exit(1 if failed else 0)
 
 
 def _estimates(overrides: list[str], pairs: int, tokens: int, device) -> dict[str, float]:
