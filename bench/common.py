@@ -74,17 +74,3 @@ def make_trainer(cfg, out_dir: Path, **overrides) -> pl.Trainer:
         cfg.trainer, default_root_dir=str(out_dir), logger=False, callbacks=[], enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, **overrides,
     )
-
-
-class SizedVocab:
-    """A stand-in tokenizer of ``vocab_size`` tokens (all a backbone builder reads from one), so benchmarks can
-    give a model built in code the vocabulary of a real one: ``model.tokenizer._target_=common.SizedVocab``.
-    Needs ``bench/`` on ``sys.path`` (it is, for ``python bench/<script>.py``)."""
-
-    pad_token_id, bos_token_id, eos_token_id = 0, 1, 2
-
-    def __init__(self, vocab_size: int = 512, **_: object):
-        self.vocab_size = vocab_size
-
-    def __len__(self) -> int:
-        return self.vocab_size

@@ -36,7 +36,7 @@ line; the exit status is 1 if it fails).
     python bench/memory.py --json out.json
 
 Presets are Hydra overrides of conf/model/tiny.yaml (Llama layers built in code) with the vocabulary of the
-real model (``common.SizedVocab``): ``small`` (CPU-sized, Llama-3 proportions), ``1b``, ``3b``, ``8b`` (the
+real model (``SizedVocab``): ``small`` (CPU-sized, Llama-3 proportions), ``1b``, ``3b``, ``8b`` (the
 layer shapes of Llama-3.2-1B/3B and Llama-3-8B, bf16 weights, sdpa attention).
 """
 
@@ -68,6 +68,20 @@ PRESETS = {
 }
 
 
+class SizedVocab:
+    """A stand-in tokenizer of ``vocab_size`` tokens (all the backbone builder reads from one), so a model built
+    in code gets the vocabulary of a real one: ``model.tokenizer._target_=memory.SizedVocab`` (importable as
+    ``memory`` from ``bench/``, which is ``sys.path[0]`` for ``python bench/memory.py``)."""
+
+    pad_token_id, bos_token_id, eos_token_id = 0, 1, 2
+
+    def __init__(self, vocab_size: int = 512, **_: object):
+        self.vocab_size = vocab_size
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+
 def overrides_for(preset: str, layers: int | None, checkpointing: bool, extra: list[str]) -> list[str]:
     p = dict(PRESETS[preset])
     vocab, dtype = p.pop("vocab"), p.pop("dtype")
@@ -75,7 +89,7 @@ def overrides_for(preset: str, layers: int | None, checkpointing: bool, extra: l
         p["num_hidden_layers"] = layers
     out = [f"model.backbone.{k}={v}" for k, v in p.items()]
     out += ["model.backbone.max_position_embeddings=8192", f"model.backbone.dtype={dtype}",
-            "model.backbone.attn_implementation=sdpa", "model.tokenizer._target_=common.SizedVocab",
+            "model.backbone.attn_implementation=sdpa", "model.tokenizer._target_=memory.SizedVocab",
             f"model.tokenizer.vocab_size={vocab}", f"model.gradient_checkpointing={str(checkpointing).lower()}",
             "model.lora.r=16", "model.lora.alpha=32"]
     return out + list(extra)
