@@ -246,7 +246,7 @@ def main() -> None:
     print(f"# {where}; preset {preset}: hidden {p['hidden_size']}, intermediate {p['intermediate_size']}, "
           f"{args.layers or p['num_hidden_layers']} layers, heads {p['num_attention_heads']}/"
           f"{p['num_key_value_heads']}, vocab {p['vocab']}, {p['dtype']}, LoRA r=16 on all linear layers; "
-          f"torch {torch.__version__}")
+          f"torch {torch.__version__}" + (f"; overrides: {' '.join(args.override)}" if args.override else ""))
     print(f"# peak = resting + the operation's peak above it (MiB); "
           f"{'max_memory_allocated' if device.type == 'cuda' else 'tensor allocations (profiler)'}")
     rows, failed = [], False

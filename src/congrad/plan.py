@@ -23,8 +23,8 @@ tokens; a = 2 bytes per activation under bf16/fp16 (weights or mixed precision),
   (4·I), the LoRA A outputs (r per adapted layer), and for eager attention the softmax probabilities
   (T per head, float32 and a copy in a; Gemma-2's soft-capping adds one more).
 * logits: the float32 logits saved for the log-softmax (N·V·4; Gemma-2's final soft-capping keeps
-  another N·V·a), and in the backward their gradients: two more float32 copies at a = 4, one copy in a at
-  a = 2 (sequence_logps upcasts half-precision logits row by row).
+  another N·V·a), and in the backward their gradients: three more float32 copies at a = 4 (measured), two
+  copies in a at a = 2 (sequence_logps upcasts half-precision logits row by row).
 * backward working set: the larger of the logits' and one layer's (with checkpointing: that layer's
   recomputed activations) plus two N·I·a gradient temporaries of the MLP.
 * ConGrad pass: the policy's forward + backward as above at the scoring batch (``sketch.batch_size`` or
@@ -211,7 +211,7 @@ def estimate(s: ModelShape, st: Settings) -> Estimate:
         saved_layers = s.layers * n * h * a if st.checkpointing else s.layers * layer
         final = n * h * 4
         logits_saved = n * v * 4 + (n * v * a if s.final_softcap else 0)
-        logits_work = logits_saved + (2 * n * v * 4 if a == 4 else n * v * a)
+        logits_work = logits_saved + (3 * n * v * 4 if a == 4 else 2 * n * v * a)
         mlp_tmp = 2 * n * i * a
         layer_phase = saved_layers + (layer if st.checkpointing else 0) + mlp_tmp
         train = max(saved_layers + final + logits_work, layer_phase)
