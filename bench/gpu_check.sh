@@ -116,7 +116,8 @@ if ! "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() el
     PERSAMPLE_ARGS=(--device cpu --shapes 4x64 --reps 2 --warmup 1 --breakdown-reps 1)
     MEM_1B=(--device cpu --preset small --layers 2 --shapes 2x64)
     MEM_8B=(--device cpu --preset small --layers 2 --shapes 2x64 --checkpointing on)
-    FSDP_ARGS=(trainer.accelerator=cpu trainer.precision=32-true)
+    FSDP_ARGS=(trainer.accelerator=cpu trainer.precision=32-true "data.languages=[de,fr,hi]")
+    KEPT_ARGS=("data.languages=[de,fr,hi]")
 else
     DEVICE=cuda
     BENCH_ARGS=(--check)
@@ -125,6 +126,7 @@ else
     MEM_1B=(--device cuda --preset 1b --layers 4 --shapes 16x512)
     MEM_8B=(--device cuda --preset 8b --layers 4 --shapes 16x512 --checkpointing on)
     FSDP_ARGS=(model.backbone.dtype=bfloat16)
+    KEPT_ARGS=()
 fi
 
 step test_count_sketch "${TEST_TIMEOUT:-240}" "$PYTHON" -m pytest tests/test_count_sketch.py -q -rs -p no:cacheprovider
@@ -134,4 +136,4 @@ step memory_1b "${BENCH_TIMEOUT:-300}" "$PYTHON" bench/memory.py "${MEM_1B[@]}" 
 step memory_8b "${BENCH_TIMEOUT:-300}" "$PYTHON" bench/memory.py "${MEM_8B[@]}" --plan --json "$OUT/memory_8b.json"
 step fsdp "${BENCH_TIMEOUT:-300}" "$PYTHON" train.py trainer=fsdp trainer.devices=1 trainer.max_epochs=1 "~logger" \
     callbacks.congrad.progress=false "hydra.run.dir=$OUT/fsdp_run" "${FSDP_ARGS[@]}"
-step cpu_gpu_kept_set "${BENCH_TIMEOUT:-300}" "$PYTHON" bench/kept_set_cpu_gpu.py --device "$DEVICE"
+step cpu_gpu_kept_set "${BENCH_TIMEOUT:-300}" "$PYTHON" bench/kept_set_cpu_gpu.py --device "$DEVICE" ${KEPT_ARGS[@]+"${KEPT_ARGS[@]}"}
