@@ -134,6 +134,6 @@ step kernel "${BENCH_TIMEOUT:-300}" "$PYTHON" bench/kernel.py "${BENCH_ARGS[@]}"
 step persample "${BENCH_TIMEOUT:-300}" "$PYTHON" bench/persample.py "${PERSAMPLE_ARGS[@]}"
 step memory_1b "${BENCH_TIMEOUT:-300}" "$PYTHON" bench/memory.py "${MEM_1B[@]}" --plan --json "$OUT/memory_1b.json"
 step memory_8b "${BENCH_TIMEOUT:-300}" "$PYTHON" bench/memory.py "${MEM_8B[@]}" --plan --json "$OUT/memory_8b.json"
-step fsdp "${BENCH_TIMEOUT:-300}" "$PYTHON" train.py trainer=fsdp trainer.devices=1 trainer.max_epochs=1 "~logger" \
+step fsdp "${BENCH_TIMEOUT:-300}" "$PYTHON" train.py trainer=fsdp trainer.devices=1 trainer.max_epochs=1 "~logger" "~eval" \
     callbacks.congrad.progress=false "hydra.run.dir=$OUT/fsdp_run" "${FSDP_ARGS[@]}"
 step cpu_gpu_kept_set "${BENCH_TIMEOUT:-300}" "$PYTHON" bench/kept_set_cpu_gpu.py --device "$DEVICE" ${KEPT_ARGS[@]+"${KEPT_ARGS[@]}"}

@@ -22,6 +22,11 @@ state follows once the model is sharded.
 
 Lightning refuses its own ``strategy=fsdp`` (FSDP1) without CUDA; this strategy runs on CPU processes with
 gloo as well, which is how the tests check it.
+
+Not yet covered: the evaluation after the fit (``eval``) runs on rank 0 alone and moves the policy with
+``.to(device)``, which FSDP2 answers by resharding; with sharded parameters that cannot work (collectives on
+one rank, sharded embeddings under ``generate``). Train with ``~eval`` and evaluate the saved adapter with
+``evaluate.py``. The self-rewarding loop under this strategy is untested.
 """
 
 from __future__ import annotations
