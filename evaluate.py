@@ -22,6 +22,9 @@ from congrad.utils.entry import exit_on_user_error  # noqa: E402
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    from congrad.settings import check_settings
+
+    check_settings(cfg)  # every setting, before any model or data loads
     from congrad.evaluation.standalone import evaluate
 
     evaluate(cfg)

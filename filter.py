@@ -20,6 +20,9 @@ from congrad.utils.entry import exit_on_user_error  # noqa: E402
 @hydra.main(version_base="1.3", config_path="conf", config_name="filter")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    from congrad.settings import check_settings
+
+    check_settings(cfg)  # every setting, before any model or data loads
     from congrad.filtering.standalone import filter_file
 
     filter_file(cfg)

@@ -64,7 +64,7 @@ def exact_gradients(cfg, module, datamodule) -> torch.Tensor:
 def filter_results(cfg, vectors: torch.Tensor, languages: list[str], aggregators: list[str]) -> dict:
     """The ConGrad pass of every aggregator over the same vectors (sketches, or exact gradients)."""
     filter_cfg = dict(cfg.filter)
-    return {agg: ConGrad(seed=cfg.sketch.seed, **{**filter_cfg, "aggregator": agg}).step(vectors, languages)
+    return {agg: ConGrad(**{**filter_cfg, "aggregator": agg}).step(vectors, languages)
             for agg in aggregators}
 
 

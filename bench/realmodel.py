@@ -19,8 +19,9 @@ first epoch; with one epoch it is the only one), the kept set of every arm from 
 epoch from the same initialisation and in the same data order on each arm's pairs, and the evaluation of
 each trained policy against the base model (``congrad.evaluation``): held-out preference accuracy,
 language fidelity of greedy answers, NLL delta, win rate by the rule judge. Arms: all pairs, pcgrad, mean,
-none (own language), random (same size, same rule), each filter also with ``filter.per_language=true``.
-Every run is written as ``<out>/arms/<arm>-s<seed>/`` (``eval/`` + ``.hydra/config.yaml``), so
+none (own language), random (same size, same rule), each filter also with ``filter.per_language=true``;
+run arm by arm over the seeds (``--arms`` picks them and their order), and an arm whose kept set equals an
+earlier arm's of the same seed takes that arm's evaluation instead of training the same thing twice. Every run is written as ``<out>/arms/<arm>-s<seed>/`` (``eval/`` + ``.hydra/config.yaml``), so
 ``python -m congrad.report <out>/arms`` makes the table.
 
     python bench/realmodel.py                   # the study (about 2 hours on 2 CPU cores)
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import time
 import warnings
 from datetime import datetime
@@ -126,9 +128,16 @@ def score_quality(cfg, pieces, widths: list[int], label: str) -> dict:
                              for b in datamodule.candidate_dataloader(cfg.sketch.batch_size)])
     out["gradient_norm_mean"] = {"clean": float(norms[~flipped].mean()), "flipped": float(norms[flipped].mean())}
     out["dpo_weight_mean"] = {"clean": float(weights[~flipped].mean()), "flipped": float(weights[flipped].mean())}
-    # scale-free variant: every pair's gradient at unit norm before aggregating (one vote per pair)
-    unit = filter_results(cfg, exact / norms.clamp(min=1e-12)[:, None], languages, ["pcgrad"])["pcgrad"]
-    out["auroc_pcgrad_unit_norm_exact"] = auroc(unit.scores, ~flipped)
+    # the aggregates from unit-norm gradients (one vote per pair) and from raw sums
+    out["auroc_pcgrad_exact_by_normalize"] = {}
+    configured = cfg.filter.normalize
+    for normalize in (True, False):
+        with open_dict(cfg):
+            cfg.filter.normalize = normalize
+        result = filter_results(cfg, exact, languages, ["pcgrad"])["pcgrad"]
+        out["auroc_pcgrad_exact_by_normalize"][str(normalize).lower()] = auroc(result.scores, ~flipped)
+    with open_dict(cfg):
+        cfg.filter.normalize = configured
     return out
 
 
@@ -152,41 +161,49 @@ def print_quality(q: dict, widths: list[int]) -> None:
               + ", ".join(f"{k} {v}" for k, v in e["kept_per_language_global"].items()))
     print(f"mean gradient norm clean {q['gradient_norm_mean']['clean']:.3g}, flipped {q['gradient_norm_mean']['flipped']:.3g}; "
           f"mean DPO weight σ(−h) clean {q['dpo_weight_mean']['clean']:.3f}, flipped {q['dpo_weight_mean']['flipped']:.3f}; "
-          f"pcgrad AUROC with unit-norm gradients {q['auroc_pcgrad_unit_norm_exact']:.3f}")
+          "exact pcgrad AUROC with filter.normalize=true {true:.3f}, false {false:.3f}"
+          .format(**q["auroc_pcgrad_exact_by_normalize"]))
 
 
 # ---- part 2: downstream arms ---------------------------------------------------------------------------
-def arm_configs() -> list[tuple[str, str | None, bool]]:
-    """(name, aggregator or None for all pairs, per_language)."""
-    return [("all", None, False)] + [(f"{a}{'-pl' if pl_ else ''}", a, pl_) for pl_ in (False, True) for a in FILTER_ARMS]
+ARMS = ["all"] + [f"{a}{suffix}" for suffix in ("", "-pl") for a in FILTER_ARMS]
 
 
-def kept_sets(cfg, pieces) -> dict[str, list[int]]:
+def arm_settings(name: str) -> tuple[str | None, bool]:
+    """(aggregator or None for all pairs, per_language) of an arm name such as ``pcgrad-pl``."""
+    if name not in ARMS:
+        raise SystemExit(f"unknown arm {name!r}; arms: {', '.join(ARMS)}")
+    return (None if name == "all" else name.removesuffix("-pl")), name.endswith("-pl")
+
+
+def kept_sets(cfg, pieces, arms: list[str]) -> dict[str, list[int]]:
     module, datamodule = pieces.module, pieces.datamodule
     sketcher = PerPairSketcher.from_config(module, cfg.sketch)
     sketches = sketch_candidates(sketcher, datamodule.candidate_dataloader(cfg.sketch.batch_size), torch.device("cpu"),
                                  progress=False)
     languages = [row.language for row in datamodule.train_rows]
     kept = {}
-    for name, agg, per_language in arm_configs():
+    for name in arms:
+        agg, per_language = arm_settings(name)
         if agg is None:
             kept[name] = list(range(len(languages)))
             continue
         settings = {**dict(cfg.filter), "aggregator": agg, "per_language": per_language}
-        result = ConGrad(seed=cfg.sketch.seed, **settings).step(sketches, languages)
+        result = ConGrad(**settings).step(sketches, languages)
         kept[name] = result.kept.nonzero().flatten().tolist()
     return kept
 
 
-def run_arm(cfg, evaluator: Evaluator, name: str, agg, per_language: bool, kept: list[int], out: Path) -> dict:
-    pieces = setup(cfg)
-    pieces.datamodule.set_active_indices(kept)
-    make_trainer(cfg, out / "trainer", max_epochs=1).fit(pieces.module, datamodule=pieces.datamodule)
-    flipped = sum(bool(pieces.datamodule.train_rows[i].raw.get("flipped")) for i in kept)
-    description = {"arm": name, "seed": cfg.seed, "pairs": len(kept), "flipped": flipped}
-    results, generations = evaluator.evaluate(pieces.tokenizer, pieces.module.policy, description, cfg.eval.seen)
+def run_arm(cfg, evaluator: Evaluator, name: str, kept: list[int], out: Path, same_as: str | None = None) -> dict:
+    """Train on ``kept`` and evaluate; an arm whose kept set equals the earlier arm ``same_as`` of the same seed
+    would train identically (same initialisation, data and order), so it takes that arm's evaluation."""
+    agg, per_language = arm_settings(name)
     run_dir = out / "arms" / f"{name}-s{cfg.seed}"
-    write_outputs(run_dir / "eval", results, generations)
+    if same_as is not None:
+        shutil.copytree(out / "arms" / f"{same_as}-s{cfg.seed}" / "eval", run_dir / "eval", dirs_exist_ok=True)
+        results = json.loads((run_dir / "eval" / "results.json").read_text())
+    else:
+        results = train_and_evaluate(cfg, evaluator, name, kept, run_dir)
     run_cfg = OmegaConf.create(OmegaConf.to_container(cfg))
     with open_dict(run_cfg):
         run_cfg.filter.aggregator = agg or cfg.filter.aggregator
@@ -198,11 +215,23 @@ def run_arm(cfg, evaluator: Evaluator, name: str, agg, per_language: bool, kept:
     return results
 
 
+def train_and_evaluate(cfg, evaluator: Evaluator, name: str, kept: list[int], run_dir: Path) -> dict:
+    pieces = setup(cfg)
+    pieces.datamodule.set_active_indices(kept)
+    make_trainer(cfg, run_dir / "trainer", max_epochs=1).fit(pieces.module, datamodule=pieces.datamodule)
+    flipped = sum(bool(pieces.datamodule.train_rows[i].raw.get("flipped")) for i in kept)
+    description = {"arm": name, "seed": cfg.seed, "pairs": len(kept), "flipped": flipped}
+    results, generations = evaluator.evaluate(pieces.tokenizer, pieces.module.policy, description, cfg.eval.seen)
+    write_outputs(run_dir / "eval", results, generations)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--widths", type=int, nargs="+", default=[1024, 4096, 16384])
     parser.add_argument("--warmup-steps", type=int, default=16, help="DPO steps on all pairs before the second scoring")
+    parser.add_argument("--arms", nargs="+", default=ARMS, help=f"in this order (default: {' '.join(ARMS)})")
     parser.add_argument("--skip-scoring", action="store_true")
     parser.add_argument("--skip-arms", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="default: logs/realmodel/<date>_<time>")
@@ -234,20 +263,24 @@ def main() -> None:
 
     if not args.skip_arms:
         summary["arms"] = {}
-        evaluator = None
-        for seed in args.seeds:
-            cfg = config(args, seed, out)
-            evaluator = evaluator or Evaluator(cfg, RuleJudge())  # one baseline (the base model) for every arm
-            kept = kept_sets(cfg, setup(cfg))
-            for name, agg, per_language in arm_configs():
+        configs = {seed: config(args, seed, out) for seed in args.seeds}
+        evaluator = Evaluator(configs[args.seeds[0]], RuleJudge())  # one baseline (the base model) for every arm
+        kept: dict[int, dict[str, list[int]]] = {}  # per seed, made when a seed's first arm comes up
+        for name in args.arms:  # arm by arm over the seeds: a run cut short still has every arm it reached in full
+            for seed in args.seeds:
                 t0 = time.perf_counter()
-                results = run_arm(cfg, evaluator, name, agg, per_language, kept[name], out)
-                summary["arms"][f"{name}-s{seed}"] = {"pairs": len(kept[name]), "seen": results["seen"],
-                                                      "unseen": results["unseen"]}
-                print(f"seed {seed} {name:<10} {len(kept[name]):4d} pairs  seen acc "
+                if seed not in kept:
+                    kept[seed] = kept_sets(configs[seed], setup(configs[seed]), args.arms)
+                    write_json(out / "kept_sets.json", {f"{a}-s{s}": k for s, by in kept.items() for a, k in by.items()})
+                same_as = next((a for a in args.arms[: args.arms.index(name)] if kept[seed][a] == kept[seed][name]), None)
+                results = run_arm(configs[seed], evaluator, name, kept[seed][name], out, same_as)
+                summary["arms"][f"{name}-s{seed}"] = {"pairs": len(kept[seed][name]), "same_kept_set_as": same_as,
+                                                      "seen": results["seen"], "unseen": results["unseen"]}
+                print(f"seed {seed} {name:<10} {len(kept[seed][name]):4d} pairs  seen acc "
                       f"{results['seen'].get('preference_accuracy', float('nan')):.3f}  unseen acc "
                       f"{results['unseen'].get('preference_accuracy', float('nan')):.3f}  "
-                      f"({time.perf_counter() - t0:.0f} s, total {time.perf_counter() - t_start:.0f} s)", flush=True)
+                      f"({time.perf_counter() - t0:.0f} s, total {time.perf_counter() - t_start:.0f} s"
+                      f"{', same kept set as ' + same_as if same_as else ''})", flush=True)
                 write_json(out / "summary.json", summary)
         report_main([str(out / "arms"), "--no-wandb"])
     summary["total_seconds"] = round(time.perf_counter() - t_start, 1)

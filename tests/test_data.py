@@ -112,7 +112,7 @@ BAD_ROWS = {
     "id of wrong type": (good_row(2, id=[1]), "id", "expected a string or an integer"),
     "invalid JSON": ('{"prompt": "Frage", "chosen": ', "<row>", "invalid JSON"),
     "not an object": ("[1, 2]", "<row>", "expected a JSON object, got list"),
-    "duplicate id": (good_row(2, id="r0"), "id", "duplicate of row 0"),
+    "duplicate id": (good_row(2, id="r0"), "id", "duplicate of row 1"),
 }
 
 
@@ -122,10 +122,10 @@ def test_bad_row_error_names_file_row_and_field(tmp_path, kind):
     path = write_lines(tmp_path / "x.jsonl", [good_row(0), good_row(1), bad, good_row(3)])
     with pytest.raises(BadRowError) as caught:
         load_preference_rows(path)
-    err = caught.value
-    assert (err.source, err.row, err.field) == (str(path), 2, field)
+    err = caught.value  # "row" is the line an editor shows: the bad row is on line 3
+    assert (err.source, err.row, err.field) == (str(path), 3, field)
     assert reason in err.reason
-    assert str(err).startswith(f"{path}: row 2: field '{field}': ")
+    assert str(err).startswith(f"{path}: row 3: field '{field}': ")
     assert isinstance(err, CongradError)
 
 
@@ -133,7 +133,7 @@ def test_skip_counts_bad_rows_by_reason_and_loads_the_rest(tmp_path):
     lines = []
     for kind, (bad, _, _) in BAD_ROWS.items():
         lines += [good_row(len(lines)), bad] if kind != "duplicate id" else []
-    lines += [good_row(len(lines)), good_row(len(lines) + 1, id="r0")]  # a duplicate of row 0
+    lines += [good_row(len(lines)), good_row(len(lines) + 1, id="r0")]  # a duplicate of line 1
     path = write_lines(tmp_path / "x.jsonl", lines)
     rows, report = load_preference_rows(path, on_bad_row="skip")
     n_bad = len(BAD_ROWS)
@@ -145,13 +145,13 @@ def test_skip_counts_bad_rows_by_reason_and_loads_the_rest(tmp_path):
     assert report.skipped_by_reason["chosen: empty string"] == 1
     assert report.skipped_by_reason["language: missing"] == 1
     assert report.skipped_by_reason["<row>: invalid JSON"] == 1
-    assert report.skipped_by_reason["id: duplicate of row 0"] == 1
+    assert report.skipped_by_reason["id: duplicate of row 1"] == 1
     assert {
-        "row": len(lines) - 1,
+        "row": len(lines),  # the last line
         "id": "r0",
         "language": "de",
         "field": "id",
-        "reason": "duplicate of row 0",
+        "reason": "duplicate of row 1",
     } in report.skipped_rows
     summary = json.loads(json.dumps(report.to_dict()))
     assert summary["skipped"] == n_bad and summary["source"] == str(path)
@@ -574,3 +574,66 @@ def test_flipping_swaps_a_known_number_of_pairs_in_chosen_languages():
             assert after == before
     everywhere = make_preference_rows(["en", "de"], pairs_per_language=10, flip_fraction=0.5)
     assert Counter(r["language"] for r in everywhere if r["flipped"]) == {"en": 5, "de": 5}
+
+
+# --- JSON lines are split on newlines only; rows are named by the line an editor shows --------------
+
+
+def test_line_and_paragraph_separators_inside_strings_stay_in_their_row(tmp_path):
+    """U+2028, U+2029 and U+0085 are legal inside JSON strings (json.dumps(ensure_ascii=False) writes them
+    raw); str.splitlines() would cut the line there."""
+    texts = ["eins\u2028zwei", "Absatz\u2029zwei", "next\u0085line"]
+    lines = [good_row(i, chosen=text) for i, text in enumerate(texts)]
+    path = write_lines(tmp_path / "x.jsonl", lines)
+    assert "\u2028" in path.read_text(encoding="utf-8")  # written raw, not as \\u2028
+    rows, report = load_preference_rows(path, on_bad_row="skip")
+    assert report.skipped == 0 and [r.chosen for r in rows] == texts
+
+
+def test_rows_are_named_by_their_line_blank_lines_counted(tmp_path):
+    path = write_lines(tmp_path / "x.jsonl", [good_row(0), "", good_row(1, chosen="a\u2028b"), "  ",
+                                              good_row(2, chosen=""), good_row(3, language="fr")])
+    with pytest.raises(BadRowError, match=r"x.jsonl: row 5: field 'chosen': empty string"):
+        load_preference_rows(path)
+    rows, report = load_preference_rows(path, on_bad_row="skip", languages=["de"])
+    assert [(r.index, r.source_row) for r in rows] == [(0, 1), (1, 3)]
+    assert [s["row"] for s in report.skipped_rows] == [5]
+    assert [e["row"] for e in report.excluded_rows] == [6]
+
+
+def test_a_line_that_is_not_utf8_is_a_bad_row_naming_file_and_line(tmp_path):
+    path = tmp_path / "x.jsonl"
+    good = [json.dumps(good_row(i), ensure_ascii=False).encode() for i in range(3)]
+    latin1 = json.dumps(good_row(9, chosen="Grüße"), ensure_ascii=False).encode("latin-1")
+    path.write_bytes(b"\n".join([good[0], latin1, good[1], b"\xff\xfe", good[2]]) + b"\n")
+    with pytest.raises(BadRowError) as caught:
+        load_preference_rows(path)
+    assert str(caught.value) == f"{path}: row 2: field '<row>': not valid UTF-8"
+    rows, report = load_preference_rows(path, on_bad_row="skip")
+    assert [r.id for r in rows] == ["r0", "r1", "r2"] and [r.source_row for r in rows] == [1, 3, 5]
+    assert report.skipped_by_reason == {"<row>: not valid UTF-8": 2}
+    assert [s["row"] for s in report.skipped_rows] == [2, 4]
+
+
+def test_a_json_array_file_that_is_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_bytes(b'[\n{"prompt": "a"},\n{"prompt": "\xe9"}\n]\n')
+    with pytest.raises(CongradError, match=r"x.json: line 3: not valid UTF-8"):
+        load_preference_rows(path)
+
+
+def test_prompts_are_read_the_same_way(tmp_path):
+    from congrad.data.prompts import load_prompts
+
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(json.dumps({"prompt": "a\u2028b", "language": "de"}, ensure_ascii=False).encode()
+                     + b"\n\n\xff\n")
+    with pytest.raises(BadRowError, match=r"p.jsonl: row 3: field '<row>': not valid UTF-8"):
+        load_prompts(str(path))
+    assert [p.prompt for p in load_prompts(str(path), on_bad_row="skip")] == ["a\u2028b"]
+
+
+def test_a_requested_language_missing_names_the_languages_that_are_there(tmp_path):
+    path = write_lines(tmp_path / "x.jsonl", [good_row(0, "de"), good_row(1, "de")])
+    with pytest.raises(CongradError, match=r"no rows for requested language\(s\) fr; languages present: de "):
+        load_preference_rows(path, languages=["fr"])

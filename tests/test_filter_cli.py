@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -13,9 +14,12 @@ from conftest import ROOT
 LANGUAGES = ["en", "de", "ru", "zh"]
 
 
-def run_filter(*overrides):
-    return subprocess.run([sys.executable, str(ROOT / "filter.py"), *overrides], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+def run_filter(*overrides, log_dir=None):
+    """filter.py as a user runs it; Hydra's log folder goes to ``log_dir`` (a temporary one by default), not
+    into the repository's logs/."""
+    log_dir = log_dir or tempfile.mkdtemp(prefix="filter-logs-")
+    return subprocess.run([sys.executable, str(ROOT / "filter.py"), f"hydra.run.dir={log_dir}", *overrides],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def read_jsonl(path):
@@ -39,6 +43,8 @@ def test_output_contract_with_skipped_bad_rows(pairs_with_bad_rows, tmp_path):
                         "filter.keep_ratio=0.5", "filter.min_per_language=2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")], "no temporary files left behind"
+    assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {
+        "scores.jsonl", "kept.jsonl", "summary.json", "conflict.png"}, "the output files alone (logs go elsewhere)"
 
     scores = read_jsonl(out / "scores.jsonl")
     assert [s["id"] for s in scores] == [r["id"] for r in inputs], "one line per input row, in input order"
@@ -85,6 +91,6 @@ def test_a_bad_row_is_an_error_naming_file_row_and_field(pairs_with_bad_rows, tm
     out = tmp_path / "out"
     result = run_filter(f"data.path={path}", f"output_dir={out}")
     assert result.returncode == 2
-    assert f"{path}: row 5: field 'chosen'" in result.stderr
+    assert f"{path}: row 6: field 'chosen'" in result.stderr  # line 6 of the file
     assert "Traceback" not in result.stderr
     assert not (out / "scores.jsonl").exists()

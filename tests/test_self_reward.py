@@ -59,7 +59,7 @@ def test_prompt_rows_are_validated(tmp_path):
     path = tmp_path / "prompts.jsonl"
     path.write_text(json.dumps({"prompt": "Hallo?", "language": "de"}) + "\n"
                     + json.dumps({"prompt": "", "language": "de"}) + "\n", encoding="utf-8")
-    with pytest.raises(BadRowError, match=r"row 1: field 'prompt'"):
+    with pytest.raises(BadRowError, match=r"prompts.jsonl: row 2: field 'prompt'"):  # line 2 of the file
         load_prompts(str(path))
     assert [p.id for p in load_prompts(str(path), on_bad_row="skip")] == ["0"]
     with pytest.raises(CongradError, match="no prompts for language"):

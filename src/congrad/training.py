@@ -3,14 +3,20 @@ builds them, and the Lightning fit around them.
 
 Whether ``python train.py`` runs one fit or the self-rewarding loop of fits is decided above this module,
 in :mod:`congrad.run`.
+
+Resuming (``ckpt_path``), the checkpoint is read and checked first, the data next (its rows must be those
+the checkpoint was trained on, unless ``resume_rescore=true``), the model last: a wrong path, file or data
+set stops the run before the expensive part (:mod:`congrad.utils.checkpoints`). Every fit also saves a
+resumable checkpoint when SIGTERM or Ctrl-C stops it (:mod:`congrad.utils.interrupt`).
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import hydra
 import pytorch_lightning as pl
@@ -18,7 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from congrad.errors import CongradError
 from congrad.models import DPOModule, build_policy
+from congrad.utils.checkpoints import RecordData, check_resume_data, check_resume_model, inspect_checkpoint
 from congrad.utils.instantiate import instantiate_group
+from congrad.utils.interrupt import GracefulStop
 from congrad.utils.io import write_json
 
 log = logging.getLogger(__name__)
@@ -41,15 +49,22 @@ def build_module(cfg: DictConfig, tokenizer=None, policy=None, languages: Sequen
     return tokenizer, hydra.utils.instantiate(cfg.dpo, policy=policy, languages=list(languages))
 
 
-def build_pieces(cfg: DictConfig, tokenizer=None, policy=None) -> Pieces:
+def build_pieces(cfg: DictConfig, tokenizer=None, policy=None,
+                 check_data: Callable[[Any], None] | None = None) -> Pieces:
     """Policy (from ``cfg.model`` unless given), data from ``cfg.data`` (loaded, split and tokenized), and
-    the DPO module from ``cfg.dpo``, which tracks the data's languages."""
+    the DPO module from ``cfg.dpo``, which tracks the data's languages. The data loads before the model
+    (only the tokenizer is needed for it), so a bad row stops the run early; ``check_data(datamodule)``
+    runs in between."""
     if cfg.data.get("path") is None:
         raise CongradError("data.path is not set: give a preference set (data.path=FILE)")
     if policy is None:
-        tokenizer, policy = build_policy(cfg.model)
+        tokenizer = hydra.utils.instantiate(cfg.model.tokenizer)
     datamodule = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer)
     datamodule.setup("fit")
+    if check_data is not None:
+        check_data(datamodule)
+    if policy is None:
+        tokenizer, policy = build_policy(cfg.model, tokenizer=tokenizer)
     _, module = build_module(cfg, tokenizer, policy, datamodule.languages)
     return Pieces(tokenizer, datamodule, module)
 
@@ -62,7 +77,17 @@ def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] 
     loggers before they close)."""
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
-    pieces = build_pieces(cfg, tokenizer, policy)
+    ckpt_path = cfg.get("ckpt_path")
+    resume = inspect_checkpoint(ckpt_path) if ckpt_path else None
+    check_data = None
+    if resume is not None:
+        def check_data(datamodule):
+            if not check_resume_data(resume, datamodule.fingerprint, bool(cfg.get("resume_rescore", False))):
+                log.warning("resuming %s on other training rows (resume_rescore=true): the ConGrad filter scores "
+                            "them afresh", ckpt_path)
+    pieces = build_pieces(cfg, tokenizer, policy, check_data=check_data)
+    if resume is not None:
+        check_resume_model(resume, pieces.module)
     datamodule = pieces.datamodule
     report = datamodule.report
     write_json(output_dir / "data_report.json", report.to_dict())
@@ -73,16 +98,34 @@ def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] 
     )
 
     loggers = instantiate_group(cfg.get("logger"))
-    trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=loggers, callbacks=[*instantiate_group(cfg.get("callbacks")), *callbacks])
+    stop = GracefulStop(_resume_command())
+    callbacks = [*instantiate_group(cfg.get("callbacks")), *callbacks, RecordData(), stop]
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         if metrics:
             logger.log_metrics(metrics, step=0)
 
-    trainer.fit(pieces.module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(pieces.module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SystemExit:  # Lightning's way out of SIGTERM (status 0) and Ctrl-C (status 1)
+        if stop.signum is None:
+            raise
+        close_wandb(loggers)
+        raise stop.error() from None
     close_wandb(loggers)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def _resume_command() -> str:
+    """``python train.py`` with this run's command-line overrides (but ``ckpt_path``), for messages."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "+ckpt_path="))]
+    except Exception:  # not inside a Hydra run (tests, notebooks)
+        return "python train.py <the same overrides>"
+    return " ".join(["python train.py", *map(shlex.quote, overrides)])
 
 
 def close_wandb(loggers: list) -> None:

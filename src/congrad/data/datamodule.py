@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from congrad.data.fingerprint import data_fingerprint
 from congrad.data.formats import LoadReport, PreferenceRow, load_preference_rows
 from congrad.data.tokenization import collate_pairs, encode_pair
 from congrad.errors import CongradError
@@ -28,6 +29,9 @@ class PreferenceDataModule(pl.LightningDataModule):
     Trainer asks for a new train dataloader only with ``reload_dataloaders_every_n_epochs=1``, and it does
     so before ``on_train_epoch_start`` hooks run, so a pruning made in an epoch-start hook takes effect
     from the following epoch.
+
+    The train loader resumes mid-epoch (:class:`ResumableLoader`): a run resumed from a checkpoint saved
+    inside an epoch (a SIGTERM or Ctrl-C stop) serves the rest of that epoch's batches, in the same order.
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         self._report: LoadReport | None = None
         self._active: list[int] = []
         self._train_loaders_built = 0
+        self._fingerprint: dict | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self._train_rows is not None:
@@ -102,6 +107,14 @@ class PreferenceDataModule(pl.LightningDataModule):
         """The load report of the training data (``path``)."""
         self._require_setup()
         return self._report
+
+    @property
+    def fingerprint(self) -> dict:
+        """The content hash of :attr:`train_rows` (:func:`congrad.data.fingerprint.data_fingerprint`), which
+        a checkpoint records and a resumed run compares."""
+        if self._fingerprint is None:
+            self._fingerprint = data_fingerprint(self.train_rows, str(self.path))
+        return self._fingerprint
 
     @property
     def languages(self) -> list[str]:
@@ -136,7 +149,17 @@ class PreferenceDataModule(pl.LightningDataModule):
         epoch = self.trainer.current_epoch if self.trainer is not None else self._train_loaders_built
         self._train_loaders_built += 1
         features = [self._train_features[i] for i in self._active]
-        return self._loader(features, self.batch_size, sampler=SeededPermutation(len(features), self.seed + epoch))
+        return ResumableLoader(
+            features, batch_size=self.batch_size, sampler=SeededPermutation(len(features), self.seed + epoch),
+            num_workers=self.num_workers, collate_fn=partial(collate_pairs, pad_token_id=self.pad_token_id),
+            epoch=epoch, batches_done=self._batches_done,
+        )
+
+    def _batches_done(self) -> int:
+        """Batches of the current epoch the trainer has finished."""
+        if self.trainer is None:
+            return 0
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
     def val_dataloader(self) -> DataLoader | list:
         """Validation rows in order; an empty list when there are none (Lightning then skips validation)."""
@@ -180,6 +203,34 @@ class PreferenceDataModule(pl.LightningDataModule):
     def _require_setup(self) -> None:
         if self._train_rows is None:
             raise RuntimeError("PreferenceDataModule.setup() must be called first")
+
+
+class ResumableLoader(DataLoader):
+    """The train loader of epoch ``epoch``, resumable mid-epoch: Lightning stores its :meth:`state_dict` in a
+    checkpoint (the epoch and the batches the trainer finished in it, from ``batches_done``) and, resuming
+    inside that epoch, loads it into the loader of the resumed run, which then skips those batches once.
+    Skipping on the batches (not the sampler) keeps it right when Lightning wraps the sampler for DDP."""
+
+    def __init__(self, *args, epoch: int = 0, batches_done: Callable[[], int] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epoch = epoch
+        self.batches_done = batches_done
+        self._skip = 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batches_done": self.batches_done() if self.batches_done else 0}
+
+    def load_state_dict(self, state: dict) -> None:
+        done = int(state.get("batches_done", 0))
+        if state.get("epoch") == self.epoch and 0 < done < len(self):
+            self._skip = done
+
+    def __iter__(self):
+        iterator = super().__iter__()
+        skip, self._skip = self._skip, 0
+        for _ in range(skip):
+            next(iterator)
+        return iterator
 
 
 class SeededPermutation(Sampler[int]):

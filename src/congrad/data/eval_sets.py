@@ -105,9 +105,9 @@ def make_multiple_choice(languages: Iterable[str] = DEFAULT_LANGUAGES, seed: int
 def load_reference_texts(path: str | Path, languages: Iterable[str] | None = None) -> list[ReferenceText]:
     """Rows ``text``, ``language``, optional ``id``; a bad row is an error naming file, row and field."""
     out = []
-    for index, raw in _rows(path):
-        row = ReferenceText(formats.parse_id(raw, index, str(path)),
-                            _string(raw, "text", index, path), formats.parse_language(raw, index, str(path)))
+    for index, row_n, raw in _rows(path):
+        row = ReferenceText(formats.parse_id(raw, index, str(path), row=row_n),
+                            _string(raw, "text", row_n, path), formats.parse_language(raw, row_n, str(path)))
         out.append(row)
     return _only(out, languages, path)
 
@@ -116,25 +116,29 @@ def load_multiple_choice(path: str | Path, languages: Iterable[str] | None = Non
     """Rows ``question``, ``choices`` (two or more strings), ``answer`` (an index into them), ``language``,
     optional ``id``."""
     out = []
-    for index, raw in _rows(path):
+    for index, row_n, raw in _rows(path):
         choices = raw.get("choices")
         if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
-            raise BadRowError(str(path), index, "choices", "expected a list of two or more non-empty strings")
+            raise BadRowError(str(path), row_n, "choices", "expected a list of two or more non-empty strings")
         answer = raw.get("answer")
         if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(choices):
-            raise BadRowError(str(path), index, "answer", f"expected an index into choices (0..{len(choices) - 1})")
-        out.append(MultipleChoice(formats.parse_id(raw, index, str(path)), _string(raw, "question", index, path),
-                                  tuple(choices), answer, formats.parse_language(raw, index, str(path))))
+            raise BadRowError(str(path), row_n, "answer", f"expected an index into choices (0..{len(choices) - 1})")
+        out.append(MultipleChoice(formats.parse_id(raw, index, str(path), row=row_n),
+                                  _string(raw, "question", row_n, path), tuple(choices), answer,
+                                  formats.parse_language(raw, row_n, str(path))))
     return _only(out, languages, path)
 
 
 def _rows(path: str | Path):
+    """``(index, row number as messages show it, raw row)``: the number is the line of a JSON-lines file."""
     if not Path(path).exists():
         raise CongradError(f"{path}: file not found")
-    for index, raw in enumerate(formats.read_raw_rows(str(path), "train")):
+    for index, (row_n, raw) in enumerate(formats.read_numbered_rows(str(path), "train")):
+        if isinstance(raw, formats.BadLine):
+            raise BadRowError(str(path), row_n, formats.ROW, raw.reason)
         if not isinstance(raw, dict):
-            raise BadRowError(str(path), index, formats.ROW, "expected a JSON object")
-        yield index, raw
+            raise BadRowError(str(path), row_n, formats.ROW, "expected a JSON object")
+        yield index, row_n, raw
 
 
 def _string(raw: dict, name: str, index: int, path) -> str:

@@ -4,8 +4,15 @@ A row is ``prompt``, ``chosen``, ``rejected`` (each a string, or TRL's conversat
 ``{"role", "content"}`` messages), ``language`` (an ISO 639-1 code) and an optional ``id``; any other
 field passes through untouched in :attr:`PreferenceRow.raw`.
 
-Rows are numbered from 0 in input order (blank lines of a JSON-lines file are not rows); that number is
-:attr:`PreferenceRow.index` and the ``row`` of every error message.
+Two numbers identify a row. :attr:`PreferenceRow.index` is its position among the rows, from 0 in input
+order (blank lines of a JSON-lines file are not rows): the key every other part of congrad uses.
+:attr:`PreferenceRow.source_row` is what the user sees in every message and report ("row N"): in a
+JSON-lines file the 1-based line number, blank lines counted, as an editor shows it; elsewhere (Parquet, a
+JSON array, a ``datasets`` folder or hub id) the position, as ``dataset[N]`` indexes it.
+
+JSON lines are split on ``\n`` alone and each line is decoded as UTF-8 on its own: U+2028, U+2029 or U+0085
+inside a string are legal JSON and stay part of their row, and a line that is not UTF-8 is one bad row
+naming its line.
 """
 
 from __future__ import annotations
@@ -42,6 +49,12 @@ class PreferenceRow:
     rejected: Text
     language: str
     raw: dict  # the row exactly as read, for writing kept rows back out unchanged
+    source_row: int | None = None  # "row N" of messages and reports (module docstring); None: ``index``
+
+    @property
+    def label(self) -> int:
+        """The row's number as messages and reports show it."""
+        return self.index if self.source_row is None else self.source_row
 
 
 @dataclass
@@ -53,7 +66,8 @@ class LoadReport:
     loaded: int = 0
     skipped: int = 0
     skipped_by_reason: dict[str, int] = field(default_factory=dict)  # "<field>: <reason>" -> count
-    skipped_rows: list[dict] = field(default_factory=list)  # {"row", "id", "language", "field", "reason"} each
+    # {"row", "id", "language", "field", "reason"} each; "row" as messages show it (module docstring)
+    skipped_rows: list[dict] = field(default_factory=list)
     excluded_by_language: int = 0
     excluded_rows: list[dict] = field(default_factory=list)  # {"row", "id", "language"} of each excluded row
     loaded_by_language: dict[str, int] = field(default_factory=dict)
@@ -87,51 +101,57 @@ def load_preference_rows(
     report = LoadReport(source=source)
     rows: list[PreferenceRow] = []
     first_row_of_id: dict[str, int] = {}
-    for index, raw in enumerate(read_raw_rows(source, split)):
+    present: set[str] = set()  # languages of every valid row, excluded or not
+    for index, (label, raw) in enumerate(read_numbered_rows(source, split)):
         report.total_rows += 1
         try:
-            row = parse_row(raw, index, source)
+            row = parse_row(raw, index, source, row=label)
             if row.id in first_row_of_id:
-                raise BadRowError(source, index, "id", f"duplicate of row {first_row_of_id[row.id]}")
+                raise BadRowError(source, label, "id", f"duplicate of row {first_row_of_id[row.id]}")
         except BadRowError as err:
             if on_bad_row == "error":
                 raise
             _record_skip(report, err, raw)
             continue
-        first_row_of_id[row.id] = index
+        first_row_of_id[row.id] = label
+        present.add(row.language)
         if wanted is not None and row.language not in wanted:
             report.excluded_by_language += 1
-            report.excluded_rows.append({"row": index, "id": row.id, "language": row.language})
+            report.excluded_rows.append({"row": label, "id": row.id, "language": row.language})
             continue
         rows.append(row)
     report.loaded = len(rows)
     report.loaded_by_language = dict(sorted(Counter(r.language for r in rows).items()))
-    _check_coverage(report, wanted)
+    _check_coverage(report, wanted, present)
     return rows, report
 
 
-def parse_row(raw: Any, index: int, source: str) -> PreferenceRow:
-    """Validate one raw row; raises :class:`BadRowError` for the first problem found."""
-    if isinstance(raw, _InvalidJson):
-        raise BadRowError(source, index, ROW, "invalid JSON")
+def parse_row(raw: Any, index: int, source: str, row: int | None = None) -> PreferenceRow:
+    """Validate one raw row, the ``index``-th of ``source``; raises :class:`BadRowError` for the first
+    problem found, naming ``row`` (the row's number as messages show it; ``index`` when not given)."""
+    label = index if row is None else row
+    if isinstance(raw, BadLine):
+        raise BadRowError(source, label, ROW, raw.reason)
     if not isinstance(raw, dict):
-        raise BadRowError(source, index, ROW, f"expected a JSON object, got {type(raw).__name__}")
-    prompt = parse_text(raw, "prompt", index, source, roles=ROLES)
-    chosen = parse_text(raw, "chosen", index, source, roles=("assistant",))
-    rejected = parse_text(raw, "rejected", index, source, roles=("assistant",))
+        raise BadRowError(source, label, ROW, f"expected a JSON object, got {type(raw).__name__}")
+    prompt = parse_text(raw, "prompt", label, source, roles=ROLES)
+    chosen = parse_text(raw, "chosen", label, source, roles=("assistant",))
+    rejected = parse_text(raw, "rejected", label, source, roles=("assistant",))
     return PreferenceRow(
         index=index,
-        id=parse_id(raw, index, source),
+        id=parse_id(raw, index, source, row=label),
         prompt=prompt,
         chosen=chosen,
         rejected=rejected,
-        language=parse_language(raw, index, source),
+        language=parse_language(raw, label, source),
         raw=raw,
+        source_row=label,
     )
 
 
 def parse_text(raw: dict, name: str, index: int, source: str, roles: tuple[str, ...]) -> Text:
-    """Field ``name`` of a raw row: a non-blank string, or a non-empty list of messages with these roles."""
+    """Field ``name`` of a raw row: a non-blank string, or a non-empty list of messages with these roles.
+    ``index``: the row's number in the error message."""
     value = raw.get(name)
     if value is None:
         raise BadRowError(source, index, name, "missing")
@@ -170,7 +190,7 @@ def _message_problem(message: Any, roles: tuple[str, ...]) -> str | None:
 
 
 def parse_language(raw: dict, index: int, source: str) -> str:
-    """The row's ``language``: a lower-case ISO 639-1 code."""
+    """The row's ``language``: a lower-case ISO 639-1 code. ``index``: the row's number in the error message."""
     value = raw.get("language")
     if value is None:
         raise BadRowError(source, index, "language", "missing")
@@ -188,15 +208,17 @@ def parse_language(raw: dict, index: int, source: str) -> str:
     return value
 
 
-def parse_id(raw: dict, index: int, source: str) -> str:
-    """The row's ``id`` as a string (a string or an integer in the data); the row index when absent."""
+def parse_id(raw: dict, index: int, source: str, row: int | None = None) -> str:
+    """The row's ``id`` as a string (a string or an integer in the data); the row index when absent.
+    ``row``: the row's number in the error message (``index`` when not given)."""
+    label = index if row is None else row
     value = raw.get("id")
     if value is None:
         return str(index)
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise BadRowError(source, index, "id", f"expected a string or an integer, got {type(value).__name__}")
+        raise BadRowError(source, label, "id", f"expected a string or an integer, got {type(value).__name__}")
     if isinstance(value, str) and not value.strip():
-        raise BadRowError(source, index, "id", "empty string")
+        raise BadRowError(source, label, "id", "empty string")
     return str(value)
 
 
@@ -226,13 +248,13 @@ def requested_languages(languages: Iterable[str] | str | None) -> set[str] | Non
     return wanted
 
 
-def _check_coverage(report: LoadReport, wanted: set[str] | None) -> None:
+def _check_coverage(report: LoadReport, wanted: set[str] | None, present: set[str]) -> None:
     if wanted is not None:
         missing = sorted(wanted - set(report.loaded_by_language))
         if missing:
             raise CongradError(
                 f"{report.source}: no rows for requested language(s) {', '.join(missing)}; languages "
-                f"present: {', '.join(report.loaded_by_language) or 'none'} (set data.languages accordingly)"
+                f"present: {', '.join(sorted(present)) or 'none'} (set data.languages accordingly)"
             )
     if report.loaded == 0:
         raise CongradError(
@@ -244,12 +266,23 @@ def _check_coverage(report: LoadReport, wanted: set[str] | None) -> None:
 # --- reading ------------------------------------------------------------------------------------
 
 
-class _InvalidJson:
-    """Stands in for a JSON-lines row that does not parse, so it is reported like any other bad row."""
+class BadLine:
+    """Stands in for a JSON-lines row that cannot be read (not UTF-8, not JSON), so it is reported like any
+    other bad row."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
 
 
 def read_raw_rows(source: str, split: str) -> Iterator[Any]:
     """The raw rows of a JSONL/JSON/Parquet file, a saved ``datasets`` folder or a hub dataset, in order."""
+    return (raw for _, raw in read_numbered_rows(source, split))
+
+
+def read_numbered_rows(source: str, split: str) -> Iterator[tuple[int, Any]]:
+    """``(number, raw row)`` of every row of ``source`` in order; the number is what messages show (module
+    docstring): a JSON-lines file's 1-based line, else the 0-based position. A JSON-lines line that is not
+    UTF-8 or not JSON comes as a stand-in that :func:`parse_row` reports as a bad row."""
     path = Path(source)
     if path.is_file():
         suffix = path.suffix.lower()
@@ -258,34 +291,70 @@ def read_raw_rows(source: str, split: str) -> Iterator[Any]:
         if suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            return iter(pq.read_table(path).to_pylist())
+            return enumerate(pq.read_table(path).to_pylist())
         raise CongradError(f"{source}: unsupported file type {suffix!r}; use .jsonl, .json or .parquet")
     if path.is_dir() and _is_saved_dataset(path):
-        return iter(_load_saved_dataset(path, split).to_list())
+        return enumerate(_load_saved_dataset(path, split).to_list())
     if not path.exists() and (path.suffix.lower() in LOCAL_SUFFIXES or source.startswith((".", "/", "~"))):
         raise CongradError(
             f"{source}: file not found; set data.path to an existing file, directory or hub dataset id"
         )
-    return iter(_load_hub_dataset(source, split).to_list())
+    return enumerate(_load_hub_dataset(source, split).to_list())
 
 
-def _read_json_rows(path: Path) -> Iterator[Any]:
-    with path.open(encoding="utf-8") as f:
-        text = f.read()
-    if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
+def read_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` of every non-blank line of a JSON-lines file, 1-based; a line that is not
+    UTF-8 or not JSON raises :class:`BadRowError` naming the file and the line. For files congrad wrote
+    itself (generations, scores) as well as for input."""
+    for line_number, value in _json_lines(Path(path).read_bytes()):
+        if isinstance(value, BadLine):
+            raise BadRowError(os.fspath(path), line_number, ROW, value.reason)
+        yield line_number, value
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _read_json_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    data = path.read_bytes()
+    body = data[len(_BOM):] if data.startswith(_BOM) else data
+    if path.suffix.lower() == ".json" and body.lstrip().startswith(b"["):
         try:
-            rows = json.loads(text)
+            rows = json.loads(_decode(data, path))
         except json.JSONDecodeError as err:
-            raise CongradError(f"{path}: not valid JSON ({err})") from None
-        yield from rows
+            raise CongradError(f"{path}: not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})") from None
+        yield from enumerate(rows)
         return
-    for line in text.splitlines():
+    yield from _json_lines(data)
+
+
+def _json_lines(data: bytes) -> Iterator[tuple[int, Any]]:
+    """Split at newline bytes only, JSON Lines' one separator (``str.splitlines`` would also split at
+    U+2028, U+2029 and U+0085, which JSON strings may hold). A UTF-8 byte-order mark at the start is ignored."""
+    if data.startswith(_BOM):
+        data = data[len(_BOM):]
+    for line_number, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
-            yield json.loads(line)
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            yield line_number, BadLine("not valid UTF-8")
+            continue
+        try:
+            yield line_number, json.loads(text)
         except json.JSONDecodeError:
-            yield _InvalidJson()
+            yield line_number, BadLine("invalid JSON")
+
+
+def _decode(data: bytes, path: Path) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise CongradError(
+            f"{path}: line {line}: not valid UTF-8 (byte 0x{data[err.start]:02x}); save the file as UTF-8"
+        ) from None
 
 
 def _is_saved_dataset(path: Path) -> bool:

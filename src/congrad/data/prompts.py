@@ -52,19 +52,21 @@ def load_prompts(
     wanted = None if languages is None else set(formats.requested_languages(languages))
     prompts: list[Prompt] = []
     taken: Counter[str] = Counter()
-    seen_ids: set[str] = set()
+    present: set[str] = set()  # languages of every valid prompt, wanted or not
+    first_row_of_id: dict[str, int] = {}
     skipped = 0
-    for index, raw in enumerate(formats.read_raw_rows(str(path), split)):
+    for index, (label, raw) in enumerate(formats.read_numbered_rows(str(path), split)):
         try:
-            prompt = _parse(raw, index, str(path))
-            if prompt.id in seen_ids:
-                raise BadRowError(str(path), index, "id", "duplicate id")
+            prompt = _parse(raw, index, str(path), label)
+            if prompt.id in first_row_of_id:
+                raise BadRowError(str(path), label, "id", f"duplicate of row {first_row_of_id[prompt.id]}")
         except BadRowError:
             if on_bad_row == "error":
                 raise
             skipped += 1
             continue
-        seen_ids.add(prompt.id)
+        first_row_of_id[prompt.id] = label
+        present.add(prompt.language)
         if wanted is not None and prompt.language not in wanted:
             continue
         if per_language is not None and taken[prompt.language] >= per_language:
@@ -76,19 +78,22 @@ def load_prompts(
     missing = sorted((wanted or set()) - set(taken))
     if missing:
         raise CongradError(f"{path}: no prompts for language(s) {', '.join(missing)}; "
-                           f"present: {', '.join(sorted(taken))}")
+                           f"present: {', '.join(sorted(present)) or 'none'}")
     if not prompts:
         raise CongradError(f"{path}: no usable prompts")
     return prompts
 
 
-def _parse(raw, index: int, source: str) -> Prompt:
+def _parse(raw, index: int, source: str, label: int) -> Prompt:
+    """The ``index``-th prompt row; errors name it by ``label`` (its line in a JSON-lines file)."""
+    if isinstance(raw, formats.BadLine):
+        raise BadRowError(source, label, formats.ROW, raw.reason)
     if not isinstance(raw, dict):
-        raise BadRowError(source, index, formats.ROW, "expected a JSON object")
+        raise BadRowError(source, label, formats.ROW, "expected a JSON object")
     return Prompt(
-        id=formats.parse_id(raw, index, source),
-        prompt=formats.parse_text(raw, "prompt", index, source, roles=PROMPT_ROLES),
-        language=formats.parse_language(raw, index, source),
+        id=formats.parse_id(raw, index, source, row=label),
+        prompt=formats.parse_text(raw, "prompt", label, source, roles=PROMPT_ROLES),
+        language=formats.parse_language(raw, label, source),
     )
 
 

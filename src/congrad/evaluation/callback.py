@@ -26,8 +26,11 @@ class EvaluationCallback(pl.Callback):
         self.results: dict | None = None
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
+        if trainer.is_global_zero:
+            self._evaluate(trainer, pl_module)
+        trainer.strategy.barrier("evaluation")  # the other ranks wait: no rank tears down while rank 0 evaluates
+
+    def _evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         evaluator = Evaluator(self.cfg, self.judge)
         seen = list(self.seen) if self.seen is not None else trainer.datamodule.languages
         description = {"trained_in": str(self.out_dir.parent), "step": trainer.global_step}

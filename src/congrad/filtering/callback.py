@@ -4,9 +4,10 @@ prune the datamodule to the kept ones.
 "Before epoch e+1" is the end of epoch e (same weights): Lightning rebuilds the train loader between
 ``on_train_epoch_end`` and the next ``on_train_epoch_start``, so the pruning is done there; the first
 epoch's pruning happens in ``on_fit_start``. Checkpoints (written after this callback at epoch end) carry
-the filter state — aggregates, pass count, kept set, scores, and the epoch the kept set is for — and a
-resumed run continues from it without rescoring. (A run that stopped at its last epoch has no kept set
-for the next one; resumed with more epochs, it scores once at the start.)
+the filter state — aggregates, pass count, kept set, scores, the epoch the kept set is for and the content
+hash of the rows it indexes — and a resumed run continues from it without rescoring. (A run that stopped at
+its last epoch has no kept set for the next one; resumed with more epochs, it scores once at the start. A
+run resumed on other rows, which ``resume_rescore=true`` allows, scores them afresh.)
 
 Under DDP, FSDP (``trainer=fsdp``) or any multi-process strategy each rank sketches every world_size-th
 candidate and the sketches are all-gathered, so the pass costs 1/world_size per rank and every rank keeps
@@ -30,17 +31,18 @@ from congrad.filtering.sketching import PerPairSketcher
 class ConGradCallback(pl.Callback):
     """``sketch``: the ``sketch`` config group (width, seed, params, method, kind, chunk_mb, batch_size);
     ``method``: the ``filter`` config group, the keyword arguments of :class:`ConGrad` (aggregator,
-    keep_ratio, threshold, per_language, min_per_language, ema, gradvac_target). Files of the latest pass go
-    to ``output_dir``."""
+    keep_ratio, threshold, per_language, min_per_language, ema, gradvac_target, normalize, seed). Files of
+    the latest pass go to ``output_dir``."""
 
     def __init__(self, sketch: dict, method: dict, output_dir: str, progress: bool = True):
         self.sketch = dict(sketch)
-        self.congrad = ConGrad(seed=self.sketch["seed"], **method)
+        self.congrad = ConGrad(**method)
         self.output_dir = Path(output_dir)
         self.progress = progress
         self.kept_indices: list[int] | None = None
         self.kept_for_epoch: int | None = None
         self.scores: torch.Tensor | None = None
+        self.kept_data: str | None = None  # sha256 of the training rows the kept set indexes
         self._resume_epoch: int | None = None
 
     # ---- hooks -----------------------------------------------------------------------------------------
@@ -50,7 +52,8 @@ class ConGradCallback(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = self._resume_epoch if self._resume_epoch is not None else trainer.current_epoch
-        if self.kept_for_epoch == epoch:  # restored: the checkpoint already holds this epoch's kept set
+        same_rows = self.kept_data == _rows_hash(trainer.datamodule)
+        if self.kept_for_epoch == epoch and same_rows:  # restored: the checkpoint holds this epoch's kept set
             trainer.datamodule.set_active_indices(self.kept_indices)
         else:
             self._filter(trainer, pl_module, epoch)
@@ -62,13 +65,14 @@ class ConGradCallback(pl.Callback):
 
     def state_dict(self) -> dict:
         return {"filter": self.congrad.state_dict(), "kept_indices": self.kept_indices,
-                "kept_for_epoch": self.kept_for_epoch, "scores": self.scores}
+                "kept_for_epoch": self.kept_for_epoch, "scores": self.scores, "kept_data": self.kept_data}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.congrad.load_state_dict(state_dict["filter"])
         self.kept_indices = state_dict["kept_indices"]
         self.kept_for_epoch = state_dict["kept_for_epoch"]
         self.scores = state_dict["scores"]
+        self.kept_data = state_dict.get("kept_data")
 
     # ---- one pass ----------------------------------------------------------------------------------------
     def _filter(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
@@ -88,6 +92,7 @@ class ConGradCallback(pl.Callback):
         self.scores = result.scores
         self.kept_indices = result.kept.nonzero().flatten().tolist()
         self.kept_for_epoch = epoch
+        self.kept_data = _rows_hash(datamodule)
         datamodule.set_active_indices(self.kept_indices)
         if trainer.is_global_zero:
             heatmap = write_filter_outputs(self.output_dir, rows, result, extra_summary={"epoch": epoch})
@@ -111,6 +116,11 @@ class ConGradCallback(pl.Callback):
                 logger.log_table(key="filter/dropped", columns=["id", "language", "score", "reason"], data=dropped)
         summary = ", ".join(f"{lang} {s['kept']}/{s['total']}" for lang, s in per_language.items())
         pl.utilities.rank_zero_info(f"ConGrad epoch {epoch}: kept {int(result.kept.sum())}/{len(rows)} ({summary})")
+
+
+def _rows_hash(datamodule) -> str | None:
+    fingerprint = getattr(datamodule, "fingerprint", None)
+    return fingerprint["sha256"] if fingerprint else None
 
 
 def _upcoming_epoch(trainer: pl.Trainer) -> int:

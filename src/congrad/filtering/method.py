@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from congrad.errors import NonFiniteError
 from congrad.filtering.aggregates import LanguageAggregates
 from congrad.filtering.selection import cosine_scores, drop_reason, own_language_scores, select
 from congrad.filtering.surgery import consensus, cosine_matrix
@@ -54,9 +55,11 @@ class ConGrad:
         min_per_language: int = 1,
         ema: float = 0.0,
         gradvac_target: float = 0.0,
+        normalize: bool = True,
         seed: int = 0,
     ):
         self.aggregator = aggregator
+        self.normalize = normalize
         self.selection = dict(keep_ratio=keep_ratio, threshold=threshold, per_language=per_language,
                               min_per_language=min_per_language)
         drop_reason(keep_ratio=keep_ratio, threshold=threshold)  # validates the rule now, not after a pass
@@ -67,12 +70,21 @@ class ConGrad:
 
     def settings(self) -> dict:
         return {"aggregator": self.aggregator, **self.selection, "ema": self.aggregates.ema, **self.options,
-                "surgery_seed": self.seed}
+                "normalize": self.normalize, "seed": self.seed}
 
     def step(self, sketches: Tensor, languages: Sequence[str]) -> PassResult:
-        """Fold ``sketches`` [N, w] into the aggregates, build the consensus, score and select all N."""
+        """Fold ``sketches`` [N, w] into the aggregates, build the consensus, score and select all N.
+
+        With ``normalize`` every pair enters its language's aggregate at unit norm (one vote per pair). The
+        scores are cosines and do not depend on a pair's norm either way, but the aggregates do: once the
+        policy has fit most pairs, a pair's DPO gradient is scaled by σ(−h), so the pairs the policy still
+        gets wrong (e.g. mislabelled ones) carry most of the norm and steer the consensus toward themselves
+        (README, "Results").
+        """
         sketches = sketches.float()
-        self.aggregates.add(sketches, languages)
+        _check_finite(sketches, languages)
+        votes = sketches / sketches.norm(dim=1, keepdim=True).clamp(min=1e-12) if self.normalize else sketches
+        self.aggregates.add(votes, languages)
         self.aggregates.finish_epoch()
         matrix = self.aggregates.matrix().to(sketches.device)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.passes)
@@ -104,3 +116,17 @@ class ConGrad:
         self.aggregates.load_state_dict(state["aggregates"])
         self.passes = state["passes"]
         self.seed = state["seed"]
+
+
+def _check_finite(sketches: Tensor, languages: Sequence[str]) -> None:
+    """A NaN or infinite pair gradient means the policy has diverged: say so instead of scoring garbage."""
+    finite = torch.isfinite(sketches).all(dim=1)
+    if bool(finite.all()):
+        return
+    bad = (~finite).nonzero().flatten().tolist()
+    codes = ", ".join(sorted({languages[i] for i in bad}))
+    raise NonFiniteError(
+        f"the ConGrad pass got non-finite gradients for {len(bad)} of {len(languages)} pairs (languages {codes}): "
+        "the policy's weights have diverged (or were loaded that way). Look at dpo.optimizer.lr, "
+        "trainer.gradient_clip_val and trainer.precision, or at the weights of model.lora.adapter_path"
+    )

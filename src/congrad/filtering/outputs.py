@@ -8,7 +8,8 @@
                   and after surgery, the settings
 ``conflict.png``  those two matrices as heatmaps
 
-Every file is written atomically.
+The four are replaced as one set (:func:`congrad.utils.fileset.write_file_set`): a reader, or a run killed at
+any moment, finds the complete previous set or the complete new one, never a mix.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Sequence
 
 from congrad.filtering.method import PassResult
-from congrad.utils.io import atomic_path, write_json, write_jsonl
+from congrad.utils.fileset import write_file_set
+from congrad.utils.io import write_json, write_jsonl
 
 
 def score_lines(rows: Sequence, result: PassResult, report=None) -> list[dict]:
@@ -28,7 +30,7 @@ def score_lines(rows: Sequence, result: PassResult, report=None) -> list[dict]:
         line = {"id": row.id, "language": row.language, "score": score, "kept": kept}
         if not kept:
             line["reason"] = result.drop_reason
-        lines.append((row.index, line))
+        lines.append((row.label, line))  # the report's "row" is the same number, in the same order
     for bad in report.skipped_rows if report else ():
         reason = f"bad row: field '{bad['field']}': {bad['reason']}"
         lines.append((bad["row"], _unscored(bad, reason)))
@@ -64,19 +66,24 @@ def summary(result: PassResult, report=None, extra: dict | None = None) -> dict:
 
 def write_filter_outputs(out_dir: str | Path, rows: Sequence, result: PassResult, report=None,
                          extra_summary: dict | None = None) -> Path:
-    """Write the four files into ``out_dir``; returns the heatmap's path. ``report``: the data's LoadReport,
-    whose skipped and excluded rows get a line too (filter.py passes it; inside training the candidates
-    are the training split only, so it does not)."""
+    """Replace the four files in ``out_dir`` as one set; returns the heatmap's path. ``report``: the data's
+    LoadReport, whose skipped and excluded rows get a line too (filter.py passes it; inside training the
+    candidates are the training split only, so it does not)."""
     out_dir = Path(out_dir)
-    write_jsonl(out_dir / "scores.jsonl", score_lines(rows, result, report))
-    write_jsonl(out_dir / "kept.jsonl", (row.raw for row, kept in zip(rows, result.kept.tolist()) if kept))
-    write_json(out_dir / "summary.json", summary(result, report, extra_summary))
-    heatmap = out_dir / "conflict.png"
+    lines = score_lines(rows, result, report)
+    kept_rows = [row.raw for row, kept in zip(rows, result.kept.tolist()) if kept]
+    summary_ = summary(result, report, extra_summary)
     figure = conflict_figure(result)
-    with atomic_path(heatmap) as tmp:
-        figure.savefig(tmp, format="png", dpi=110)
-    _close(figure)
-    return heatmap
+    try:
+        write_file_set(out_dir, {
+            "scores.jsonl": lambda path: write_jsonl(path, lines),
+            "kept.jsonl": lambda path: write_jsonl(path, kept_rows),
+            "summary.json": lambda path: write_json(path, summary_),
+            "conflict.png": lambda path: figure.savefig(path, format="png", dpi=110),
+        })
+    finally:
+        _close(figure)
+    return out_dir / "conflict.png"
 
 
 def conflict_figure(result: PassResult):

@@ -1,26 +1,57 @@
 """ConGrad outside training (``filter.py``): one scoring pass over a preference file with the configured
-policy, and the three output files."""
+policy, and the output files.
+
+``output_dir`` is checked (a directory, or creatable; writable) and locked before the data or the model
+load: a second ``filter.py`` writing the same directory stops at once with a clear error. The files are
+replaced as one set (:mod:`congrad.filtering.outputs`).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
+from congrad.errors import CongradError
 from congrad.filtering.method import ConGrad
 from congrad.filtering.outputs import write_filter_outputs
 from congrad.filtering.sketch_pass import sketch_candidates
 from congrad.filtering.sketching import PerPairSketcher
 from congrad.training import build_pieces
 from congrad.utils.device import resolve_device
+from congrad.utils.fileset import locked_directory
 
 log = logging.getLogger(__name__)
 
 
 def filter_file(cfg: DictConfig) -> Path:
-    """Score every row of ``cfg.data.path``; write the three files into ``cfg.output_dir``."""
+    """Score every row of ``cfg.data.path``; write the output files into ``cfg.output_dir``."""
+    out_dir = prepare_output_dir(cfg.output_dir)
+    with locked_directory(out_dir, f"output_dir={out_dir}"):
+        return _filter_into(cfg, out_dir)
+
+
+def prepare_output_dir(path: str | os.PathLike) -> Path:
+    """``path`` as a directory that exists (created if missing), or a CongradError that says what is wrong
+    with it."""
+    out_dir = Path(path)
+    for parent in (out_dir, *out_dir.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                what = "is a file" if parent == out_dir else f"is inside {parent}, which is a file"
+                raise CongradError(f"output_dir={out_dir} {what}: give a directory (it is created if missing)")
+            break
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CongradError(f"output_dir={out_dir} cannot be created ({err.strerror or err})") from None
+    return out_dir  # whether it is writable, the lock file tells (locked_directory)
+
+
+def _filter_into(cfg: DictConfig, out_dir: Path) -> Path:
     pl.seed_everything(cfg.seed, workers=True)
     device = resolve_device(cfg.device)
     pieces = build_pieces(cfg)
@@ -30,12 +61,13 @@ def filter_file(cfg: DictConfig) -> Path:
     sketcher = PerPairSketcher.from_config(module, sketch)
     sketches = sketch_candidates(sketcher, pieces.datamodule.candidate_dataloader(sketch.batch_size), device)
     rows = pieces.datamodule.train_rows
-    result = ConGrad(seed=sketch.seed, **cfg.filter).step(sketches, [row.language for row in rows])
+    result = ConGrad(**cfg.filter).step(sketches, [row.language for row in rows])
 
-    out_dir = Path(cfg.output_dir)
+    run_dir = OmegaConf.select(cfg, "paths.output_dir", default=None)
     write_filter_outputs(
         out_dir, rows, result, pieces.datamodule.report,
-        extra_summary={"sketch": OmegaConf.to_container(sketch, resolve=True), "method": sketcher.method},
+        extra_summary={"sketch": OmegaConf.to_container(sketch, resolve=True), "method": sketcher.method,
+                       "log_dir": str(run_dir) if run_dir else None},
     )
     log.info("kept %d of %d pairs; wrote %s", int(result.kept.sum()), len(rows), out_dir)
     for lang, stats in result.per_language().items():

@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 import pytorch_lightning as pl
 import torch
 
+from congrad.models.guard import NonFiniteGuard
 from congrad.models.logps import sequence_logps
 from congrad.models.losses import dpo_loss, implicit_rewards
 from congrad.models.metrics import LanguageMeans
@@ -46,6 +47,7 @@ class DPOModule(pl.LightningModule):
         length_penalty: float = 0.0,
         label_smoothing: float = 0.0,
         languages: Sequence[str] = (),
+        on_nonfinite: str = "error",
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["policy", "optimizer", "scheduler"])
@@ -58,6 +60,7 @@ class DPOModule(pl.LightningModule):
         self.beta = beta
         self.loss_type = loss_type
         self.languages = sorted(languages)
+        self.guard = NonFiniteGuard(on_nonfinite)  # a non-finite loss or gradient stops the fit (or skips the step)
         # Full fine-tuning keeps a frozen copy of the initial policy as the reference.
         self.reference = None if _is_peft(policy) else copy.deepcopy(policy).requires_grad_(False).eval()
         self.metrics = {stage: LanguageMeans(METRIC_NAMES, self.languages) for stage in ("train", "val")}
@@ -141,6 +144,9 @@ class DPOModule(pl.LightningModule):
             self.metrics["val"].reset()
 
     # ---- optimisation and checkpoints --------------------------------------------------------------
+    def configure_callbacks(self):
+        return [self.guard]
+
     def configure_optimizers(self):
         params = [p for p in self.policy.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params=params)

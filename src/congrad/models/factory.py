@@ -161,15 +161,17 @@ def merge_adapters(model: PreTrainedModel, adapter_paths: Sequence[str]) -> PreT
     return model
 
 
-def build_policy(model_cfg: DictConfig):
+def build_policy(model_cfg: DictConfig, tokenizer=None):
     """``(tokenizer, policy)`` from the ``model`` config group.
 
-    ``model_cfg.tokenizer`` and ``model_cfg.backbone`` are instantiated (the backbone receives the
-    tokenizer); the adapters of ``model_cfg.merge_adapters`` (optional) are merged into it, in order;
-    ``model_cfg.lora`` (null for full fine-tuning) wraps the result with an adapter. With merged adapters
-    and a fresh LoRA, the disabled adapter (the DPO reference) is the merged policy.
+    ``model_cfg.tokenizer`` (unless the ``tokenizer`` it makes is given) and ``model_cfg.backbone`` are
+    instantiated (the backbone receives the tokenizer); the adapters of ``model_cfg.merge_adapters``
+    (optional) are merged into it, in order; ``model_cfg.lora`` (null for full fine-tuning) wraps the result
+    with an adapter. With merged adapters and a fresh LoRA, the disabled adapter (the DPO reference) is the
+    merged policy.
     """
-    tokenizer = hydra.utils.instantiate(model_cfg.tokenizer)
+    if tokenizer is None:
+        tokenizer = hydra.utils.instantiate(model_cfg.tokenizer)
     model = hydra.utils.instantiate(model_cfg.backbone, tokenizer=tokenizer)
     model = merge_adapters(model, model_cfg.get("merge_adapters") or [])
     if model_cfg.get("gradient_checkpointing", False):

@@ -22,8 +22,9 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from congrad.data.formats import read_json_lines
 from congrad.data.prompts import load_prompts
-from congrad.errors import CongradError
+from congrad.errors import CongradError, Interrupted
 from congrad.evaluation.callback import evaluation_callbacks
 from congrad.evaluation.outputs import log_results
 from congrad.generation.sampling import Sampling, TextGenerator
@@ -94,7 +95,7 @@ def run_iteration(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str], pr
     generations_path = it_dir / "generations.jsonl"
     if generations_path.is_file():
         log.info("iteration %d: reusing %s", t, generations_path)
-        generations = [json.loads(line) for line in generations_path.read_text(encoding="utf-8").splitlines()]
+        generations = [value for _, value in read_json_lines(generations_path)]
     else:
         pl.seed_everything(cfg.seed + t)
         generator = TextGenerator(policy, tokenizer, batch_size=sr.batch_size,
@@ -118,8 +119,14 @@ def run_iteration(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str], pr
 
     shutil.rmtree(it_dir / "checkpoints", ignore_errors=True)  # a fit cut short restarts from π_t
     seen = OmegaConf.select(cfg, "data.languages") or sorted({p.language for p in prompts})
-    metrics = fit(icfg, tokenizer, policy, metrics=_pair_metrics(counts),
-                  callbacks=evaluation_callbacks(icfg, it_dir / "eval", seen))
+    try:
+        metrics = fit(icfg, tokenizer, policy, metrics=_pair_metrics(counts),
+                      callbacks=evaluation_callbacks(icfg, it_dir / "eval", seen))
+    except Interrupted as err:
+        raise Interrupted(err.signum, (
+            f"interrupted by {err.signal_name} in iteration {t}: rerun with hydra.run.dir={it_dir.parent} to "
+            "resume (finished iterations are skipped, this one's generations are reused and its training "
+            "starts again from its reference policy)")) from None
     write_json(it_dir / DONE, {
         "iteration": t,
         "reference": {"base": OmegaConf.to_container(cfg.model.backbone, resolve=True), "merged_adapters": adapters},

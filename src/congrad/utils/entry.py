@@ -1,8 +1,10 @@
-"""Shared behaviour of the command-line entry points."""
+"""Shared behaviour of the command-line entry points: one line, no stack trace, for what the user can act
+on, and an exit status that says what happened (README, "Exit codes and resuming")."""
 
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from typing import Callable, TypeVar
 
@@ -23,17 +25,21 @@ def user_error(err: BaseException) -> CongradError | None:
 
 
 def exit_on_user_error(fn: F) -> F:
-    """Report a :class:`CongradError` as one message and exit with status 2, without a stack trace."""
+    """Report a :class:`CongradError` as one message and exit with its ``exit_code`` (2 for a setting,
+    input or path to fix), without a stack trace; Ctrl-C outside training exits 130 the same way."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            print("error: interrupted (SIGINT)", file=sys.stderr)
+            sys.exit(128 + signal.SIGINT)
         except Exception as err:
             cause = user_error(err)
             if cause is None:
                 raise
             print(f"error: {cause}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(cause.exit_code)
 
     return wrapper  # type: ignore[return-value]

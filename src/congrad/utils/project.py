@@ -37,7 +37,7 @@ def compose_config(config_name: str = "train", overrides: Sequence[str] = (), ou
     with open_dict(cfg):
         if output_dir is not None:
             cfg.paths.output_dir = str(output_dir)
-            if "output_dir" in cfg and OmegaConf.is_missing(cfg, "output_dir"):
+            if "output_dir" in cfg.keys() and OmegaConf.is_missing(cfg, "output_dir"):  # `in` skips ??? keys
                 cfg.output_dir = str(output_dir)
         del cfg["hydra"]
     return cfg

@@ -1,0 +1,64 @@
+"""A diverging run stops with a clear message and exit status 3, writing nothing after the failure; skipping
+such steps is opt-in; weights that blow up without a NaN are warned about."""
+
+import logging
+
+import pytest
+
+from congrad.data.synthetic import make_preference_rows
+from congrad.errors import NonFiniteError
+from congrad.training import fit
+from congrad.utils.io import write_jsonl
+
+QUIET = ["~logger", "callbacks.congrad.progress=false", "+trainer.enable_progress_bar=false", "sketch.width=1024",
+         "trainer.max_epochs=1", "data.batch_size=2"]
+
+
+@pytest.fixture
+def pairs_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    write_jsonl(path, make_preference_rows(["en", "de", "hi"], pairs_per_language=4, seed=5))
+    return path
+
+
+def test_a_nan_loss_stops_the_run_and_leaves_the_last_good_checkpoint_and_adapter(compose_config, pairs_file, tmp_path):
+    """lr=1e20 (the ConGrad filter on, as by default): the first non-finite loss stops the fit; the
+    checkpoint and adapter already in the run directory are not overwritten."""
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "adapter").mkdir()
+    good = {run_dir / "checkpoints" / "last.ckpt": b"the last good checkpoint",
+            run_dir / "adapter" / "adapter_model.safetensors": b"the last good adapter"}
+    for path, content in good.items():
+        path.write_bytes(content)
+    cfg = compose_config("train", [f"data.path={pairs_file}", "dpo.optimizer.lr=1e20", *QUIET], output_dir=run_dir)
+    with pytest.raises(NonFiniteError) as raised:
+        fit(cfg)
+    message = str(raised.value)
+    assert raised.value.exit_code == 3
+    assert message.startswith("training diverged at step ") and "the loss is nan" in message
+    assert "on a batch of languages " in message
+    for setting in ("dpo.optimizer.lr", "trainer.gradient_clip_val", "trainer.precision", "dpo.on_nonfinite=skip"):
+        assert setting in message
+    assert {p: p.read_bytes() for p in good} == good
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
+
+
+def test_skipping_is_opt_in_counted_and_logged(compose_config, pairs_file, tmp_path, caplog):
+    cfg = compose_config("train", [f"data.path={pairs_file}", "dpo.optimizer.lr=1e20", "dpo.on_nonfinite=skip", *QUIET,
+                                   "callbacks.congrad=null", "trainer.reload_dataloaders_every_n_epochs=0"])
+    with caplog.at_level(logging.WARNING, logger="congrad"):
+        metrics = fit(cfg)
+    assert metrics["train/skipped_steps"] >= 1
+    assert any("(1 steps skipped so far; dpo.on_nonfinite=skip)" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file(), "the user asked to go on"
+
+
+def test_weights_that_blow_up_without_a_nan_are_warned_about(compose_config, pairs_file, caplog):
+    """lr=1e9 drives the LoRA weights to ~1e9 with a frozen loss and no NaN: a warning, not an error."""
+    cfg = compose_config("train", [f"data.path={pairs_file}", "dpo.optimizer.lr=1e9", *QUIET,
+                                   "callbacks.congrad=null", "trainer.reload_dataloaders_every_n_epochs=0"])
+    with caplog.at_level(logging.WARNING, logger="congrad"):
+        fit(cfg)
+    warnings = [r.getMessage() for r in caplog.records if "norm of the trainable weights" in r.getMessage()]
+    assert warnings and "training is probably diverging" in warnings[0] and "dpo.optimizer.lr" in warnings[0]

@@ -1,0 +1,64 @@
+"""The ConGrad pass as a whole: one vote per pair (``normalize``), and the seed of the random arm.
+
+The real-model study (README, "Results") found that once the policy has fit most pairs, the pairs it still
+gets wrong carry most of the gradient norm (a pair's DPO gradient is scaled by σ(−h)) and, summed raw,
+turn the consensus toward themselves. These tests guard the mechanism, not the study's numbers.
+"""
+
+import torch
+
+from congrad.filtering.method import ConGrad
+from congrad.filtering.sketching import PerPairSketcher
+from test_dpo_module import make_batch, make_module
+
+
+def majority_and_loud_minority(seed=0, w=64, per_language=8, flipped=2, loud=20.0):
+    """Per language: ``per_language`` unit-norm pairs around a shared direction u, and ``flipped`` pairs
+    around −u with ``loud`` times the norm. Returns (sketches, languages, flipped mask)."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(w, generator=g)
+    u /= u.norm()
+    rows, languages, is_flipped = [], [], []
+    for lang in ("en", "de", "hi"):
+        for i in range(per_language + flipped):
+            bad = i >= per_language
+            v = (-u if bad else u) + 0.3 * torch.randn(w, generator=g) / w**0.5
+            rows.append(v / v.norm() * (loud if bad else 1.0))
+            languages.append(lang)
+            is_flipped.append(bad)
+    return torch.stack(rows), languages, torch.tensor(is_flipped)
+
+
+def test_unit_norm_votes_keep_the_majority_where_raw_sums_follow_the_loud_minority():
+    sketches, languages, flipped = majority_and_loud_minority()
+    keep = dict(keep_ratio=0.8, per_language=False, min_per_language=0)
+    voted = ConGrad(normalize=True, **keep).step(sketches, languages)
+    assert not voted.kept[flipped].any() and voted.kept[~flipped].all()
+    summed = ConGrad(normalize=False, **keep).step(sketches, languages)
+    assert summed.kept[flipped].all()  # the failure the option exists for
+
+
+def test_kept_set_ignores_each_pairs_scale_on_real_sketches():
+    """Tiny model, a real batched sketch pass: rescaling any pair's gradient (what σ(−h) does as training
+    goes on) changes neither the scores nor the kept set when every pair has one vote."""
+    module = make_module(lora=True).eval()
+    n = 12
+    batch = make_batch(prompt_lens=tuple(range(2, 2 + n)), chosen_lens=(3, 5, 2, 4, 6, 1, 2, 3, 7, 2, 4, 5),
+                       rejected_lens=(2, 2, 5, 6, 1, 3, 4, 4, 2, 6, 3, 1), seed=11)
+    languages = ["en", "de", "hi"] * (n // 3)
+    sketches = PerPairSketcher(module, 1024, 7, method="hooks")(batch)
+    scale = torch.exp(3 * torch.randn(n, 1, generator=torch.Generator().manual_seed(0)))
+    settings = dict(keep_ratio=0.5, per_language=False, min_per_language=1)
+    plain = ConGrad(**settings).step(sketches, languages)
+    rescaled = ConGrad(**settings).step(sketches * scale, languages)
+    torch.testing.assert_close(rescaled.scores, plain.scores, atol=1e-5, rtol=0)
+    assert torch.equal(rescaled.kept, plain.kept)
+
+
+def test_random_arm_draws_per_seed_and_repeats_within_one():
+    sketches, languages, _ = majority_and_loud_minority()
+    kept = {seed: ConGrad(aggregator="random", seed=seed).step(sketches, languages).kept for seed in (0, 0, 1)}
+    again = ConGrad(aggregator="random", seed=0).step(sketches, languages).kept
+    assert torch.equal(kept[0], again)
+    assert not torch.equal(kept[0], kept[1])
+    assert int(kept[0].sum()) == int(kept[1].sum())
