@@ -9,6 +9,9 @@ first quarter of each row a shared prompt), timed in one run, interleaved, after
   hooks   PerPairSketcher(method="hooks"): one forward + backward; each pair's LoRA weight gradient is
           formed from the layer inputs and output-gradients (bmm) and count-sketched
   loop    PerPairSketcher(method="loop"): one forward + backward per pair (the oracle)
+  hooks[all]  (``--params lora all``, the default) the same pass sketching every parameter of the model:
+          full weight matrices in row blocks (sketch.chunk_mb), the embedding rows of the pair's tokens,
+          the norm scales — the paper's full-matrix gradients; its ratio to hooks (LoRA) is printed
 
 All three get the same precomputed reference log-probs; the reference forward is timed on its own line.
 Printed per shape: median seconds per batch (over ``--reps``), pairs/s, and the ratio to plain. The goal
@@ -93,7 +96,7 @@ def timed(fn, device: torch.device) -> float:
 
 def instrument(sketcher: PerPairSketcher, device: torch.device, totals: dict) -> None:
     """Accumulate the time spent in the sketcher's per-layer hook and in its projection into ``totals``."""
-    layer_fn, project_fn = sketcher._sketch_layer, sketcher.project
+    layer_fn, project_fn = sketcher._sketch_module, sketcher.project
 
     def sketch_layer(*args, **kwargs):
         sync(device)
@@ -112,7 +115,7 @@ def instrument(sketcher: PerPairSketcher, device: torch.device, totals: dict) ->
         totals["count_sketch calls"] += 1
         return out
 
-    sketcher._sketch_layer, sketcher.project = sketch_layer, project
+    sketcher._sketch_module, sketcher.project = sketch_layer, project
 
 
 def bench_shape(module, cfg, pairs: int, tokens: int, args, device: torch.device) -> None:
@@ -124,6 +127,10 @@ def bench_shape(module, cfg, pairs: int, tokens: int, args, device: torch.device
     chunk = int(cfg.sketch.chunk_mb * 2**20)
     sketchers = {m: PerPairSketcher(module, width, seed, params=cfg.sketch.params, method=m, chunk_bytes=chunk)
                  for m in ("hooks", "loop") if m in args.methods}
+    for params in args.params:
+        if params != cfg.sketch.params and "hooks" in args.methods:
+            sketchers[f"hooks[{params}]"] = PerPairSketcher(module, width, seed, params=params, method="hooks",
+                                                            chunk_bytes=chunk)
     ref = module.reference_logps(batch)
 
     def plain():
@@ -148,9 +155,9 @@ def bench_shape(module, cfg, pairs: int, tokens: int, args, device: torch.device
 
     med = {name: statistics.median(ts) for name, ts in times.items()}
     base = med.get("plain")
-    print(f"\nB={pairs} pairs x T={tokens} tokens ({2 * pairs} sequences), width {width}, "
-          f"{len(sketchers.get('hooks', sketchers.get('loop')).slots) if sketchers else 0} sketched tensors, "
-          f"median of {args.reps}")
+    sizes = ", ".join(f"{name}: {len(s.slots)} tensors, {s.dim:,} coordinates" for name, s in sketchers.items())
+    print(f"\nB={pairs} pairs x T={tokens} tokens ({2 * pairs} sequences), width {width}, median of {args.reps}; "
+          f"{sizes}")
     print(f"{'':<15}{'s/batch':>10}{'pairs/s':>10}{'x plain':>9}{'min s':>9}{'max s':>9}"
           + (f"{'peak GiB':>10}" if peak else ""))
     for name, t in med.items():
@@ -158,6 +165,9 @@ def bench_shape(module, cfg, pairs: int, tokens: int, args, device: torch.device
         print(f"{name:<15}{t:10.4f}{pairs / t:10.1f}{ratio}{min(times[name]):9.4f}{max(times[name]):9.4f}"
               + (f"{peak[name]:10.2f}" if peak else ""))
 
+    for name in med:
+        if name.startswith("hooks[") and "hooks" in med:
+            print(f"{name} / hooks ({cfg.sketch.params}): {med[name] / med['hooks']:.2f}")
     if "hooks" in sketchers and args.breakdown_reps:
         probe = PerPairSketcher(module, width, seed, params=cfg.sketch.params, method="hooks", chunk_bytes=chunk)
         totals = defaultdict(float)
@@ -183,6 +193,8 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=None,
                         help="BxT pairs x tokens (default: 16x128 on CPU, 8x512 16x256 on CUDA)")
     parser.add_argument("--methods", nargs="+", default=["plain", "hooks", "loop"])
+    parser.add_argument("--params", nargs="+", default=["lora", "all"],
+                        help="sketch.params values timed with hooks (besides the config's, which hooks/loop use)")
     parser.add_argument("--width", type=int, default=None, help="sketch width (default: conf/sketch)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--reps", type=int, default=7)

@@ -296,6 +296,36 @@ def test_reference_bounded_memory_pieces(monkeypatch):
     close(kernels.count_sketch_reference(x, 256, 4, offset=123), whole, 5000)
 
 
+def hashed_index_add(x2, width, seed, offset):
+    """The reference as it was before its hash cache: buckets and signs of every coordinate, then index_add_."""
+    buckets, signs = kernels.bucket_and_sign(torch.arange(offset, offset + x2.shape[1]), width, seed)
+    return torch.zeros(x2.shape[0], width).index_add_(1, buckets, x2.float() * signs)
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_reference_hash_cache_is_bitwise_neutral_and_bounded(monkeypatch, rows):
+    """Cached, uncached, or cached in part (the bound reached mid-row): the same bits as hashing every
+    coordinate and adding them with index_add_ in coordinate order; the cache never exceeds its bound and
+    keeps what it holds once full."""
+    gen = torch.Generator().manual_seed(rows)
+    x = (torch.randn(rows, 70_000, generator=gen) * torch.logspace(-4, 4, 70_000)).to(torch.bfloat16).float()
+    expected = hashed_index_add(x, 1024, 5, 4321)
+    monkeypatch.setattr(reference, "CACHED_PIECE_ELEMENTS", 1 << 14)
+    try:
+        for limit in (0, 12 * 20_000, 1 << 30):  # off, room for some pieces, room for all
+            reference.set_hash_cache_bytes(limit)
+            for _ in range(2):  # filling the cache, then reading it
+                got = kernels.count_sketch_reference(x if rows > 1 else x[0], 1024, 5, offset=4321)
+                assert torch.equal(got.view(rows, -1), expected)
+                assert reference.hash_cache_bytes() <= limit
+            held = dict(reference._cache)
+            kernels.count_sketch_reference(x[:, :5000], 1024, 5, offset=9_000_000)  # other coordinates
+            assert all(reference._cache[k] is v for k, v in held.items()), "nothing evicted"
+            assert reference.hash_cache_bytes() > 0 if limit > 12 * 20_000 else True
+    finally:
+        reference.set_hash_cache_bytes(reference.HASH_CACHE_BYTES_DEFAULT)
+
+
 IMPLS = [kernels.count_sketch, kernels.count_sketch_reference, kernels.count_sketch_triton]
 
 

@@ -92,12 +92,15 @@ def test_prunes_every_epoch_serves_the_kept_set_and_resumes_with_the_same_state(
         assert (tmp_path / "interrupted" / "filter" / name).is_file()
 
 
-def test_ddp_ranks_share_the_scoring_and_keep_what_one_process_keeps(compose_config, tmp_path, pairs_file):
-    """Two CPU processes (gloo) each sketch every other candidate and all-gather: the scores and the kept
-    set of the first pass equal a single process's. The per-step metrics cover both ranks' batches: the
-    token count of the epoch is that of all kept pairs (one pair more at most, which the distributed
-    sampler may repeat to give both ranks as many), not one rank's half."""
-    import csv
+@pytest.fixture(scope="module")
+def shared_pairs(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
+    write_jsonl(path, make_preference_rows(LANGUAGES, pairs_per_language=10, seed=3))
+    return path
+
+
+def train_subprocess(run_dir, pairs, *extra):
+    """``python train.py`` (one epoch unless overridden) in a subprocess; the scores of its latest pass."""
     import json
     import os
     import subprocess
@@ -105,28 +108,92 @@ def test_ddp_ranks_share_the_scoring_and_keep_what_one_process_keeps(compose_con
 
     from conftest import ROOT
 
-    def run(run_dir, *extra):
-        args = [sys.executable, str(ROOT / "train.py"), f"data.path={pairs_file}", "trainer.max_epochs=1",
-                "sketch.width=1024", "logger=csv", "trainer.log_every_n_steps=1", "~eval",
-                "callbacks.congrad.progress=false",
-                f"hydra.run.dir={run_dir}", *extra]
-        result = subprocess.run(args, capture_output=True, text=True, timeout=300, env=os.environ.copy())
-        assert result.returncode == 0, result.stderr[-3000:]
-        scores = [json.loads(line) for line in (run_dir / "filter" / "scores.jsonl").read_text().splitlines()]
-        with open(run_dir / "metrics.csv") as f:
-            num_tokens = [float(r["train/num_tokens"]) for r in csv.DictReader(f) if r.get("train/num_tokens")]
-        return scores, num_tokens[-1]
+    args = [sys.executable, str(ROOT / "train.py"), f"data.path={pairs}", "trainer.max_epochs=1",
+            "sketch.width=1024", "logger=csv", "trainer.log_every_n_steps=1", "~eval", "callbacks.congrad.progress=false",
+            f"hydra.run.dir={run_dir}", *extra]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=600, env=os.environ.copy())
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [json.loads(line) for line in (run_dir / "filter" / "scores.jsonl").read_text().splitlines()]
 
-    single, single_tokens = run(tmp_path / "single")
-    ddp, ddp_tokens = run(tmp_path / "ddp", "trainer.devices=2", "trainer.strategy=ddp")
+
+@pytest.fixture(scope="module")
+def single_process(tmp_path_factory, shared_pairs):
+    """(run dir, scores of the first pass) of a one-process run: what every multi-process strategy must
+    reproduce."""
+    run_dir = tmp_path_factory.mktemp("single")
+    return run_dir, train_subprocess(run_dir, shared_pairs)
+
+
+def last_num_tokens(run_dir) -> float:
+    import csv
+
+    with open(run_dir / "metrics.csv") as f:
+        return [float(r["train/num_tokens"]) for r in csv.DictReader(f) if r.get("train/num_tokens")][-1]
+
+
+def test_ddp_ranks_share_the_scoring_and_keep_what_one_process_keeps(tmp_path, shared_pairs, single_process,
+                                                                     compose_config):
+    """Two CPU processes (gloo) each sketch every other candidate and all-gather: the scores and the kept
+    set of the first pass equal a single process's. The per-step metrics cover both ranks' batches: the
+    token count of the epoch is that of all kept pairs (one pair more at most, which the distributed
+    sampler may repeat to give both ranks as many), not one rank's half."""
+    single_dir, single = single_process
+    ddp = train_subprocess(tmp_path / "ddp", shared_pairs, "trainer.devices=2", "trainer.strategy=ddp")
     assert [s["kept"] for s in ddp] == [s["kept"] for s in single]
     assert [s["score"] for s in ddp] == pytest.approx([s["score"] for s in single], abs=1e-5)
 
-    cfg = compose_config("train", [f"data.path={pairs_file}"])
+    cfg = compose_config("train", [f"data.path={shared_pairs}"])
     datamodule = hydra.utils.instantiate(cfg.data, tokenizer=hydra.utils.instantiate(cfg.model.tokenizer))
     datamodule.setup()
     tokens = {row.id: 2 * len(f["prompt_ids"]) + len(f["chosen_ids"]) + len(f["rejected_ids"])
               for row, f in zip(datamodule.train_rows, datamodule._train_features)}
     kept_tokens = sum(tokens[s["id"]] for s in single if s["kept"])
-    assert single_tokens == kept_tokens
-    assert kept_tokens <= ddp_tokens <= kept_tokens + max(tokens.values())
+    assert last_num_tokens(single_dir) == kept_tokens
+    assert kept_tokens <= last_num_tokens(tmp_path / "ddp") <= kept_tokens + max(tokens.values())
+
+
+def test_fsdp_scores_like_one_process_and_its_checkpoint_resumes_on_one_process(tmp_path, shared_pairs,
+                                                                               single_process, compose_config):
+    """trainer=fsdp on two CPU processes (gloo; FSDP2 shards weights, adapters and optimizer state): the
+    first pass keeps what one process keeps. Its checkpoint is the full state, optimizer state keyed as one
+    process keys it, and a one-process run resumes from it (2 -> 1 processes): the pass it runs first scores
+    with exactly the checkpoint's weights and filter state."""
+    import torch
+
+    from congrad.filtering.method import ConGrad
+    from congrad.filtering.sketch_pass import sketch_candidates
+    from congrad.filtering.sketching import PerPairSketcher
+
+    fsdp = train_subprocess(tmp_path / "fsdp", shared_pairs, "trainer=fsdp", "trainer.accelerator=cpu",
+                            "trainer.precision=32-true", "trainer.devices=2")
+    _, single = single_process
+    assert [s["kept"] for s in fsdp] == [s["kept"] for s in single]
+    assert [s["score"] for s in fsdp] == pytest.approx([s["score"] for s in single], abs=1e-5)
+
+    ckpt = tmp_path / "fsdp" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    cfg = compose_config("train", [f"data.path={shared_pairs}", "sketch.width=1024"], output_dir=tmp_path / "x")
+    pieces = build_pieces(cfg)
+    module = pieces.module
+    trainable = [(f"policy.{n}", p) for n, p in module.policy.named_parameters() if p.requires_grad]
+    assert sorted(checkpoint["state_dict"]) == sorted(n for n, _ in trainable)
+    moments = checkpoint["optimizer_states"][0]["state"]
+    assert sorted(moments) == list(range(len(trainable)))
+    for i, (name, param) in enumerate(trainable):  # position i: the optimizer's i-th parameter, in full
+        assert moments[i]["exp_avg"].shape == param.shape == checkpoint["state_dict"][name].shape, name
+
+    import json
+
+    overrides = [f"data.path={shared_pairs}", "sketch.width=1024", "callbacks.congrad.progress=false"]
+    fit(compose_config("train", overrides, output_dir=tmp_path / "resumed"), max_epochs=2, ckpt_path=ckpt)
+    resumed = [json.loads(line) for line in (tmp_path / "resumed" / "filter" / "scores.jsonl").read_text().splitlines()]
+    module.load_state_dict(checkpoint["state_dict"], strict=False)
+    rows = pieces.datamodule.train_rows
+    sketcher = PerPairSketcher.from_config(module, cfg.sketch)
+    sketches = sketch_candidates(sketcher, pieces.datamodule.candidate_dataloader(cfg.sketch.batch_size), "cpu",
+                                 progress=False)
+    congrad = ConGrad(**cfg.filter)
+    congrad.load_state_dict(checkpoint["callbacks"]["ConGradCallback"]["filter"])  # passes seed the surgery order
+    expected = congrad.step(sketches, [r.language for r in rows])
+    assert [s["kept"] for s in resumed] == expected.kept.tolist()
+    assert [s["score"] for s in resumed] == pytest.approx(expected.scores.tolist(), abs=1e-5)

@@ -4,8 +4,10 @@ import pytest
 import torch
 
 from congrad import kernels
+from congrad.filtering.sketch_pass import train_mode_without_dropout
 from congrad.filtering.sketching import PerPairSketcher, gaussian_sketch, select_parameters
-from test_dpo_module import make_batch, make_module
+from congrad.models.factory import apply_lora
+from test_dpo_module import EOS, PAD, VOCAB, make_batch, make_module, tiny_llama
 
 WIDTH, SEED = 1024, 7
 
@@ -83,12 +85,114 @@ def test_sketching_leaves_grads_and_trainability_untouched(module, batch):
     assert all(p.grad is None for p in module.policy.parameters())
 
 
-def test_auto_falls_back_to_loop_and_hooks_refuses_non_linear_parameters(module):
+def test_auto_falls_back_to_loop_for_parameters_hooks_cannot_replay():
+    module = make_module(lora=True)
+    layer = module.policy.get_base_model().model.layers[0]  # not a leaf: hooks cannot replay its own parameters
+    layer.register_parameter("extra", torch.nn.Parameter(torch.zeros(3)))
     assert PerPairSketcher(module, WIDTH, SEED, params="all").method == "loop"
-    with pytest.raises(ValueError, match="nn.Linear"):
+    with pytest.raises(ValueError, match="leaf modules"):
         PerPairSketcher(module, WIDTH, SEED, params="all", method="hooks")
+    assert PerPairSketcher(module, WIDTH, SEED, params="lora").method == "hooks"
     with pytest.raises(ValueError, match="selects no parameter"):
         PerPairSketcher(module, WIDTH, SEED, params="no_such_layer")
+
+
+def tied_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=PAD, eos_token_id=EOS,
+                         tie_word_embeddings=True, attn_implementation="eager")
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        return LlamaForCausalLM(config)
+
+
+def tiny_gemma2():
+    """Gemma-2's peculiarities: scaled word embeddings tied to the LM head, (1 + w) norm scales, four norms
+    per layer, soft-capped logits, sliding-window attention."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    config = Gemma2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=4,
+                          pad_token_id=PAD, eos_token_id=EOS, bos_token_id=None, attn_implementation="eager")
+    with torch.random.fork_rng():
+        torch.manual_seed(2)
+        return Gemma2ForCausalLM(config)
+
+
+def perturbed(policy, lora=False):
+    """A DPO module around ``policy`` (optionally with a LoRA adapter), moved off its reference point."""
+    from congrad.models import DPOModule
+
+    if lora:
+        policy = apply_lora(policy, r=4, alpha=8, target_modules=["q_proj", "down_proj"])
+    module = DPOModule(policy, optimizer=torch.optim.AdamW)
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(3)
+        for p in module.policy.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return module.eval()
+
+
+@pytest.mark.parametrize("model", ["llama+lora", "llama tied", "gemma2"])
+def test_hooks_equal_loop_for_full_matrices_embeddings_and_norms(batch, model):
+    """sketch.params=all by hooks: Linear weights (row blocks), embeddings (the rows of the pair's tokens,
+    scaled for Gemma, tied to the LM head), norm scales (replayed); equal to the per-pair oracle, with or
+    without a memory budget that forces one pair and a few rows per block."""
+    policy = {"llama+lora": lambda: tiny_llama(), "llama tied": tied_llama, "gemma2": tiny_gemma2}[model]()
+    module = perturbed(policy, lora=model.endswith("lora"))
+    sketcher = PerPairSketcher(module, WIDTH, SEED, params="all")
+    assert sketcher.method == "hooks"
+    assert {o.kind for o in sketcher.owners} == {"linear", "embedding", "replay"}
+    exact = PerPairSketcher(module, WIDTH, SEED, params="all", method="loop").exact_gradients(batch)
+    oracle = kernels.count_sketch(exact, WIDTH, SEED)
+    torch.testing.assert_close(PerPairSketcher(module, WIDTH, SEED, params="all", method="loop")(batch), oracle,
+                               atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(sketcher(batch), oracle, atol=1e-6, rtol=1e-5)
+    rows = PerPairSketcher(module, WIDTH, SEED, params="all", method="hooks", chunk_bytes=4 * 32 * 100)
+    torch.testing.assert_close(rows(batch), oracle, atol=1e-6, rtol=1e-5)
+
+
+def test_hooks_hold_layer_inputs_no_longer_than_checkpointed_autograd(batch):
+    """Under gradient checkpointing the captured layer inputs are the recomputed ones: none of the forward's
+    is alive once the forward is done, and in the backward at most one layer's at a time. Without
+    checkpointing autograd holds them all anyway (the check tells the two apart)."""
+    from torch.multiprocessing.reductions import StorageWeakRef
+
+    alive = {}
+    for checkpointing in (False, True):
+        policy = apply_lora(tiny_llama(), r=4, alpha=8, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"])
+        if checkpointing:
+            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        module = perturbed(policy)
+        sketcher = PerPairSketcher(module, WIDTH, SEED, method="hooks")
+        layers = [o.module for o in sketcher.owners]
+        per_layer = len(layers) // len(policy.get_base_model().model.layers)
+        seen, counts = [], {"after forward": None, "in backward": 0}
+
+        def record(mod, args, output):
+            if torch.is_grad_enabled():
+                seen.append(StorageWeakRef(args[0].untyped_storage()))
+                if counts["after forward"] is not None:  # a recompute, inside the backward
+                    counts["in backward"] = max(counts["in backward"], sum(not r.expired() for r in seen))
+
+        def at_lm_head(mod, args, output):
+            if torch.is_grad_enabled():
+                counts["after forward"] = sum(not r.expired() for r in seen)
+
+        handles = [m.register_forward_hook(record) for m in layers]
+        handles.append(policy.get_base_model().lm_head.register_forward_hook(at_lm_head))
+        with train_mode_without_dropout(policy):
+            sketches = sketcher(batch)
+        for h in handles:
+            h.remove()
+        loop = PerPairSketcher(module, WIDTH, SEED, method="loop")(batch)
+        torch.testing.assert_close(sketches, loop, atol=1e-6, rtol=1e-5)
+        alive[checkpointing] = counts
+    assert alive[False]["after forward"] == 2 * per_layer and alive[False]["in backward"] == 0
+    assert alive[True]["after forward"] == 0
+    assert 0 < alive[True]["in backward"] <= per_layer
 
 
 def spearman(a, b):

@@ -9,8 +9,10 @@ hash of the rows it indexes — and a resumed run continues from it without resc
 its last epoch has no kept set for the next one; resumed with more epochs, it scores once at the start. A
 run resumed on other rows, which ``resume_rescore=true`` allows, scores them afresh.)
 
-Under DDP (or any multi-process strategy) each rank sketches every world_size-th candidate and the
-sketches are all-gathered, so the pass costs 1/world_size per rank and every rank keeps the same pairs.
+Under DDP, FSDP (``trainer=fsdp``) or any multi-process strategy each rank sketches every world_size-th
+candidate and the sketches are all-gathered, so the pass costs 1/world_size per rank and every rank keeps
+the same pairs. Every rank runs the same number of scoring batches (shares are padded to equal length),
+as a sharded model's collective forward and backward require.
 """
 
 from __future__ import annotations
@@ -79,10 +81,11 @@ class ConGradCallback(pl.Callback):
         rows = datamodule.train_rows
         # each rank sketches every world_size-th candidate; the sketches are all-gathered, so every rank
         # folds the same [N, w] into the same filter state and keeps the same pairs
-        share = range(trainer.global_rank, len(rows), trainer.world_size)
-        loader = datamodule.candidate_dataloader(self.sketch.get("batch_size"), indices=share)
+        share = list(range(trainer.global_rank, len(rows), trainer.world_size))
+        loader = datamodule.candidate_dataloader(self.sketch.get("batch_size"),
+                                                 indices=_padded(share, len(rows), trainer.world_size))
         sketches = sketch_candidates(sketcher, loader, pl_module.device,
-                                     progress=self.progress and trainer.is_global_zero)
+                                     progress=self.progress and trainer.is_global_zero)[: len(share)]
         if trainer.world_size > 1:
             sketches = _gather_strided(trainer, sketches, len(rows))
         result = self.congrad.step(sketches, [row.language for row in rows])
@@ -125,6 +128,15 @@ def _upcoming_epoch(trainer: pl.Trainer) -> int:
     ``on_train_epoch_end`` (where checkpoints are written) and "completed" only after, so in that hook
     ``current_epoch`` still names the epoch that ended; the processed count names the one to come."""
     return trainer.fit_loop.epoch_progress.current.processed
+
+
+def _padded(share: list[int], n: int, world: int) -> list[int]:
+    """``share`` repeated at its end up to ceil(n / world) candidates: every rank then runs the same number of
+    scoring batches, which a sharded model (FSDP: collective forward and backward) needs. The sketches of
+    the repeats are dropped."""
+    if world == 1:
+        return share
+    return share + [share[-1] if share else 0] * (-(-n // world) - len(share))
 
 
 def _gather_strided(trainer: pl.Trainer, local: torch.Tensor, n: int) -> torch.Tensor:

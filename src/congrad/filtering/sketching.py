@@ -9,18 +9,29 @@ its offset and the pieces add up to the sketch of the whole gradient.
 Two methods give the same sketches:
 
 ``loop``     one forward + backward per pair; the oracle.
-``hooks``    one forward + backward for the whole batch. For every ``nn.Linear`` that owns a selected
-             weight, a forward hook keeps the layer input x and a hook on its output receives δ = ∂L/∂y.
-             Rows of different pairs never mix in a transformer, so pair i's weight gradient is
-             Σ_t δ_{i,t} x_{i,t}ᵀ over the tokens of its chosen and rejected rows. That is formed for a
-             chunk of pairs at a time (``chunk_bytes`` bounds it), sketched, and dropped: memory grows with
-             one layer × one chunk, never with batch × parameter count. Selected parameters outside a
-             Linear (norm scales, embeddings) need ``loop``; ``auto`` picks ``hooks`` when it can.
+``hooks``    one forward + backward for the whole batch. Every module that owns a selected parameter
+             (``nn.Linear``, ``nn.Embedding``, or any other leaf module such as a norm) gets a forward hook
+             that puts a capture node (:mod:`congrad.filtering.capture`) behind its output; in the backward
+             the node receives δ = ∂L/∂output together with the module's input, and
+             :mod:`congrad.filtering.layer_sketch` turns them into each pair's sketched gradient of that
+             module's parameters — for a Linear weight Σ_t δ_t x_tᵀ over the pair's tokens, formed a block of
+             rows and a chunk of pairs at a time (``chunk_bytes`` bounds it), sketched at its offset, dropped.
+             Memory grows with one block, never with batch × parameter count, and no per-pair gradient of a
+             whole layer is formed when it does not fit the budget, so ``params=all`` works at 8B shapes.
+             ``auto`` picks ``hooks`` when every selected parameter is owned by such modules only.
 
-The hooks keep a layer's input until its gradient arrives. Without gradient checkpointing autograd holds
-those same tensors anyway, so the pass costs no extra activation memory; with checkpointing they stay alive
-through the pass although autograd itself would recompute them (at Llama-3-8B, 16 × 512 tokens, bf16:
-about 14 GB for all LoRA layer inputs) — the result is the same, the memory saving is partly lost.
+What is exact. Both methods compute every pair's gradient of the selected parameters exactly (float32
+accumulation, in a different order) and apply the *same* sketch to it: ``hooks`` equals ``loop`` to float
+rounding, for LoRA, for full weight matrices, embeddings and norms alike (tests/test_sketching.py). The only
+approximation of the method is the sketch itself (unbiased inner products, variance in
+:mod:`congrad.kernels.hashing`).
+
+Memory. The capture node saves the module's input through autograd's saved-tensor mechanism, so under
+gradient checkpointing the inputs are recomputed with the checkpointed region in the backward instead of
+being held through the pass: the pass holds the activations of a checkpointed training step plus one
+block of per-pair gradients and the ``[B, w]`` sketches (bench/memory.py measures it). The backward runs
+with respect to a scalar anchor only: autograd forms no parameter gradient at all, which also makes the
+pass work unchanged when parameters are sharded (FSDP): it reads activations, never parameters.
 """
 
 from __future__ import annotations
@@ -29,12 +40,15 @@ import math
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Iterator
 
 import torch
 from torch import Tensor, nn
 
 from congrad.errors import ConfigError
+from congrad.filtering.capture import capture, new_anchor
+from congrad.filtering.layer_sketch import LayerSketcher
 from congrad.kernels import count_sketch
 
 METHODS = ("auto", "hooks", "loop")
@@ -85,6 +99,17 @@ class _Slot:
     offset: int
 
 
+@dataclass
+class _Owner:
+    """A module that owns selected parameters directly: how its gradients are sketched (``linear``,
+    ``embedding`` or ``replay``), and its selected parameters by attribute name -> offset. Names, not
+    parameter objects: a sharding wrapper may swap the objects for unsharded ones during the forward."""
+
+    module: nn.Module
+    kind: str
+    slots: dict[str, int]
+
+
 class PerPairSketcher:
     """Sketches ``[B, w]`` of the per-pair gradients of ``module.pair_losses`` for a batch.
 
@@ -99,20 +124,22 @@ class PerPairSketcher:
             raise ConfigError(f"sketch.kind must be one of {', '.join(SKETCHES)}, got {sketch!r}")
         self.module, self.width, self.seed = module, width, seed
         self.chunk_bytes = chunk_bytes
+        self.kind = sketch
         self.project = count_sketch if sketch == "count" else gaussian_sketch
         self.slots, offset = [], 0
         for name, param in select_parameters(module.policy, params):
             self.slots.append(_Slot(name, param, offset))
-            offset += param.numel()
-        self.layers = self._owning_linear_layers()
-        covered = {id(slot.param) for slots in self.layers.values() for slot in slots}
-        uncovered = [s.name for s in self.slots if id(s.param) not in covered]
+            offset += param.numel()  # the full size, also for a sharded (DTensor) parameter
+        self.dim = offset
+        self.owners, uncovered = self._owners()
         if method == "hooks" and uncovered:
             raise ConfigError(
-                f"sketch.method=hooks covers parameters of nn.Linear layers only; {len(uncovered)} selected "
-                f"parameters are not (e.g. {uncovered[0]}): use sketch.method=loop or narrow sketch.params"
+                f"sketch.method=hooks covers parameters of nn.Linear, nn.Embedding and other leaf modules only; "
+                f"{len(uncovered)} selected parameters are not (e.g. {uncovered[0]}): use sketch.method=loop or "
+                f"narrow sketch.params"
             )
         self.method = ("loop" if uncovered else "hooks") if method == "auto" else method
+        self._replaying = False
 
     @classmethod
     def from_config(cls, module, sketch) -> "PerPairSketcher":
@@ -120,23 +147,29 @@ class PerPairSketcher:
         return cls(module, width=sketch["width"], seed=sketch["seed"], params=sketch["params"],
                    method=sketch["method"], sketch=sketch["kind"], chunk_bytes=int(sketch["chunk_mb"] * 2**20))
 
-    def _owning_linear_layers(self) -> dict[nn.Linear, list[_Slot]]:
-        """Each ``nn.Linear`` that owns a selected weight or bias -> those parameters' slots."""
+    def _owners(self) -> tuple[list[_Owner], list[str]]:
+        """The modules that own selected parameters, and the names of selected parameters the hooks method
+        cannot sketch (owned, possibly besides a supported module, by a module it cannot replay)."""
         slot_of = {id(s.param): s for s in self.slots}
-        layers: dict[nn.Linear, list[_Slot]] = {}
-        for layer in self.module.policy.modules():
-            if isinstance(layer, nn.Linear):
-                for p in (layer.weight, layer.bias):
-                    if p is not None and id(p) in slot_of:
-                        layers.setdefault(layer, []).append(slot_of[id(p)])
-        return layers
+        owners, unsupported = [], set()
+        for module in self.module.policy.modules():
+            owned = {attr: slot_of[id(p)] for attr, p in module._parameters.items()
+                     if p is not None and id(p) in slot_of}
+            if not owned:
+                continue
+            kind = _kind(module)
+            if kind is None:
+                unsupported |= {s.name for s in owned.values()}
+            else:
+                owners.append(_Owner(module, kind, {attr: s.offset for attr, s in owned.items()}))
+        return owners, [s.name for s in self.slots if s.name in unsupported]
 
     def __call__(self, batch: dict, ref_logps: Tensor | None = None) -> Tensor:
         """Sketches ``[B, w]`` (float32) for a concatenated batch; the model's ``.grad`` are left untouched."""
-        with self._only_selected_trainable():
-            if self.method == "loop":
+        if self.method == "loop":
+            with self._only_selected_trainable():
                 return self._loop(batch, ref_logps)
-            return self._hooks(batch, ref_logps)
+        return self._hooks(batch, ref_logps)
 
     def exact_gradients(self, batch: dict, ref_logps: Tensor | None = None) -> Tensor:
         """The unsketched per-pair gradients ``[B, d]`` (float32; the selected parameters end to end, at their
@@ -169,48 +202,60 @@ class PerPairSketcher:
                     self.project(grad.reshape(1, -1), self.width, self.seed, offset=slot.offset, out=out[i : i + 1])
         return out
 
-    # ---- batched: layer inputs and output-gradients ---------------------------------------------------
+    # ---- batched: module inputs and output-gradients, captured where autograd has them -----------------
     def _hooks(self, batch: dict, ref_logps: Tensor | None) -> Tensor:
         b = len(batch["index"])
-        out = torch.zeros(b, self.width, device=batch["input_ids"].device)
-        handles = []
-
-        def forward_hook(layer, inputs, output):
-            if not output.requires_grad:
-                return
-            x = inputs[0].detach()
-            output.register_hook(lambda grad: self._sketch_layer(self.layers[layer], layer, x, grad, out))
-
-        for layer in self.layers:
-            handles.append(layer.register_forward_hook(forward_hook))
+        device = batch["input_ids"].device
+        out = torch.zeros(b, self.width, device=device)
+        if ref_logps is None:
+            ref_logps = self.module.reference_logps(batch)
+        anchor = new_anchor(device)
+        layers = LayerSketcher(self.project, self.kind, self.width, self.seed, self.chunk_bytes)
+        handles = [owner.module.register_forward_hook(partial(self._forward_hook, owner, layers, anchor, out),
+                                                      with_kwargs=True)
+                   for owner in self.owners]
         try:
-            loss = self.module.pair_losses(batch, ref_logps=ref_logps)["loss"].sum()
-            params = [s.param for s in self.slots]
-            torch.autograd.grad(loss, params, allow_unused=True)  # fires the output hooks; grads discarded
+            with torch.enable_grad():
+                loss = self.module.pair_losses(batch, ref_logps=ref_logps)["loss"].sum()
+                if loss.requires_grad:  # fires the capture nodes; no parameter gradient is formed
+                    torch.autograd.grad(loss, [anchor], allow_unused=True)
         finally:
             for h in handles:
                 h.remove()
         return out
 
-    def _sketch_layer(self, slots: list[_Slot], layer: nn.Linear, x: Tensor, delta: Tensor, out: Tensor) -> None:
-        """Sketch pair i's gradient of each selected parameter of ``layer`` from its input ``x`` and
-        output-gradient ``delta`` (``[2B, T, d]``, rows ``i`` and ``B + i`` belong to pair i), a chunk of
-        pairs at a time, upcast to float32 chunk by chunk."""
-        b = out.shape[0]
+    def _forward_hook(self, owner: _Owner, layers: LayerSketcher, anchor: Tensor, out: Tensor,
+                      module: nn.Module, args: tuple, kwargs: dict, output):
+        # Runs in the forward and again in a checkpointed region's recompute (whose nodes only supply
+        # recomputed tensors to the forward's nodes); not under no_grad (the reference) or in a replay.
+        if self._replaying or not torch.is_grad_enabled():
+            return None
+        if owner.kind == "replay" and (len(args) != 1 or kwargs or not isinstance(output, Tensor)):
+            raise ConfigError(f"sketch.method=hooks replays {type(module).__name__} on one tensor input, but it "
+                              f"was called with {len(args)} positional and {len(kwargs)} keyword arguments: use "
+                              f"sketch.method=loop or narrow sketch.params")
+        sink = partial(self._sketch_module, owner, layers, out)
+        return capture(output, anchor, sink, args[0])
+
+    def _sketch_module(self, owner: _Owner, layers: LayerSketcher, out: Tensor, delta: Tensor, x: Tensor) -> None:
+        """Pair i's sketched gradient of ``owner``'s selected parameters from its input ``x`` (token ids for
+        an embedding) and output-gradient ``delta`` (rows ``i`` and ``B + i`` belong to pair i)."""
         delta = delta.detach()
-        for slot in slots:
-            is_weight = slot.param is layer.weight
-            per_pair = slot.param.numel() * 4 + 2 * x[0].numel() * 4 + 2 * delta[0].numel() * 4
-            chunk = max(1, self.chunk_bytes // per_pair)
-            for start in range(0, b, chunk):
-                stop = min(b, start + chunk)
-                grad = None
-                for rows in (slice(start, stop), slice(b + start, b + stop)):  # chosen, rejected
-                    d = delta[rows].float()
-                    part = torch.bmm(d.transpose(1, 2), x[rows].float()) if is_weight else d.sum(1)
-                    grad = part if grad is None else grad.add_(part)
-                self.project(grad.reshape(stop - start, -1), self.width, self.seed,
-                             offset=slot.offset, out=out[start:stop])
+        if owner.kind == "linear":
+            if "weight" in owner.slots:
+                layers.linear_weight(x, delta, owner.slots["weight"], out)
+            if "bias" in owner.slots:
+                layers.linear_bias(delta, owner.slots["bias"], out)
+        elif owner.kind == "embedding":
+            module = owner.module
+            scale = float(module.embed_scale.to(module.weight.dtype)) if _is_scaled_embedding(module) else 1.0
+            layers.embedding(module, x, delta, owner.slots["weight"], out, scale=scale)
+        else:
+            self._replaying = True
+            try:
+                layers.replay(owner.module, owner.slots, x, delta, out)
+            finally:
+                self._replaying = False
 
     @contextmanager
     def _only_selected_trainable(self) -> Iterator[None]:
@@ -225,6 +270,30 @@ class PerPairSketcher:
         finally:
             for p in model.parameters():
                 p.requires_grad_(before[id(p)])
+
+
+def _kind(module: nn.Module) -> str | None:
+    """How the hooks method sketches the gradients of a module's own parameters, or None if it cannot.
+
+    ``linear`` and ``embedding`` only for modules that compute exactly what ``nn.Linear`` / ``nn.Embedding``
+    compute: their own forward, or, for an embedding, its output times a scalar ``embed_scale`` (Gemma's
+    scaled word embeddings). Any other leaf module, subclasses with a forward of their own included, is
+    replayed. A module with children that owns parameters directly cannot be sketched by hooks.
+    """
+    forward = type(module).forward
+    if isinstance(module, nn.Linear) and forward is nn.Linear.forward:
+        return "linear"
+    if isinstance(module, nn.Embedding) and (forward is nn.Embedding.forward or _is_scaled_embedding(module)):
+        # max_norm renormalises rows in place, scale_grad_by_freq counts tokens over the whole batch
+        plain = module.max_norm is None and not module.scale_grad_by_freq and not module.sparse
+        return "embedding" if plain else None
+    return "replay" if next(module.children(), None) is None else None
+
+
+def _is_scaled_embedding(module: nn.Module) -> bool:
+    """transformers' ``*ScaledWordEmbedding`` (Gemma 1-3): ``nn.Embedding.forward(ids) * embed_scale``."""
+    return type(module).__name__.endswith("ScaledWordEmbedding") and isinstance(
+        getattr(module, "embed_scale", None), Tensor) and module.embed_scale.numel() == 1
 
 
 def _pair(batch: dict, i: int) -> dict:

@@ -5,7 +5,7 @@ with ``PeftModel.from_pretrained(base, path)``, and ``base.json``: what ``base``
 and backbone configs and the trained adapters merged into the backbone before this adapter was trained
 (``model.merge_adapters``, then ``model.lora.adapter_path``), in order. :func:`load_trained_policy` rebuilds
 the trained policy from the directory alone. With full fine-tuning, the whole model is saved. The tokenizer
-is saved beside it. The directory appears atomically.
+is saved beside it. The directory appears atomically. A sharded policy (``trainer=fsdp``) is gathered first.
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ class SavePretrained(pl.Callback):
         self.model = model
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        full = _gathered_state_dict(pl_module.policy)  # collective: every rank takes part
         if not trainer.is_global_zero:
             return
         with atomic_path(self.dirpath, is_dir=True) as tmp:
-            pl_module.policy.save_pretrained(tmp)
+            pl_module.policy.save_pretrained(tmp, **({"state_dict": full} if full is not None else {}))
             tokenizer = getattr(trainer.datamodule, "tokenizer", None)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
@@ -61,3 +62,15 @@ def load_trained_policy(adapter_dir: str | Path):
     tokenizer = hydra.utils.instantiate(record["tokenizer"])
     base = hydra.utils.instantiate(record["backbone"], tokenizer=tokenizer)
     return tokenizer, PeftModel.from_pretrained(merge_adapters(base, record["merged_adapters"]), adapter_dir)
+
+
+def _gathered_state_dict(model) -> dict | None:
+    """The full state dict of a model whose parameters are sharded (FSDP2 DTensors), gathered to the CPU on
+    every rank; None for an unsharded model (save_pretrained reads it directly)."""
+    from torch.distributed.tensor import DTensor
+
+    if not any(isinstance(p, DTensor) for p in model.parameters()):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

@@ -1,0 +1,43 @@
+"""python -m congrad.plan: the shipped architecture numbers give the real models' exact sizes without any
+download, and the estimate answers the questions it is for (does it fit; what checkpointing, more devices
+and a smaller scoring batch change). Its accuracy is measured by bench/memory.py --plan."""
+
+import json
+
+import pytest
+
+from congrad.plan import estimate, main, settings_from_config
+
+
+@pytest.mark.parametrize("experiment, params, lora", [
+    ("llama3_10lang", 8_030_261_248, 41_943_040),  # Meta-Llama-3-8B; LoRA r=16 on all linear layers
+    ("gemma2_10lang", 2_614_341_888, 20_766_720),  # gemma-2-2b (tied embeddings)
+])
+def test_real_models_sizes_from_the_config_alone(compose_config, experiment, params, lora):
+    shape, st = settings_from_config(compose_config("train", [f"+experiment={experiment}"]))
+    assert shape.params == params
+    assert sum(st.lora_r * sum(shape.linear[t]) for t in st.lora_targets) * shape.layers == lora
+    assert st.checkpointing and st.act_bytes == 2 and st.weight_bytes == 2
+
+
+def test_the_command_says_whether_it_fits(tmp_path, capsys):
+    out = tmp_path / "plan.json"
+    assert main(["+experiment=llama3_10lang", "--gpu-memory", "80", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "8.03B parameters" in text and "verdict: fits on 1 x 80 GiB" in text
+    figures = json.loads(out.read_text())
+    assert figures["fits"] and figures["estimate"]["weights"] == pytest.approx(8_030_261_248 * 2)
+    main(["+experiment=llama3_10lang", "--gpu-memory", "24"])
+    assert "does NOT fit" in capsys.readouterr().out
+
+
+def test_what_the_knobs_change(compose_config):
+    base = ["+experiment=llama3_10lang"]
+    ref = estimate(*settings_from_config(compose_config("train", base)))
+    no_ckpt = estimate(*settings_from_config(compose_config("train", base + ["model.gradient_checkpointing=false"])))
+    fsdp = estimate(*settings_from_config(compose_config("train", base + ["trainer=fsdp", "trainer.devices=4"])))
+    small = estimate(*settings_from_config(compose_config("train", base + ["sketch.batch_size=2"])))
+    assert no_ckpt.train > 2 * ref.train and no_ckpt.sketch > ref.sketch
+    assert fsdp.weights < ref.weights / 3 and fsdp.train < ref.train
+    assert small.sketch < ref.sketch and small.train == ref.train
+    assert ref.sketches_host == 10000 * 4096 * 4
