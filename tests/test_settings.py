@@ -41,7 +41,7 @@ BAD = [
     ("train", "data.val_fraction=1.0", "data.val_fraction=1.0", "[0, 1)"),
     ("train", "data.batch_size=0", "data.batch_size=0", ">= 1"),
     ("train", "data.languages=[german]", "data.languages=['german']", "ISO 639-1"),
-    ("train", "data.max_prompt_length=128", "data.max_prompt_length=128", "less than data.max_length"),
+    ("train", "data.max_prompt_length=200", "data.max_prompt_length=200", "less than data.max_length"),
     ("train", "trainer.max_epochs=0", "trainer.max_epochs=0", ">= 1"),
     ("train", "trainer.precision=bf32", "trainer.precision='bf32'", "bf16-mixed"),
     ("train", "trainer.accelerator=gpus", "trainer.accelerator='gpus'", "cuda"),

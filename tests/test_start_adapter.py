@@ -74,7 +74,7 @@ def test_the_saved_adapter_names_its_base_and_rebuilds_the_trained_policy(
 ):
     out = tmp_path / "run"
     cfg = compose_config("train", [f"data.path={pairs_file}", f"model.lora.adapter_path={start_adapter}",
-                                   "~callbacks.conflict_filter", "~callbacks.model_checkpoint", "~logger",
+                                   "~callbacks.congrad", "~callbacks.model_checkpoint", "~logger", "~eval",
                                    "trainer.max_epochs=1", "data.batch_size=4"], output_dir=out)
     tokenizer, policy = build_policy(cfg.model)
     fit(cfg, tokenizer, policy)

@@ -164,8 +164,11 @@ def lightning_accelerator(v: Any) -> str | None:
 def lightning_strategy(v: Any) -> str | None:
     from pytorch_lightning.strategies import StrategyRegistry
 
+    if isinstance(v, dict) and isinstance(v.get("_target_"), str):  # a strategy object, e.g. trainer=fsdp's
+        return None
     allowed = ["auto", *StrategyRegistry.available_strategies()]
-    return None if v in allowed else "auto, ddp, fsdp, deepspeed, ... (a Lightning strategy name)"
+    return None if v in allowed else ("auto, ddp, fsdp, deepspeed, ... (a Lightning strategy name), or a "
+                                      "config with a _target_")
 
 
 def lightning_devices(v: Any) -> str | None:

@@ -22,7 +22,6 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from congrad.data.tokenization import TRUNCATED_PARTS
 from congrad.errors import CongradError
 from congrad.models import DPOModule, build_policy
 from congrad.utils.checkpoints import RecordData, check_resume_data, check_resume_model, inspect_checkpoint
@@ -97,9 +96,9 @@ def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] 
         "truncated: prompt %d, chosen %d, rejected %d, lost eos %d",
         report.loaded, report.source, report.skipped, report.excluded_by_language,
         len(datamodule.train_rows), len(datamodule.val_rows), ", ".join(datamodule.languages),
-        *(report.truncated[part] for part in TRUNCATED_PARTS),
+        *(report.truncated[part] for part in ("prompt", "chosen", "rejected", "lost_eos")),
     )
-    metrics = {**(metrics or {}), **truncation_metrics(report.truncated)}
+    metrics = {**(metrics or {}), **datamodule.truncation_metrics()}
 
     loggers = instantiate_group(cfg.get("logger"))
     stop = GracefulStop(_resume_command())
@@ -118,15 +117,6 @@ def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] 
         raise stop.error() from None
     close_wandb(loggers)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
-
-
-def truncation_metrics(truncated: dict) -> dict[str, float]:
-    """``data/truncated/<part>`` (pairs whose prompt / chosen / rejected was cut, or that lost an eos) and
-    ``data/truncated/lost_eos/<lang>``, from the datamodule's report."""
-    metrics = {f"data/truncated/{part}": float(truncated[part]) for part in TRUNCATED_PARTS}
-    for language, counts in truncated["by_language"].items():
-        metrics[f"data/truncated/lost_eos/{language}"] = float(counts["lost_eos"])
-    return metrics
 
 
 def _resume_command() -> str:

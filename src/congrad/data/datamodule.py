@@ -210,6 +210,15 @@ class PreferenceDataModule(pl.LightningDataModule):
             cuts.append({**truncated_parts(full, kept), "language": row.language})
         return features, cuts
 
+    def truncation_metrics(self) -> dict[str, float]:
+        """``data/truncated/<part>`` (pairs whose prompt / chosen / rejected was cut, or that lost an eos) and
+        ``data/truncated/lost_eos/<lang>``, from :attr:`report`, for the loggers."""
+        truncated = self.report.truncated
+        metrics = {f"data/truncated/{part}": float(truncated[part]) for part in TRUNCATED_PARTS}
+        for language, counts in truncated["by_language"].items():
+            metrics[f"data/truncated/lost_eos/{language}"] = float(counts["lost_eos"])
+        return metrics
+
     def _truncation_summary(self, cuts: list[dict]) -> dict:
         """``{"max_length", "max_prompt_length", "pairs", "prompt", "chosen", "rejected", "lost_eos",
         "by_language": {lang: {"pairs", "prompt", ...}}}``: pair counts; warns when too many lose an eos."""

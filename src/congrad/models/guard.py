@@ -131,8 +131,9 @@ def _trainable(module: torch.nn.Module) -> list[torch.Tensor]:
 
 def _norm_tensor(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """The global L2 norm of ``tensors`` as a float32 scalar on their device (inf or nan when one of them is
-    not finite)."""
-    norms = torch._foreach_norm([t.detach() for t in tensors])
+    not finite). Of a sharded tensor (FSDP2's DTensor) only this rank's shard counts: the ranks then agree
+    through one reduction of the finiteness flag."""
+    norms = torch._foreach_norm([(t.to_local() if hasattr(t, "to_local") else t).detach() for t in tensors])
     return torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
 
 
