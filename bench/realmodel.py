@@ -265,15 +265,26 @@ def main() -> None:
         summary["arms"] = {}
         configs = {seed: config(args, seed, out) for seed in args.seeds}
         evaluator = Evaluator(configs[args.seeds[0]], RuleJudge())  # one baseline (the base model) for every arm
-        kept: dict[int, dict[str, list[int]]] = {}  # per seed, made when a seed's first arm comes up
+        # per seed, made when a seed's first arm comes up; a rerun on the same --out takes the kept sets and the
+        # finished arms of the runs before it (a study can be stopped and resumed, or extended by seeds or arms)
+        saved = json.loads((out / "kept_sets.json").read_text()) if (out / "kept_sets.json").is_file() else {}
+        kept: dict[int, dict[str, list[int]]] = {}
+        for seed in args.seeds:
+            if all(f"{a}-s{seed}" in saved for a in args.arms):
+                kept[seed] = {a: saved[f"{a}-s{seed}"] for a in args.arms}
         for name in args.arms:  # arm by arm over the seeds: a run cut short still has every arm it reached in full
             for seed in args.seeds:
                 t0 = time.perf_counter()
                 if seed not in kept:
                     kept[seed] = kept_sets(configs[seed], setup(configs[seed]), args.arms)
-                    write_json(out / "kept_sets.json", {f"{a}-s{s}": k for s, by in kept.items() for a, k in by.items()})
+                    saved.update({f"{a}-s{seed}": k for a, k in kept[seed].items()})
+                    write_json(out / "kept_sets.json", saved)
+                done = out / "arms" / f"{name}-s{seed}" / "eval" / "results.json"
                 same_as = next((a for a in args.arms[: args.arms.index(name)] if kept[seed][a] == kept[seed][name]), None)
-                results = run_arm(configs[seed], evaluator, name, kept[seed][name], out, same_as)
+                if done.is_file():
+                    results = json.loads(done.read_text())
+                else:
+                    results = run_arm(configs[seed], evaluator, name, kept[seed][name], out, same_as)
                 summary["arms"][f"{name}-s{seed}"] = {"pairs": len(kept[seed][name]), "same_kept_set_as": same_as,
                                                       "seen": results["seen"], "unseen": results["unseen"]}
                 print(f"seed {seed} {name:<10} {len(kept[seed][name]):4d} pairs  seen acc "
