@@ -24,7 +24,7 @@ run arm by arm over the seeds (``--arms`` picks them and their order), and an ar
 earlier arm's of the same seed takes that arm's evaluation instead of training the same thing twice. Every run is written as ``<out>/arms/<arm>-s<seed>/`` (``eval/`` + ``.hydra/config.yaml``), so
 ``python -m congrad.report <out>/arms`` makes the table.
 
-    python bench/realmodel.py                   # the study (about 2 hours on 2 CPU cores)
+    python bench/realmodel.py                   # the study: scoring ~2 h on one core, then ~8 min per arm on 2
     python bench/realmodel.py --quick           # the tiny random-init model, a minute: checks the script
 """
 
