@@ -61,9 +61,10 @@ def exact_gradients(cfg, module, datamodule) -> torch.Tensor:
                           for batch in datamodule.candidate_dataloader(cfg.sketch.batch_size)])
 
 
-def filter_results(cfg, vectors: torch.Tensor, languages: list[str], aggregators: list[str]) -> dict:
-    """The ConGrad pass of every aggregator over the same vectors (sketches, or exact gradients)."""
-    filter_cfg = dict(cfg.filter)
+def filter_results(cfg, vectors: torch.Tensor, languages: list[str], aggregators: list[str], **settings) -> dict:
+    """The ConGrad pass of every aggregator over the same vectors (sketches, or exact gradients), with
+    ``cfg.filter`` and ``settings`` (e.g. ``per_language=True``) over it."""
+    filter_cfg = {**dict(cfg.filter), **settings}
     return {agg: ConGrad(**{**filter_cfg, "aggregator": agg}).step(vectors, languages)
             for agg in aggregators}
 

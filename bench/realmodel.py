@@ -100,12 +100,8 @@ def score_quality(cfg, pieces, widths: list[int], label: str) -> dict:
     out = {"label": label, "pairs": len(rows), "flipped": int(flipped.sum()), "d": exact.shape[1],
            "exact_pass_seconds": round(seconds, 1), "batched_vs_exact_sketch_rel_error": check, "by": {}}
     for key, vecs in vectors.items():
-        per_global = filter_results(cfg, vecs, languages, SCORED)
-        with open_dict(cfg):
-            cfg.filter.per_language = True
-        per_language = filter_results(cfg, vecs, languages, SCORED)
-        with open_dict(cfg):
-            cfg.filter.per_language = False
+        per_global = filter_results(cfg, vecs, languages, SCORED, per_language=False)
+        per_language = filter_results(cfg, vecs, languages, SCORED, per_language=True)
         for agg in SCORED:
             scores = per_global[agg].scores
             entry = {
@@ -129,15 +125,11 @@ def score_quality(cfg, pieces, widths: list[int], label: str) -> dict:
     out["gradient_norm_mean"] = {"clean": float(norms[~flipped].mean()), "flipped": float(norms[flipped].mean())}
     out["dpo_weight_mean"] = {"clean": float(weights[~flipped].mean()), "flipped": float(weights[flipped].mean())}
     # the aggregates from unit-norm gradients (one vote per pair) and from raw sums
-    out["auroc_pcgrad_exact_by_normalize"] = {}
-    configured = cfg.filter.normalize
-    for normalize in (True, False):
-        with open_dict(cfg):
-            cfg.filter.normalize = normalize
-        result = filter_results(cfg, exact, languages, ["pcgrad"])["pcgrad"]
-        out["auroc_pcgrad_exact_by_normalize"][str(normalize).lower()] = auroc(result.scores, ~flipped)
-    with open_dict(cfg):
-        cfg.filter.normalize = configured
+    out["auroc_pcgrad_exact_by_normalize"] = {
+        str(normalize).lower(): auroc(filter_results(cfg, exact, languages, ["pcgrad"], per_language=False,
+                                                     normalize=normalize)["pcgrad"].scores, ~flipped)
+        for normalize in (True, False)
+    }
     return out
 
 
