@@ -17,8 +17,8 @@ from congrad.data.synthetic import make_preference_rows
 from congrad.errors import CongradError
 from congrad.filtering.method import PassResult
 from congrad.filtering.outputs import write_filter_outputs
-from congrad.filtering.standalone import filter_file, prepare_output_dir
-from congrad.utils.fileset import current_set, locked_directory, write_file_set
+from congrad.filtering.standalone import filter_file
+from congrad.utils.fileset import current_set, locked_directory, prepare_output_dir, write_file_set
 from congrad.utils.io import write_jsonl
 from conftest import ROOT
 
@@ -134,3 +134,23 @@ def test_an_output_dir_that_cannot_be_one_is_named(compose_config, pairs_file, t
     with pytest.raises(CongradError) as raised:
         filter_file(cfg)
     assert str(raised.value).startswith(f"output_dir={out} {expected}")
+
+
+def test_evaluate_py_names_an_output_dir_that_is_a_file_before_hydra_creates_it(tmp_path, capsys):
+    """evaluate.py's run directory is its output_dir: the callback conf/evaluate.yaml registers stops the run
+    with one line and exit 2 where Hydra would otherwise fail to create the directory."""
+    import hydra
+    from omegaconf import OmegaConf
+
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file")
+    callbacks = OmegaConf.load(ROOT / "conf" / "evaluate.yaml").hydra.callbacks
+    check = hydra.utils.instantiate(callbacks.output_dir)
+    config = OmegaConf.create({"hydra": {"run": {"dir": str(blocker / "out")}}})
+    with pytest.raises(SystemExit) as raised:
+        check.on_run_start(config)
+    assert raised.value.code == 2
+    assert capsys.readouterr().err == f"error: output_dir={blocker / 'out'} is inside {blocker}, which is a file: " \
+                                      "give a directory (it is created if missing)\n"
+    check.on_run_start(OmegaConf.create({"hydra": {"run": {"dir": str(tmp_path / "new" / "out")}}}))
+    assert (tmp_path / "new" / "out").is_dir()

@@ -55,6 +55,11 @@ BAD = [
     ("train", "+experiment=tiny_self_reward judge.script_weight=3", "judge.script_weight + ", "must be 5"),
     ("train", "+experiment=llama3_10lang judge.n_samples=0", "judge.n_samples=0", ">= 1"),
     ("filter", "device=gpu", "device='gpu'", "auto, cpu, cuda or cuda:N"),
+    ("evaluate", "eval.win_rate.bootstrap=0", "eval.win_rate.bootstrap=0", ">= 1"),
+    ("evaluate", "eval.win_rate.generation.top_p=0", "eval.win_rate.generation.top_p=0", "(0, 1]"),
+    ("evaluate", "eval.pairs.per_language=0", "eval.pairs.per_language=0", ">= 1, or null"),
+    ("evaluate", "eval.seen=[German]", "eval.seen=['German']", "ISO 639-1"),
+    ("train", "eval.device=gpu", "eval.device='gpu'", "auto, cpu, cuda or cuda:N"),
 ]
 
 

@@ -3,7 +3,7 @@ data loads: ``check_settings(cfg)`` raises one :class:`~congrad.errors.ConfigErr
 out of bounds, its value and what it allows (the entry points print it and exit 2).
 
 It checks the groups that ``cfg`` has (``data``, ``model``, ``dpo``, ``sketch``, ``filter``, ``trainer``,
-``self_reward``, ``judge``) and the top-level keys of ``train.py`` and ``filter.py``, so any entry point
+``self_reward``, ``judge``, ``eval``) and the top-level keys of ``train.py`` and ``filter.py``, so any entry point
 over this config tree can call it first thing. The allowed sets come from the code that uses them
 (``AGGREGATORS``, ``LOSS_TYPES``, the kernel's width range, ...); unknown keys are left to the code that
 reads the group.
@@ -270,6 +270,19 @@ JUDGE = {
     "judge.min_chars": integer(1),
     "judge.max_chars": integer(1),
 }
+EVAL = {
+    "eval.languages": languages,
+    "eval.seen": languages,
+    "eval.device": device,
+    "eval.batch_size": integer(1),
+    **{f"eval.{part}.enabled": boolean for part in ("pairs", "win_rate", "nll", "mc")},
+    **{f"eval.{part}.per_language": optional(integer(1)) for part in ("pairs", "win_rate", "nll", "mc")},
+    "eval.win_rate.generation.temperature": number(0),
+    "eval.win_rate.generation.top_p": number(0, 1, lo_open=True),
+    "eval.win_rate.generation.top_k": integer(0),
+    "eval.win_rate.generation.max_new_tokens": integer(1),
+    "eval.win_rate.bootstrap": integer(1),
+}
 TOP = {
     "seed": integer(),
     "iterations": integer(0),
@@ -278,7 +291,7 @@ TOP = {
     "device": device,
     "callbacks.congrad.progress": boolean,
 }
-SETTINGS = {**TOP, **DATA, **MODEL, **DPO, **SKETCH, **FILTER, **TRAINER, **SELF_REWARD, **JUDGE}
+SETTINGS = {**TOP, **DATA, **MODEL, **DPO, **SKETCH, **FILTER, **TRAINER, **SELF_REWARD, **JUDGE, **EVAL}
 
 
 def _problems(cfg: DictConfig) -> Iterator[str]:

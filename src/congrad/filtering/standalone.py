@@ -9,20 +9,18 @@ replaced as one set (:mod:`congrad.filtering.outputs`).
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from congrad.errors import CongradError
 from congrad.filtering.method import ConGrad
 from congrad.filtering.outputs import write_filter_outputs
 from congrad.filtering.sketch_pass import sketch_candidates
 from congrad.filtering.sketching import PerPairSketcher
 from congrad.training import build_pieces
 from congrad.utils.device import resolve_device
-from congrad.utils.fileset import locked_directory
+from congrad.utils.fileset import locked_directory, prepare_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -32,23 +30,6 @@ def filter_file(cfg: DictConfig) -> Path:
     out_dir = prepare_output_dir(cfg.output_dir)
     with locked_directory(out_dir, f"output_dir={out_dir}"):
         return _filter_into(cfg, out_dir)
-
-
-def prepare_output_dir(path: str | os.PathLike) -> Path:
-    """``path`` as a directory that exists (created if missing), or a CongradError that says what is wrong
-    with it."""
-    out_dir = Path(path)
-    for parent in (out_dir, *out_dir.parents):
-        if parent.exists():
-            if not parent.is_dir():
-                what = "is a file" if parent == out_dir else f"is inside {parent}, which is a file"
-                raise CongradError(f"output_dir={out_dir} {what}: give a directory (it is created if missing)")
-            break
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise CongradError(f"output_dir={out_dir} cannot be created ({err.strerror or err})") from None
-    return out_dir  # whether it is writable, the lock file tells (locked_directory)
 
 
 def _filter_into(cfg: DictConfig, out_dir: Path) -> Path:

@@ -6,9 +6,13 @@ from __future__ import annotations
 import functools
 import signal
 import sys
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from congrad.errors import CongradError
+from congrad.utils.fileset import prepare_output_dir
 
 F = TypeVar("F", bound=Callable)
 
@@ -43,3 +47,16 @@ def exit_on_user_error(fn: F) -> F:
             sys.exit(cause.exit_code)
 
     return wrapper  # type: ignore[return-value]
+
+
+class OutputDirIsRunDir(Callback):
+    """Hydra callback of an entry point whose run directory is ``output_dir`` (``evaluate.py``): Hydra creates
+    the run directory before the task function runs, so a path that cannot be a directory is reported here,
+    as one line and exit 2, rather than as Hydra's stack trace."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            prepare_output_dir(config.hydra.run.dir)
+        except CongradError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(err.exit_code)

@@ -8,7 +8,8 @@ several files at once; each ``DIR/<name>`` is a symlink to ``.set/<name>`` (the 
 its mounted ConfigMaps). Readers open ``DIR/<name>`` as usual; ``cp -r`` and ``shutil.copytree`` copy the
 content. A run killed half-way leaves a temporary folder behind; the next write removes it.
 
-:func:`locked_directory` holds an exclusive ``flock`` on ``DIR/.lock`` for as long as a process writes
+:func:`prepare_output_dir` turns a user's ``output_dir`` into a directory that exists, or one line saying why it
+cannot be one. :func:`locked_directory` holds an exclusive ``flock`` on ``DIR/.lock`` for as long as a process writes
 there; a second process gets a :class:`~congrad.errors.CongradError` naming the holder. The kernel drops
 the lock when its process ends, however it ends.
 """
@@ -55,6 +56,23 @@ def current_set(directory: str | os.PathLike) -> Path | None:
     """The folder that holds the current set of ``directory``, or None before the first one."""
     link = Path(directory) / CURRENT
     return link.parent / os.readlink(link) if link.is_symlink() else None
+
+
+def prepare_output_dir(path: str | os.PathLike) -> Path:
+    """``path`` as a directory that exists (created if missing), or a CongradError that says what is wrong
+    with it."""
+    out_dir = Path(path)
+    for parent in (out_dir, *out_dir.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                what = "is a file" if parent == out_dir else f"is inside {parent}, which is a file"
+                raise CongradError(f"output_dir={out_dir} {what}: give a directory (it is created if missing)")
+            break
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CongradError(f"output_dir={out_dir} cannot be created ({err.strerror or err})") from None
+    return out_dir  # whether it is writable, the lock file tells (locked_directory)
 
 
 @contextmanager
