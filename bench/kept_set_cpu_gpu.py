@@ -7,11 +7,12 @@ exits 1 when the kept sets differ.
 """
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from congrad.data.formats import read_json_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def scores(out_dir: Path, device: str, overrides: list[str]) -> list[dict]:
     subprocess.run([sys.executable, str(ROOT / "filter.py"), f"output_dir={out_dir}", f"device={device}", *overrides],
                    check=True, capture_output=True, text=True)
-    return [json.loads(line) for line in (out_dir / "scores.jsonl").read_text().splitlines()]
+    return [row for _, row in read_json_lines(out_dir / "scores.jsonl")]
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import hydra
 import pytest
 import pytorch_lightning as pl
 
+from congrad.data.formats import read_json_lines
 from congrad.data.synthetic import make_preference_rows
 from congrad.filtering.callback import ConGradCallback
 from congrad.training import build_pieces
@@ -101,7 +102,6 @@ def shared_pairs(tmp_path_factory):
 
 def train_subprocess(run_dir, pairs, *extra):
     """``python train.py`` (one epoch unless overridden) in a subprocess; the scores of its latest pass."""
-    import json
     import os
     import subprocess
     import sys
@@ -113,7 +113,7 @@ def train_subprocess(run_dir, pairs, *extra):
             f"hydra.run.dir={run_dir}", *extra]
     result = subprocess.run(args, capture_output=True, text=True, timeout=600, env=os.environ.copy())
     assert result.returncode == 0, result.stderr[-3000:]
-    return [json.loads(line) for line in (run_dir / "filter" / "scores.jsonl").read_text().splitlines()]
+    return [row for _, row in read_json_lines(run_dir / "filter" / "scores.jsonl")]
 
 
 @pytest.fixture(scope="module")
@@ -182,11 +182,9 @@ def test_fsdp_scores_like_one_process_and_its_checkpoint_resumes_on_one_process(
     for i, (name, param) in enumerate(trainable):  # position i: the optimizer's i-th parameter, in full
         assert moments[i]["exp_avg"].shape == param.shape == checkpoint["state_dict"][name].shape, name
 
-    import json
-
     overrides = [f"data.path={shared_pairs}", "sketch.width=1024", "callbacks.congrad.progress=false"]
     fit(compose_config("train", overrides, output_dir=tmp_path / "resumed"), max_epochs=2, ckpt_path=ckpt)
-    resumed = [json.loads(line) for line in (tmp_path / "resumed" / "filter" / "scores.jsonl").read_text().splitlines()]
+    resumed = [row for _, row in read_json_lines(tmp_path / "resumed" / "filter" / "scores.jsonl")]
     module.load_state_dict(checkpoint["state_dict"], strict=False)
     rows = pieces.datamodule.train_rows
     sketcher = PerPairSketcher.from_config(module, cfg.sketch)

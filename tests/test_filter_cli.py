@@ -8,6 +8,7 @@ import tempfile
 
 import pytest
 
+from congrad.data.formats import read_json_lines
 from congrad.data.synthetic import make_preference_rows
 from conftest import ROOT
 
@@ -23,7 +24,7 @@ def run_filter(*overrides, log_dir=None):
 
 
 def read_jsonl(path):
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return [row for _, row in read_json_lines(path)]
 
 
 @pytest.fixture

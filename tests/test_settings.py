@@ -75,7 +75,8 @@ def test_a_bad_setting_names_the_key_and_what_is_allowed(compose_config, config,
 @pytest.mark.parametrize("config,overrides", [("train", []), ("filter", []), ("evaluate", []), *[
     ("train", [f"+experiment={e}"]) for e in EXPERIMENTS], ("train", ["callbacks.congrad=null",
                                                                        "trainer.reload_dataloaders_every_n_epochs=0"]),
-    ("train", ["filter.keep_ratio=null", "filter.threshold=0.1", "data.languages=[de,fr]", "trainer.precision=16"])])
+    ("train", ["filter.keep_ratio=null", "filter.threshold=0.1", "data.languages=[de,fr]", "trainer.precision=16"]),
+    ("train", ["trainer=ddp"]), ("train", ["trainer=fsdp"])])
 def test_the_shipped_configs_pass(compose_config, config, overrides):
     check_settings(compose_config(config, overrides))
 

@@ -285,8 +285,9 @@ def settings_from_config(cfg, *, pairs: int | None = None, tokens: int | None = 
     sr = cfg.get("self_reward") or {}
     gen = sr.get("generation", {}) if sr else {}
     strategy = cfg.trainer.get("strategy", "auto")
-    if not isinstance(strategy, str):  # an instantiated strategy (trainer=fsdp: congrad.sharding.FSDP2Strategy)
-        strategy = "fsdp" if "FSDP" in str(strategy.get("_target_", "")) else str(strategy.get("_target_"))
+    if not isinstance(strategy, str):  # a strategy object (trainer=fsdp: congrad.sharding.FSDP2Strategy; trainer=ddp)
+        target = str(strategy.get("_target_", ""))
+        strategy = "fsdp" if "FSDP" in target else "ddp" if "DDP" in target else target
     devices = cfg.trainer.get("devices", 1)
     languages = len(data.get("languages") or []) or 10
     st = Settings(
