@@ -15,11 +15,27 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL_EVAL = ["eval.pairs.per_language=2", "eval.win_rate.per_language=1", "eval.win_rate.generation.max_new_tokens=6",
               "eval.nll.per_language=1", "eval.mc.per_language=1", "eval.win_rate.bootstrap=100"]
 
+# Under pytest-xdist (the README runs `-n 2`) every worker, and each process it starts, computes on one
+# thread: two workers on two cores, rather than four threads contending for them.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def pytest_collection_modifyitems(items):
+    """The end-to-end modules (``pytest.mark.slow(seconds=...)``, about what one takes on 2 cores) run first,
+    longest first: with ``-n 2 --dist loadfile`` the two workers then finish at about the same time."""
+    def cost(item):
+        marker = item.get_closest_marker("slow")
+        return -marker.kwargs.get("seconds", 1) if marker else 0
+
+    items.sort(key=cost)  # stable: the order within a module stays
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from congrad.training import build_pieces
 from congrad.utils.instantiate import instantiate_group
 from congrad.utils.io import write_jsonl
 
+pytestmark = pytest.mark.slow(seconds=125)
+
 LANGUAGES = ["en", "de", "ru", "zh", "hi", "ar"]
 
 

@@ -12,6 +12,8 @@ from congrad.data.formats import read_json_lines
 from congrad.data.synthetic import make_preference_rows
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow(seconds=35)
+
 LANGUAGES = ["en", "de", "ru", "zh"]
 
 

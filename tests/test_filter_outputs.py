@@ -22,6 +22,8 @@ from congrad.utils.fileset import current_set, locked_directory, prepare_output_
 from congrad.utils.io import write_jsonl
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow(seconds=18)
+
 NAMES = ("scores.jsonl", "kept.jsonl", "summary.json", "conflict.png")
 
 

@@ -18,6 +18,8 @@ from congrad.training import fit
 from congrad.utils.io import write_jsonl
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow(seconds=21)
+
 LANGUAGES = ["en", "de", "fr"]
 RECORDERS = []
 

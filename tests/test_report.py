@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ROOT, SMALL_EVAL
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=30)
 
 
 def test_arms_sweep_and_report(tmp_path):

@@ -11,7 +11,7 @@ from congrad.data.formats import load_preference_rows
 from congrad.run import train
 from conftest import SMALL_EVAL
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=18)
 
 TINY = [
     "+experiment=tiny_self_reward", "iterations=2", "data.languages=[en,de,zh,ar]",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=47)
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB = ["+experiment=tiny_self_reward", "+sweep=width", "sketch.width=256,512", "iterations=1",

@@ -12,6 +12,8 @@ import torch
 
 from conftest import ROOT, SMALL_EVAL
 
+pytestmark = pytest.mark.slow(seconds=180)
+
 
 def run_train(run_dir, *overrides):
     result = subprocess.run(
@@ -100,7 +102,7 @@ def test_the_adapter_loads_with_peft(run_dir):
 
 
 def test_ckpt_path_resumes_where_the_run_stopped(run_dir, tmp_path):
-    run_train(tmp_path, "trainer.max_epochs=4", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}")
+    run_train(tmp_path, "trainer.max_epochs=4", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "~eval")
     epochs = {int(r["epoch"]) for r in read_metrics(tmp_path) if r.get("epoch")}
     assert epochs == {3}
     # the token count goes on from the checkpoint's
