@@ -3,8 +3,8 @@ data loads: ``check_settings(cfg)`` raises one :class:`~congrad.errors.ConfigErr
 out of bounds, its value and what it allows (the entry points print it and exit 2).
 
 It checks the groups that ``cfg`` has (``data``, ``model``, ``dpo``, ``sketch``, ``filter``, ``trainer``,
-``self_reward``, ``judge``, ``eval``) and the top-level keys of ``train.py`` and ``filter.py``, so any entry point
-over this config tree can call it first thing. The allowed sets come from the code that uses them
+``self_reward``, ``judge``, ``eval``) and the top-level keys of ``train.py`` and ``filter.py``, so any entry
+point over this config tree can call it first thing. The allowed sets come from the code that uses them
 (``AGGREGATORS``, ``LOSS_TYPES``, the kernel's width range, ...); unknown keys are left to the code that
 reads the group.
 """

@@ -8,10 +8,10 @@ several files at once; each ``DIR/<name>`` is a symlink to ``.set/<name>`` (the 
 its mounted ConfigMaps). Readers open ``DIR/<name>`` as usual; ``cp -r`` and ``shutil.copytree`` copy the
 content. A run killed half-way leaves a temporary folder behind; the next write removes it.
 
-:func:`prepare_output_dir` turns a user's ``output_dir`` into a directory that exists, or one line saying why it
-cannot be one. :func:`locked_directory` holds an exclusive ``flock`` on ``DIR/.lock`` for as long as a process writes
-there; a second process gets a :class:`~congrad.errors.CongradError` naming the holder. The kernel drops
-the lock when its process ends, however it ends.
+:func:`prepare_output_dir` turns a user's ``output_dir`` into a directory that exists, or one line saying
+why it cannot be one. :func:`locked_directory` holds an exclusive ``flock`` on ``DIR/.lock`` for as long as
+a process writes there; a second process gets a :class:`~congrad.errors.CongradError` naming the holder.
+The kernel drops the lock when its process ends, however it ends.
 """
 
 from __future__ import annotations
