@@ -50,6 +50,17 @@ def test_ten_language_experiments_use_the_real_models_on_gpu(compose_config):
         assert cfg.iterations >= 1 and cfg.judge.model is None and cfg.data.path is None  # self-rewarding
 
 
+def test_trainer_ddp_waits_hours_at_a_collective(compose_config):
+    """trainer=ddp builds Lightning's DDPStrategy with a timeout long enough for rank 0's evaluation."""
+    import datetime
+
+    import hydra
+    from pytorch_lightning.strategies import DDPStrategy
+
+    strategy = hydra.utils.instantiate(compose_config("train", ["trainer=ddp"]).trainer.strategy)
+    assert isinstance(strategy, DDPStrategy) and strategy._timeout == datetime.timedelta(hours=4)
+
+
 def test_filter_config_composes_and_overrides_reach_the_groups(compose_config):
     cfg = compose_config(
         "filter",
