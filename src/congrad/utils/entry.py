@@ -54,9 +54,6 @@ class OutputDirIsRunDir(Callback):
     the run directory before the task function runs, so a path that cannot be a directory is reported here,
     as one line and exit 2, rather than as Hydra's stack trace."""
 
+    @exit_on_user_error
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            prepare_output_dir(config.hydra.run.dir)
-        except CongradError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(err.exit_code)
+        prepare_output_dir(config.hydra.run.dir)
