@@ -53,3 +53,45 @@ def compose_config(tmp_path):
         return cfg
 
     return compose
+
+
+def wandb_exit_codes(directory) -> dict[str, int | None]:
+    """``{offline run folder: exit code}`` of every offline W&B run below ``directory``, read from the run's
+    ``.wandb`` file (a LevelDB-style log of protobuf records: 32 KiB blocks, each record a 7-byte header —
+    CRC, length, type: full / first / middle / last — and its bytes). None: no exit record, the run was
+    never finished (the dashboard would show it "running"; ``wandb sync`` uploads an incomplete run)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    def records(data: bytes):
+        assert data[:4] == b":W&B", "not a W&B run file"
+        pos, pending = 7, b""
+        while pos + 7 <= len(data):
+            room = 32768 - pos % 32768
+            if room < 7:  # the rest of a block too short for a header is padding
+                pos += room
+                continue
+            _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+            if kind == 0:
+                pos += room
+                continue
+            chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+            if kind == 1:
+                yield chunk
+            elif kind == 2:
+                pending = chunk
+            elif kind == 3:
+                pending += chunk
+            else:
+                yield pending + chunk
+
+    codes = {}
+    for path in sorted(Path(directory).rglob("offline-run-*/run-*.wandb")):
+        codes[path.parent.name] = None
+        for chunk in records(path.read_bytes()):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunk)
+            if record.WhichOneof("record_type") == "exit":
+                codes[path.parent.name] = record.exit.exit_code
+    return codes

@@ -62,3 +62,22 @@ def test_weights_that_blow_up_without_a_nan_are_warned_about(compose_config, pai
         fit(cfg)
     warnings = [r.getMessage() for r in caplog.records if "norm of the trainable weights" in r.getMessage()]
     assert warnings and "training is probably diverging" in warnings[0] and "dpo.optimizer.lr" in warnings[0]
+
+
+def test_a_diverged_fit_finishes_its_wandb_run_as_failed_and_the_next_fit_gets_its_own(compose_config, pairs_file,
+                                                                                       tmp_path):
+    """Two fits in one process, as the jobs of a sweep or the iterations of the loop run: the first diverges
+    (exit status 3). Its offline W&B run is finished with exit code 3 (complete, marked failed); the second
+    fit logs into a run of its own, finished with 0."""
+    import wandb
+
+    from conftest import wandb_exit_codes
+
+    logged = [f"data.path={pairs_file}", *[o for o in QUIET if o != "~logger"], "logger=wandb"]
+    with pytest.raises(NonFiniteError):
+        fit(compose_config("train", [*logged, "dpo.optimizer.lr=1e20", "data.batch_size=1"], output_dir=tmp_path / "a"))
+    assert wandb.run is None, "the failed fit's W&B run is not left open"
+    assert list(wandb_exit_codes(tmp_path / "a").values()) == [3]
+    fit(compose_config("train", logged, output_dir=tmp_path / "b"))
+    assert list(wandb_exit_codes(tmp_path / "b").values()) == [0]
+    assert list(wandb_exit_codes(tmp_path / "a").values()) == [3], "nothing of the second fit went into the first run"

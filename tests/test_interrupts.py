@@ -16,9 +16,9 @@ from congrad.data.synthetic import make_preference_rows
 from congrad.errors import Interrupted
 from congrad.training import fit
 from congrad.utils.io import write_jsonl
-from conftest import ROOT
+from conftest import ROOT, wandb_exit_codes
 
-pytestmark = pytest.mark.slow(seconds=21)
+pytestmark = pytest.mark.slow(seconds=34)
 
 LANGUAGES = ["en", "de", "fr"]
 RECORDERS = []
@@ -80,9 +80,10 @@ def test_ctrl_c_stops_after_the_batch_and_the_resumed_run_serves_the_rest_in_ord
 
 def test_sigterm_to_a_real_run_saves_a_checkpoint_exits_143_and_the_run_resumes(compose_config, pairs_file,
                                                                                   tmp_path):
-    """Kill ``python train.py`` as SLURM preempts it, once training has started; resume with ckpt_path=."""
+    """Kill ``python train.py`` as SLURM preempts it, once training has started; resume with ckpt_path=. Its
+    offline W&B run is finished, with the exit code 143: complete for ``wandb sync``, marked failed."""
     settings = [f"data.path={pairs_file}", "data.batch_size=1", "trainer.max_epochs=2", *COMMON]
-    args = [sys.executable, str(ROOT / "train.py"), *settings]
+    args = [sys.executable, str(ROOT / "train.py"), *[s for s in settings if s != "~logger"], "logger=wandb"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     stopped = tmp_path / "stopped"
     log = open(tmp_path / "stopped.log", "w+")
@@ -103,6 +104,7 @@ def test_sigterm_to_a_real_run_saves_a_checkpoint_exits_143_and_the_run_resumes(
     assert "error: interrupted by SIGTERM at epoch " in output and f"ckpt_path={checkpoint}" in output
     assert "Traceback" not in output
     assert not (stopped / "adapter").exists()
+    assert list(wandb_exit_codes(stopped).values()) == [143]
     state = torch.load(checkpoint, weights_only=True)
     assert state["congrad"]["data"]["rows"] > 0 and "ConGradCallback" in state["callbacks"]
 
@@ -111,3 +113,22 @@ def test_sigterm_to_a_real_run_saves_a_checkpoint_exits_143_and_the_run_resumes(
     # the command the message gives, run in-process: it finishes the two epochs
     fit(compose_config("train", [*settings, f"ckpt_path={checkpoint}"], output_dir=tmp_path / "resumed"))
     assert (tmp_path / "resumed" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_sigterm_during_evaluate_py_ends_it_with_143_and_its_wandb_run_finished_as_failed(tmp_path):
+    """SIGTERM while ``evaluate.py`` generates (sent by the process to itself at its first batch, as SLURM
+    would send it then): one line, exit 143, and the offline W&B run, open since the start, is finished
+    with exit code 143 instead of being left unsyncable."""
+    out = tmp_path / "out"
+    args = [sys.executable, str(ROOT / "tests" / "faults.py"), "generate", "1", str(ROOT / "evaluate.py"),
+            f"output_dir={out}", "eval.languages=[en,de]", "eval.pairs.enabled=false", "eval.nll.enabled=false",
+            "eval.mc.enabled=false", "eval.win_rate.per_language=1", "eval.win_rate.generation.max_new_tokens=4",
+            "eval.device=cpu"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "WANDB_MODE": "offline"})
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"error: interrupted by SIGTERM during the evaluation into {out}")
+    assert "Traceback" not in result.stderr
+    assert list(wandb_exit_codes(out).values()) == [143]
+    assert not (out / "results.json").exists()

@@ -28,6 +28,7 @@ from congrad.utils.checkpoints import RecordData, check_resume_data, check_resum
 from congrad.utils.instantiate import instantiate_group
 from congrad.utils.interrupt import GracefulStop
 from congrad.utils.io import write_json
+from congrad.utils.loggers import closing
 
 log = logging.getLogger(__name__)
 
@@ -103,19 +104,17 @@ def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] 
     loggers = instantiate_group(cfg.get("logger"))
     stop = GracefulStop(_resume_command())
     callbacks = [*instantiate_group(cfg.get("callbacks")), *callbacks, RecordData(), stop]
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        logger.log_metrics(metrics, step=0)
-
-    try:
-        trainer.fit(pieces.module, datamodule=datamodule, ckpt_path=ckpt_path)
-    except SystemExit:  # Lightning's way out of SIGTERM (status 0) and Ctrl-C (status 1)
-        if stop.signum is None:
-            raise
-        close_wandb(loggers)
-        raise stop.error() from None
-    close_wandb(loggers)
+    with closing(loggers):  # W&B runs are finished on every way out, marked failed unless the fit finished
+        trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            logger.log_metrics(metrics, step=0)
+        try:
+            trainer.fit(pieces.module, datamodule=datamodule, ckpt_path=ckpt_path)
+        except SystemExit:  # Lightning's way out of SIGTERM (status 0) and Ctrl-C (status 1)
+            if stop.signum is None:
+                raise
+            raise stop.error() from None
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
@@ -128,11 +127,3 @@ def _resume_command() -> str:
     except Exception:  # not inside a Hydra run (tests, notebooks)
         return "python train.py <the same overrides>"
     return " ".join(["python train.py", *map(shlex.quote, overrides)])
-
-
-def close_wandb(loggers: list) -> None:
-    """Finish W&B runs so the next run in the same process (sweeps, iterations) starts a fresh one."""
-    if any(isinstance(lg, pl.loggers.WandbLogger) for lg in loggers):
-        import wandb
-
-        wandb.finish()

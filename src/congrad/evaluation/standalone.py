@@ -16,6 +16,8 @@ from congrad.errors import ConfigError
 from congrad.evaluation.evaluator import Evaluator
 from congrad.evaluation.outputs import log_results, table, write_outputs
 from congrad.utils.instantiate import instantiate_group
+from congrad.utils.interrupt import interruptible
+from congrad.utils.loggers import closing
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +45,18 @@ def evaluate(cfg: DictConfig) -> list[dict]:
     evaluator = Evaluator(cfg, judge)
     loggers = instantiate_group(cfg.get("logger"))
     everything = []
-    for step, target in enumerate(targets):
-        tokenizer, policy = evaluator.policy(target.adapters)
-        results, generations = evaluator.evaluate(tokenizer, policy, {"adapters": target.adapters}, seen)
-        plot = write_outputs(target.out_dir, results, generations)
-        log_results(loggers, results, step=step, plot=plot)
-        print(f"{target.name}: {target.out_dir}\n{table(results)}")
-        everything.append(results)
-    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
-        import wandb
-
-        wandb.finish()
+    # a W&B run that is open from the start (it records the config) to the end, finished however that comes
+    where = f"during the evaluation into {out_dir} (policies evaluated before it have their results there)"
+    with closing(loggers), interruptible(where):
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        for step, target in enumerate(targets):
+            tokenizer, policy = evaluator.policy(target.adapters)
+            results, generations = evaluator.evaluate(tokenizer, policy, {"adapters": target.adapters}, seen)
+            plot = write_outputs(target.out_dir, results, generations)
+            log_results(loggers, results, step=step, plot=plot)
+            print(f"{target.name}: {target.out_dir}\n{table(results)}")
+            everything.append(results)
     return everything
 
 

@@ -32,9 +32,10 @@ from congrad.judging.rule import RuleJudge
 from congrad.models import build_policy
 from congrad.models.factory import starting_adapters
 from congrad.selfreward.responses import generate_and_judge, pairs_from_generations
-from congrad.training import close_wandb, fit
+from congrad.training import fit
 from congrad.utils.instantiate import instantiate_group
 from congrad.utils.io import write_json, write_jsonl
+from congrad.utils.loggers import closing
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +80,9 @@ def log_evaluation_curve(cfg: DictConfig, run_dir: Path) -> None:
             wandb.name = f"{wandb.name}-eval"
             wandb.job_type = "eval"
     loggers = instantiate_group(lcfg.get("logger"))
-    for t, path in found:
-        log_results(loggers, json.loads(path.read_text(encoding="utf-8")), step=t)
-    for logger in loggers:
-        logger.finalize("success")
-    close_wandb(loggers)
+    with closing(loggers):
+        for t, path in found:
+            log_results(loggers, json.loads(path.read_text(encoding="utf-8")), step=t)
 
 
 def run_iteration(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str], prompts, judge) -> dict[str, float]:

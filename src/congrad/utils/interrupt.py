@@ -10,7 +10,10 @@ exit 143 (SIGTERM) or 130 (SIGINT). A resumed run (``ckpt_path=.../last.ckpt``) 
 batch, in the same order.
 
 A signal that comes before training starts (while the model loads, during the first ConGrad pass) ends
-the process at once, with the same status: there is nothing to resume yet.
+the process at once, with the same status: there is nothing to resume yet. Where a run holds something open
+outside a fit (a W&B run of ``evaluate.py``, the self-rewarding loop's generation and judging),
+:func:`interruptible` makes the signal raise :class:`~congrad.errors.Interrupted` instead, so that the code
+around it closes what it opened and says where the run stopped.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -84,3 +89,22 @@ class GracefulStop(pl.Callback):
             what = ("no checkpoint was saved (a second Ctrl-C stops at once; callbacks.model_checkpoint=null "
                     "saves none); the last one saved is in the run's checkpoints/ folder, if any")
         return Interrupted(self.signum, f"interrupted by {name} at {self.where}: {what}")
+
+
+@contextmanager
+def interruptible(where: str = "") -> Iterator[None]:
+    """SIGTERM and SIGINT raise :class:`Interrupted` ("interrupted by SIGTERM ``where``") while the block runs.
+    Not around a fit: Lightning's own handler, which stops at the end of a batch, would call this one too."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(signum, " ".join(filter(None, ("interrupted by", signal.Signals(signum).name, where))))
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
