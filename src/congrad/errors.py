@@ -8,6 +8,7 @@ Entry points print a :class:`CongradError` as one clear message (no stack trace)
 
 import signal
 
+FAULT = 1
 USER_ERROR = 2
 DIVERGED = 3
 
@@ -56,3 +57,25 @@ class Interrupted(CongradError):
     @property
     def signal_name(self) -> str:
         return signal.Signals(self.signum).name
+
+
+def user_error(err: BaseException) -> CongradError | None:
+    """The :class:`CongradError` behind ``err``, also when a wrapper (Hydra's instantiate) re-raised it."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, CongradError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def exit_status(err: BaseException) -> int:
+    """The status a process ends with when ``err`` ends it: the ``exit_code`` of the CongradError behind it,
+    130 for Ctrl-C, the code of a ``SystemExit``, 1 for anything else (a fault)."""
+    if isinstance(err, SystemExit):
+        return err.code if isinstance(err.code, int) else (0 if err.code is None else FAULT)
+    if isinstance(err, KeyboardInterrupt):
+        return 128 + int(signal.SIGINT)
+    cause = user_error(err)
+    return cause.exit_code if cause is not None else FAULT

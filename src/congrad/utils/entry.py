@@ -11,35 +11,31 @@ from typing import Any, Callable, TypeVar
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from congrad.errors import CongradError
+from congrad.errors import exit_status, user_error
 from congrad.utils.fileset import prepare_output_dir
+from congrad.utils.sweep import failed_job, in_multirun
 
 F = TypeVar("F", bound=Callable)
 
 
-def user_error(err: BaseException) -> CongradError | None:
-    """The :class:`CongradError` behind ``err``, also when a wrapper (Hydra's instantiate) re-raised it."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, CongradError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
 def exit_on_user_error(fn: F) -> F:
     """Report a :class:`CongradError` as one message and exit with its ``exit_code`` (2 for a setting,
-    input or path to fix), without a stack trace; Ctrl-C outside training exits 130 the same way."""
+    input or path to fix), without a stack trace; Ctrl-C outside training exits 130 the same way. A fault
+    keeps its traceback (Hydra prints it, status 1).
+
+    As a job of a Hydra multirun, every failure (a fault too) ends only that job: it is logged and
+    returned as the job's result (:mod:`congrad.utils.sweep`), and the multirun goes on."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except KeyboardInterrupt:
-            print("error: interrupted (SIGINT)", file=sys.stderr)
-            sys.exit(128 + signal.SIGINT)
-        except Exception as err:
+        except (Exception, KeyboardInterrupt) as err:
+            if in_multirun():
+                return failed_job(err, exit_status(err))
+            if isinstance(err, KeyboardInterrupt):
+                print("error: interrupted (SIGINT)", file=sys.stderr)
+                sys.exit(128 + signal.SIGINT)
             cause = user_error(err)
             if cause is None:
                 raise
