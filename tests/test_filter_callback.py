@@ -18,6 +18,7 @@ from congrad.utils.io import write_jsonl
 pytestmark = pytest.mark.slow(seconds=125)
 
 LANGUAGES = ["en", "de", "ru", "zh", "hi", "ar"]
+FILTER_FILES = ["conflict.png", "kept.jsonl", "scores.jsonl", "summary.json"]
 
 
 class ServedPairs(pl.Callback):
@@ -75,12 +76,23 @@ def test_prunes_every_epoch_serves_the_kept_set_and_resumes_with_the_same_state(
             per_language[datamodule.train_rows[i].language] += 1
         assert set(per_language) == set(LANGUAGES) and min(per_language.values()) >= 2
     assert full.kept[0] != full.kept[1] or full.kept[1] != full.kept[2], "the policy changes, so does the kept set"
+    # every pass keeps its files in filter/epoch_<e>/; filter/<file> is the latest
+    history = tmp_path / "uninterrupted" / "filter"
+    assert sorted(p.name for p in history.glob("epoch_*")) == ["epoch_0", "epoch_1", "epoch_2"]
+    for epoch in range(3):
+        assert sorted(p.name for p in (history / f"epoch_{epoch}").iterdir()) == FILTER_FILES
+        kept_ids = [row["id"] for _, row in read_json_lines(history / f"epoch_{epoch}" / "kept.jsonl")]
+        assert kept_ids == [datamodule.train_rows[i].id for i in full.kept[epoch]]
+    assert (history / "kept.jsonl").read_bytes() == (history / "epoch_2" / "kept.jsonl").read_bytes()
 
     # Same seed, fresh process state: the same kept sets. Interrupted after epoch 1 (its checkpoint carries the
     # kept set scored for epoch 2), then resumed from that checkpoint.
     cfg = compose_config("train", overrides, output_dir=tmp_path / "interrupted")
     first, _ = fit(cfg, max_epochs=3, interrupt_after_epoch=1)
     assert first.kept == {e: full.kept[e] for e in range(2)}
+    history = tmp_path / "interrupted" / "filter"
+    written = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in history.glob("epoch_*/*")}
+    assert sorted({path.parent.name for path in written}) == ["epoch_0", "epoch_1", "epoch_2"]  # 2: scored at 1's end
     resumed, _ = fit(cfg, max_epochs=3, ckpt_path=tmp_path / "interrupted" / "checkpoints" / "last.ckpt")
     assert list(resumed.kept) == [2]
     assert resumed.kept[2] == full.kept[2]
@@ -89,6 +101,10 @@ def test_prunes_every_epoch_serves_the_kept_set_and_resumes_with_the_same_state(
     # A run that ended at its last epoch holds no kept set for the next one: extended, it scores once first.
     extended, _ = fit(cfg, max_epochs=4, ckpt_path=tmp_path / "interrupted" / "checkpoints" / "last.ckpt")
     assert list(extended.kept) == [3] and sorted(extended.served[3]) == extended.kept[3]
+    # the resumed runs continued the numbering and rewrote nothing of the passes before them
+    assert sorted(p.name for p in history.glob("epoch_*")) == ["epoch_0", "epoch_1", "epoch_2", "epoch_3"]
+    assert {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in written} == written
+    assert (history / "kept.jsonl").read_bytes() == (history / "epoch_3" / "kept.jsonl").read_bytes()
 
     # the files of the latest pass
     for name in ("scores.jsonl", "kept.jsonl", "summary.json", "conflict.png"):

@@ -7,7 +7,8 @@ epoch's pruning happens in ``on_fit_start``. Checkpoints (written after this cal
 the filter state — aggregates, pass count, kept set, scores, the epoch the kept set is for and the content
 hash of the rows it indexes — and a resumed run continues from it without rescoring. (A run that stopped at
 its last epoch has no kept set for the next one; resumed with more epochs, it scores once at the start. A
-run resumed on other rows, which ``resume_rescore=true`` allows, scores them afresh.)
+run resumed on other rows, which ``resume_rescore=true`` allows, scores them afresh.) Each pass's files stay
+in ``<output_dir>/epoch_<e>/`` (the epoch the kept set is for), so a resumed run continues the numbering.
 
 Under DDP, FSDP (``trainer=fsdp``) or any multi-process strategy each rank sketches every world_size-th
 candidate and the sketches are all-gathered, so the pass costs 1/world_size per rank and every rank keeps
@@ -31,8 +32,9 @@ from congrad.filtering.sketching import PerPairSketcher
 class ConGradCallback(pl.Callback):
     """``sketch``: the ``sketch`` config group (width, seed, params, method, kind, chunk_mb, batch_size);
     ``method``: the ``filter`` config group, the keyword arguments of :class:`ConGrad` (aggregator,
-    keep_ratio, threshold, per_language, min_per_language, ema, gradvac_target, normalize, seed). Files of
-    the latest pass go to ``output_dir``."""
+    keep_ratio, threshold, per_language, min_per_language, ema, gradvac_target, normalize, seed). Every
+    pass writes its files into ``output_dir/epoch_<e>/``, never rewritten; ``output_dir/<file>`` is the
+    latest pass's (a link into its folder)."""
 
     def __init__(self, sketch: dict, method: dict, output_dir: str, progress: bool = True):
         self.sketch = dict(sketch)
@@ -95,7 +97,8 @@ class ConGradCallback(pl.Callback):
         self.kept_data = _rows_hash(datamodule)
         datamodule.set_active_indices(self.kept_indices)
         if trainer.is_global_zero:
-            heatmap = write_filter_outputs(self.output_dir, rows, result, extra_summary={"epoch": epoch})
+            heatmap = write_filter_outputs(self.output_dir, rows, result, extra_summary={"epoch": epoch},
+                                           keep_as=_history_name(self.output_dir, epoch))
             self._log(trainer, result, rows, heatmap, epoch)
 
     def _log(self, trainer: pl.Trainer, result: PassResult, rows, heatmap: Path, epoch: int) -> None:
@@ -116,6 +119,16 @@ class ConGradCallback(pl.Callback):
                 logger.log_table(key="filter/dropped", columns=["id", "language", "score", "reason"], data=dropped)
         summary = ", ".join(f"{lang} {s['kept']}/{s['total']}" for lang, s in per_language.items())
         pl.utilities.rank_zero_info(f"ConGrad epoch {epoch}: kept {int(result.kept.sum())}/{len(rows)} ({summary})")
+
+
+def _history_name(output_dir: Path, epoch: int) -> str:
+    """``epoch_<e>``: the folder that keeps this pass's files; ``epoch_<e>-2``, ... when a pass for the same
+    epoch was written there before (a run resumed on other rows rescores its epoch), which stays as it was."""
+    name, k = f"epoch_{epoch}", 1
+    while (output_dir / name).exists():
+        k += 1
+        name = f"epoch_{epoch}-{k}"
+    return name
 
 
 def _rows_hash(datamodule) -> str | None:

@@ -65,25 +65,26 @@ def summary(result: PassResult, report=None, extra: dict | None = None) -> dict:
 
 
 def write_filter_outputs(out_dir: str | Path, rows: Sequence, result: PassResult, report=None,
-                         extra_summary: dict | None = None) -> Path:
+                         extra_summary: dict | None = None, keep_as: str | None = None) -> Path:
     """Replace the four files in ``out_dir`` as one set; returns the heatmap's path. ``report``: the data's
     LoadReport, whose skipped and excluded rows get a line too (filter.py passes it; inside training the
-    candidates are the training split only, so it does not)."""
+    candidates are the training split only, so it does not). ``keep_as``: the set also stays, never
+    rewritten, as ``out_dir/<keep_as>/`` (the callback's ``epoch_<e>``)."""
     out_dir = Path(out_dir)
     lines = score_lines(rows, result, report)
     kept_rows = [row.raw for row, kept in zip(rows, result.kept.tolist()) if kept]
     summary_ = summary(result, report, extra_summary)
     figure = conflict_figure(result)
     try:
-        write_file_set(out_dir, {
+        folder = write_file_set(out_dir, {
             "scores.jsonl": lambda path: write_jsonl(path, lines),
             "kept.jsonl": lambda path: write_jsonl(path, kept_rows),
             "summary.json": lambda path: write_json(path, summary_),
             "conflict.png": lambda path: figure.savefig(path, format="png", dpi=110),
-        })
+        }, keep_as=keep_as)
     finally:
         _close(figure)
-    return out_dir / "conflict.png"
+    return folder / "conflict.png"
 
 
 def conflict_figure(result: PassResult):

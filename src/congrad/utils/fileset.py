@@ -6,7 +6,8 @@ The files are written into a fresh hidden folder ``DIR/.set-<time>-<random>/``; 
 to the current one and is swapped with one ``rename``, the only atomic step a POSIX file system offers for
 several files at once; each ``DIR/<name>`` is a symlink to ``.set/<name>`` (the layout Kubernetes uses for
 its mounted ConfigMaps). Readers open ``DIR/<name>`` as usual; ``cp -r`` and ``shutil.copytree`` copy the
-content. A run killed half-way leaves a temporary folder behind; the next write removes it.
+content. A run killed half-way leaves a temporary folder behind; the next write removes it. A set written
+with a name of its own (``keep_as``) stays beside the later ones: the ConGrad callback keeps every epoch's.
 
 :func:`prepare_output_dir` turns a user's ``output_dir`` into a directory that exists, or one line saying
 why it cannot be one. :func:`locked_directory` holds an exclusive ``flock`` on ``DIR/.lock`` for as long as
@@ -31,25 +32,33 @@ CURRENT = ".set"
 LOCK = ".lock"
 
 
-def write_file_set(directory: str | os.PathLike, writers: Mapping[str, Callable[[Path], None]]) -> None:
+def write_file_set(directory: str | os.PathLike, writers: Mapping[str, Callable[[Path], None]],
+                   keep_as: str | None = None) -> Path:
     """Replace the set of files ``writers`` names in ``directory`` as one: ``writers[name](path)`` writes
-    file ``name`` at ``path`` (a temporary location). An exception in a writer leaves the previous set."""
+    file ``name`` at ``path`` (a temporary location). An exception in a writer leaves the previous set.
+    Returns the folder that holds the new set.
+
+    ``keep_as``: the new set's folder is ``directory/<keep_as>`` (which must not exist yet), and it stays
+    when a later set replaces it as the current one: a history of sets, each written once."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     _remove_stale(directory, writers)
     _link_names(directory, writers)
     tmp = directory / f"{CURRENT}-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}.tmp"
+    final = directory / keep_as if keep_as else tmp.with_suffix("")
+    if final.exists():
+        raise CongradError(f"{final} exists already: a kept set is never written twice")
     tmp.mkdir()
     try:
         for name, write in writers.items():
             write(tmp / name)
-        final = tmp.with_suffix("")
         tmp.rename(final)  # complete, not yet current
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _point(directory / CURRENT, final.name)  # the commit: one rename
     _remove_stale(directory, writers)
+    return final
 
 
 def current_set(directory: str | os.PathLike) -> Path | None:
