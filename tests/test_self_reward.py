@@ -127,22 +127,20 @@ def test_language_identification(language):
     assert same_language(detect(ANSWERS[language]).language, language)
 
 
-def test_responses_in_another_language_are_dropped_and_counted():
+def test_responses_in_another_language_are_judged_and_dropped_when_pairing():
     prompts = [Prompt("de-0", "Was ist die Photosynthese?", "de"), Prompt("zh-0", "什么是光合作用？", "zh")]
     responses = [ANSWERS["de"], ANSWERS["zh"], ANSWERS["en"], ""]
-    generator = CannedGenerator(responses)
-    rows = generate_and_judge(prompts, generator, RuleJudge(), Sampling(num_responses=4), language_match=True)
+    rows = generate_and_judge(prompts, CannedGenerator(responses), RuleJudge(), Sampling(num_responses=4))
     de, zh = rows
-    assert de["dropped"] == [None, "language", "language", "empty"]
-    assert zh["dropped"] == ["language", None, "language", "empty"]
-    assert de["scores"][0] is not None and de["scores"][1] is None
-    pairs, report = pairs_from_generations(rows, min_score_gap=0.0)
+    # every non-empty response is judged and recorded: the file serves either pairing setting
+    assert de["dropped"] == zh["dropped"] == [None, None, None, "empty"]
+    assert all(score is not None for row in rows for score in row["scores"][:3])
+    pairs, report = pairs_from_generations(rows, min_score_gap=0.0, language_match=True)
     assert pairs == []  # one response left per prompt: nothing to pair
     assert report["total"]["dropped_language"] == 4 and report["total"]["dropped_empty"] == 2
     assert report["languages"]["de"]["no_pair_too_few"] == 1
 
-    off = generate_and_judge(prompts, generator, RuleJudge(), Sampling(num_responses=4), language_match=False)
-    pairs, report = pairs_from_generations(off, min_score_gap=0.0)
+    pairs, report = pairs_from_generations(rows, min_score_gap=0.0, language_match=False)
     assert report["total"]["language_mismatch"] == 4 and "dropped_language" not in report["total"]
     assert {p["language"] for p in pairs} == {"de", "zh"}
     assert all(p["chosen_score"] > p["rejected_score"] for p in pairs)
@@ -154,9 +152,9 @@ def test_unparseable_judgements_drop_the_response_not_the_run():
     generator = CannedGenerator(["Plants make sugar from light.", "Plants use light."],
                                 judge_texts=["no score here", "Score: 12"])
     judge = LLMJudge(template="{prompt} {response}", n_samples=2)
-    rows = generate_and_judge(prompts, generator, judge, Sampling(num_responses=2), language_match=False)
+    rows = generate_and_judge(prompts, generator, judge, Sampling(num_responses=2))
     assert rows[0]["dropped"] == ["unjudged", "unjudged"] and rows[0]["judgements"][0] == ["no score here", "Score: 12"]
-    pairs, report = pairs_from_generations(rows, min_score_gap=0.0)
+    pairs, report = pairs_from_generations(rows, min_score_gap=0.0, language_match=False)
     assert pairs == [] and report["total"]["judgements_unparseable"] == 2
     assert report["total"]["judgements_out_of_range"] == 2 and report["total"]["dropped_unjudged"] == 2
 
@@ -219,3 +217,37 @@ def test_reference_of_the_next_iteration_is_the_trained_policy(tiny_model_cfg, t
     torch.testing.assert_close(reference, expected, rtol=1e-4, atol=1e-5)
     trainable = [n for n, p in next_policy.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
+
+
+# ---- what a rerun reuses ---------------------------------------------------------------------------------
+
+def test_generations_are_reused_only_when_complete_and_made_from_the_same_source(tmp_path, caplog):
+    from congrad.selfreward.reuse import RECORD, reusable_generations, write_generations
+
+    rows = [{"id": f"en-{i}", "language": "en", "prompt": "Why?", "responses": ["a\u2028b", "c"]} for i in range(3)]
+    source = {"prompts": {"path": "p.jsonl", "count": 3, "sha256": "abc"}, "merged_adapters": ["d1"],
+              "settings": {"seed": 0, "self_reward.generation.num_responses": 2, "judge._target_": "RuleJudge"}}
+    assert reusable_generations(tmp_path, source) is None, "nothing written yet"
+    write_generations(tmp_path, rows, source)
+    assert reusable_generations(tmp_path, source) == rows
+    path = tmp_path / "generations.jsonl"
+    text = path.read_text(encoding="utf-8")
+
+    # made from something else: refused, naming what differs (the file stays)
+    for changed, named in (({**source, "settings": {**source["settings"], "seed": 1}}, "seed=0 then, 1 now"),
+                           ({**source, "prompts": {**source["prompts"], "sha256": "xyz"}},
+                            "other prompts: 3 from p.jsonl"),
+                           ({**source, "merged_adapters": ["d2"]}, "another policy")):
+        with pytest.raises(CongradError, match=named.replace("(", r"\(")):
+            reusable_generations(tmp_path, changed)
+    assert path.read_text(encoding="utf-8") == text
+
+    # cut short, a line broken, the record lost: not reused (generated again), never half-read
+    for damage in (lambda: path.write_text("".join(text.splitlines(keepends=True)[:2]), encoding="utf-8"),
+                   lambda: path.write_text(text.replace('"responses"', '"respo', 1), encoding="utf-8"),
+                   lambda: (tmp_path / RECORD).unlink()):
+        write_generations(tmp_path, rows, source)
+        damage()
+        with caplog.at_level("WARNING", logger="congrad"):
+            assert reusable_generations(tmp_path, source) is None
+        assert "generating it again" in caplog.records[-1].getMessage()

@@ -6,7 +6,9 @@ order, and a fresh LoRA on top, so the disabled adapter (the DPO reference) is �
 adapter gives π_{t+1}. ``iteration_<t>/iteration.json`` names the adapters π_t is made of; it is written
 last, and marks the iteration finished. A run restarted in the same run directory
 (``hydra.run.dir=DIR``) skips finished iterations; in an unfinished one it reuses ``generations.jsonl``
-when it is there (pairs are rebuilt from it) and trains again from π_t.
+when it is what this run would generate (:mod:`congrad.selfreward.reuse`; pairs are rebuilt from it) and
+trains again from π_t. SIGTERM or Ctrl-C while generating and judging, or while training, ends the run with
+a message that says how to resume it; the rerun gives the pairs and kept sets the run would have given.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ import json
 import logging
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from congrad.data.formats import read_json_lines
 from congrad.data.prompts import load_prompts
 from congrad.errors import CongradError, Interrupted
 from congrad.evaluation.callback import evaluation_callbacks
@@ -32,8 +34,10 @@ from congrad.judging.rule import RuleJudge
 from congrad.models import build_policy
 from congrad.models.factory import starting_adapters
 from congrad.selfreward.responses import generate_and_judge, pairs_from_generations
+from congrad.selfreward.reuse import check_finished, generations_source, reusable_generations, write_generations
 from congrad.training import fit
 from congrad.utils.instantiate import instantiate_group
+from congrad.utils.interrupt import interruptible
 from congrad.utils.io import write_json, write_jsonl
 from congrad.utils.loggers import closing
 
@@ -57,6 +61,7 @@ def run_self_reward(cfg: DictConfig) -> dict[str, float]:
     for t in range(1, cfg.iterations + 1):
         it_dir = run_dir / f"iteration_{t}"
         if (it_dir / DONE).is_file():
+            check_finished(it_dir)
             log.info("iteration %d: finished before, skipped", t)
         else:
             metrics = run_iteration(cfg, t, it_dir, adapters, prompts, judge)
@@ -89,21 +94,24 @@ def run_iteration(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str], pr
     start = time.time()
     icfg = iteration_config(cfg, t, it_dir, adapters)
     sr = cfg.self_reward
+    source = generations_source(cfg, prompts, adapters)
+    generations = reusable_generations(it_dir, source)  # before the model loads: a mismatch is one line
+    pl.seed_everything(cfg.seed + t)  # π_t's fresh adapter: the same in a rerun that skipped iterations
     tokenizer, policy = build_policy(icfg.model)
-
-    generations_path = it_dir / "generations.jsonl"
-    if generations_path.is_file():
-        log.info("iteration %d: reusing %s", t, generations_path)
-        generations = [value for _, value in read_json_lines(generations_path)]
+    if generations is not None:
+        log.info("iteration %d: reusing %s", t, it_dir / "generations.jsonl")
     else:
         pl.seed_everything(cfg.seed + t)
         generator = TextGenerator(policy, tokenizer, batch_size=sr.batch_size,
                                   max_prompt_length=sr.max_prompt_length, device=sr.device)
-        generations = generate_and_judge(prompts, generator, judge, Sampling(**sr.generation), sr.language_match)
-        write_jsonl(generations_path, generations)
+        log.info("iteration %d: generating and judging %d responses to each of %d prompts", t,
+                 sr.generation.num_responses, len(prompts))
+        with _resumable(t, it_dir, "while generating and judging", reused=False), interruptible():
+            generations = generate_and_judge(prompts, generator, judge, Sampling(**sr.generation))
+        write_generations(it_dir, generations, source)
     generated_s = time.time() - start
 
-    pairs, counts = pairs_from_generations(generations, sr.min_score_gap)
+    pairs, counts = pairs_from_generations(generations, sr.min_score_gap, sr.language_match)
     report = {"iteration": t, "judge": judge.name, "counts": counts}
     if isinstance(judge, RuleJudge):
         report["note"] = RULE_JUDGE_NOTE
@@ -116,16 +124,12 @@ def run_iteration(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str], pr
     log.info("iteration %d: %d pairs (%s)", t, len(pairs),
              ", ".join(f"{lang} {c.get('pairs', 0)}" for lang, c in counts["languages"].items()))
 
-    shutil.rmtree(it_dir / "checkpoints", ignore_errors=True)  # a fit cut short restarts from π_t
+    for attempt in ("checkpoints", "filter"):  # a fit cut short restarts from π_t, its filter history with it
+        shutil.rmtree(it_dir / attempt, ignore_errors=True)
     seen = OmegaConf.select(cfg, "data.languages") or sorted({p.language for p in prompts})
-    try:
+    with _resumable(t, it_dir, "while training", reused=True):
         metrics = fit(icfg, tokenizer, policy, metrics=_pair_metrics(counts),
                       callbacks=evaluation_callbacks(icfg, it_dir / "eval", seen))
-    except Interrupted as err:
-        raise Interrupted(err.signum, (
-            f"interrupted by {err.signal_name} in iteration {t}: rerun with hydra.run.dir={it_dir.parent} to "
-            "resume (finished iterations are skipped, this one's generations are reused and its training "
-            "starts again from its reference policy)")) from None
     write_json(it_dir / DONE, {
         "iteration": t,
         "reference": {"base": OmegaConf.to_container(cfg.model.backbone, resolve=True), "merged_adapters": adapters},
@@ -136,6 +140,19 @@ def run_iteration(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str], pr
     })
     log.info("iteration %d finished in %.1f s", t, time.time() - start)
     return metrics
+
+
+@contextmanager
+def _resumable(t: int, it_dir: Path, phase: str, reused: bool):
+    """A signal in iteration t: the message says how to resume, and what the rerun will reuse."""
+    try:
+        yield
+    except Interrupted as err:
+        again = "its generations are reused" if reused else "it generates its responses again"
+        raise Interrupted(err.signum, (
+            f"interrupted by {err.signal_name} in iteration {t} {phase}: rerun with hydra.run.dir={it_dir.parent} "
+            f"to resume (finished iterations are skipped; {again}, and its training starts again from its "
+            "reference policy)")) from None
 
 
 def iteration_config(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str]) -> DictConfig:

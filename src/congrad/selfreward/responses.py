@@ -3,9 +3,11 @@
 A ``generations.jsonl`` row holds a prompt (``id``, ``language``, ``prompt``) and, one entry per response:
 ``responses``, ``scores`` (the judge's mean, null when unjudged), ``judge_samples`` and ``judge_problems``
 (per judgement: the parsed value, and null / ``unparseable`` / ``out_of_range``), ``detected_language``
-and ``language_confidence`` (py3langid), ``dropped`` (null, ``empty``, ``language`` or ``unjudged``); and
-``judgements``, the judge's raw texts, for LLM judges. Pairs and their counts are a pure function of
-these rows, so a resumed iteration rebuilds them from the file instead of generating again.
+and ``language_confidence`` (py3langid), ``dropped`` (null, ``empty`` or ``unjudged``); and
+``judgements``, the judge's raw texts, for LLM judges. Every non-empty response is judged: the language
+check (``self_reward.language_match``) is applied when pairing, so pairs and their counts are a pure
+function of these rows and the pairing settings, and a resumed iteration rebuilds them from the file
+instead of generating again, whatever those settings are now.
 """
 
 from __future__ import annotations
@@ -22,23 +24,16 @@ from congrad.selfreward.pairing import best_vs_worst
 EMPTY, LANGUAGE, UNJUDGED = "empty", "language", "unjudged"
 
 
-def generate_and_judge(prompts: Sequence[Prompt], generator: TextGenerator, judge, sampling: Sampling,
-                       language_match: bool) -> list[dict]:
-    """Sample, identify languages, judge the responses that are still in; one row per prompt.
-
-    With ``language_match`` a response whose identified language is not the prompt's is dropped before
-    judging (it is never scored); without, it is judged like any other and only recorded.
-    """
+def generate_and_judge(prompts: Sequence[Prompt], generator: TextGenerator, judge, sampling: Sampling) -> list[dict]:
+    """Sample, identify languages, judge every non-empty response; one row per prompt."""
     responses = generator.generate([p.prompt for p in prompts], sampling, desc="generate")
     rows, candidates, slots = [], [], []
     for k, (prompt, texts) in enumerate(zip(prompts, responses)):
         detections = [detect(text) for text in texts]
         dropped = []
-        for j, (text, detection) in enumerate(zip(texts, detections)):
+        for j, text in enumerate(texts):
             if not text:
                 dropped.append(EMPTY)
-            elif language_match and not same_language(detection.language, prompt.language):
-                dropped.append(LANGUAGE)
             else:
                 dropped.append(None)
                 candidates.append(Candidate(prompt.prompt, prompt.language, text))
@@ -68,20 +63,26 @@ def generate_and_judge(prompts: Sequence[Prompt], generator: TextGenerator, judg
     return rows
 
 
-def pairs_from_generations(rows: Sequence[dict], min_score_gap: float) -> tuple[list[dict], dict]:
+def pairs_from_generations(rows: Sequence[dict], min_score_gap: float,
+                           language_match: bool) -> tuple[list[dict], dict]:
     """The ``pairs.jsonl`` rows (the preference format, with ``chosen_score`` and ``rejected_score``) and the counts of
-    what happened on the way, per language and in total."""
+    what happened on the way, per language and in total. With ``language_match`` a response whose identified
+    language is not the prompt's takes no part (``dropped_language``); without, it is only counted
+    (``language_mismatch``, counted either way)."""
     counts: dict[str, Counter] = defaultdict(Counter)
     pairs = []
     for row in rows:
         c = counts[row["language"]]
         c["prompts"] += 1
         c["responses"] += len(row["responses"])
-        c["language_mismatch"] += sum(bool(text) and not same_language(detected, row["language"])
-                                      for text, detected in zip(row["responses"], row["detected_language"]))
-        c.update(f"dropped_{reason}" for reason in row["dropped"] if reason)
+        mismatch = [bool(text) and not same_language(detected, row["language"])
+                    for text, detected in zip(row["responses"], row["detected_language"])]
+        c["language_mismatch"] += sum(mismatch)
+        dropped = [reason or (LANGUAGE if language_match and other else None)
+                   for reason, other in zip(row["dropped"], mismatch)]
+        c.update(f"dropped_{reason}" for reason in dropped if reason)
         c.update(f"judgements_{problem or 'valid'}" for problems in row["judge_problems"] for problem in problems)
-        scores = [None if reason else score for score, reason in zip(row["scores"], row["dropped"])]
+        scores = [None if reason else score for score, reason in zip(row["scores"], dropped)]
         pair, reason = best_vs_worst(row["responses"], scores, min_score_gap)
         if pair is None:
             c[f"no_pair_{reason}"] += 1
