@@ -135,3 +135,19 @@ def test_evaluate_py_takes_a_run_directory(run_dir, tmp_path):
     assert results["policy"]["adapters"] == [str(run_dir / "adapter")]
     assert set(results["languages"]) == {"de", "zh"} and results["seen"]["languages"] == 2  # from data_report.json
     assert "win_rate" in result.stdout  # the table is printed
+
+
+def test_cost_json_splits_the_run_by_stage_and_the_loggers_get_the_same_numbers(run_dir):
+    spent = json.loads((run_dir / "cost.json").read_text())
+    seconds = spent["seconds"]
+    assert spent["finished"] and all(seconds[stage] > 0 for stage in ("sketch", "train", "evaluate"))
+    assert seconds["generate"] == seconds["judge"] == 0  # no self-rewarding loop in the default run
+    assert spent["sketch_to_train"] == pytest.approx(seconds["sketch"] / seconds["train"], rel=1e-3)
+    candidates = json.loads((run_dir / "filter" / "summary.json").read_text())["total"]
+    assert spent["sketch_passes"] == 3 and spent["pairs_sketched"] == 3 * candidates  # before each of 3 epochs
+    assert spent["tokens_generated"]["evaluate"] > 0 and spent["judge_requests"]["sent"] == 0  # the rule judge
+    logged = {name: float(value) for row in read_metrics(run_dir) for name, value in row.items()
+              if name.startswith("cost/") and value}
+    for stage in ("sketch", "train", "evaluate"):
+        assert logged[f"cost/seconds/{stage}"] == seconds[stage]
+    assert logged["cost/pairs_sketched"] == spent["pairs_sketched"]

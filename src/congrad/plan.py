@@ -36,6 +36,15 @@ tokens; a = 2 bytes per activation under bf16/fp16 (weights or mixed precision),
 * generation: the KV cache (2 · layers · kv heads · head dim · (prompt + new tokens) · sequences · a) and
   the prefill's transient activations of one layer.
 
+Compute (FLOPs per epoch, :func:`flops`): a forward pass costs 2 FLOPs per weight of every matrix product
+(the decoder's linear layers, LoRA included, and the output layer) per token, plus 4·layers·T·heads·head_dim
+for attention. A training step and a ConGrad pass both run the reference forward, the policy's forward and
+its backward to the activations (3 forwards; 4 with gradient checkpointing); the step adds the weight
+gradients of the trained parameters (2 FLOPs per trained weight per token), the pass the same per-pair
+gradients of the sketched ones plus the count sketch of each pair's gradient (1 per sketched coordinate
+and pair). Before every epoch the pass scores all ``--candidates``; the epoch trains on the kept share
+(``filter.keep_ratio``; all of them with a threshold).
+
 Not counted: the CUDA context and allocator fragmentation (the verdict keeps ``RESERVE_GIB`` free),
 optimizer-step temporaries, DDP's gradient buckets beyond the adapters' size. Validated against
 bench/memory.py on CPU (float32, sdpa) shapes within 25%; the bf16 terms follow the same accounting and
@@ -135,6 +144,7 @@ class Settings:
     devices: int = 1
     strategy: str = "auto"
     candidates: int = 10000
+    keep_ratio: float = 1.0  # share of the candidates an epoch trains on
     languages: int = 10
     gen_sequences: int = 64
     gen_prompt: int = 512
@@ -261,6 +271,33 @@ def estimate(s: ModelShape, st: Settings) -> Estimate:
     )
 
 
+@dataclass
+class Flops:
+    """FLOPs of one epoch: the ConGrad pass over every candidate and the training on the kept pairs."""
+
+    sketch: float
+    train: float
+
+    @property
+    def ratio(self) -> float:
+        return self.sketch / self.train if self.train else math.inf
+
+
+def flops(s: ModelShape, st: Settings) -> Flops:
+    """See the module docstring."""
+    lora = {t: st.lora_r * sum(s.linear[t]) for t in st.lora_targets} if st.lora_r else {}
+    base = s.layers * sum(i * o for i, o in s.linear.values()) + s.hidden * s.vocab  # weights in matrix products
+    adapters = s.layers * sum(lora.values())
+    forward = 2 * (base + adapters) + 4 * s.layers * st.tokens * s.heads * s.head_dim  # per token
+    passes = 4 if st.checkpointing else 3
+    trained = adapters if st.lora_r else base
+    sketched = adapters if st.sketch_params == "lora" and st.lora_r else base + adapters
+    tokens = 2 * st.tokens  # chosen and rejected, padded to T
+    per_pair_train = tokens * (passes * forward + 2 * trained)
+    per_pair_sketch = tokens * (passes * forward + 2 * sketched) + sketched
+    return Flops(sketch=st.candidates * per_pair_sketch, train=st.keep_ratio * st.candidates * per_pair_train)
+
+
 # ---- from a composed config ------------------------------------------------------------------------------
 def _bytes_of(dtype: str) -> int:
     return 2 if str(dtype) in ("bfloat16", "float16", "bf16", "fp16", "half") else 4
@@ -301,6 +338,7 @@ def settings_from_config(cfg, *, pairs: int | None = None, tokens: int | None = 
                                   else (lora.target_modules if lora is not None else None)),
         sketch_params=str(sketch.params), chunk_bytes=int(sketch.chunk_mb * 2**20), width=int(sketch.width),
         devices=int(devices) if str(devices).isdigit() else 1, strategy=strategy, candidates=candidates,
+        keep_ratio=float(cfg.filter.get("keep_ratio") or 1.0) if cfg.get("filter") is not None else 1.0,
         languages=languages, on_cpu=str(cfg.trainer.get("accelerator")) == "cpu" and not mixed_precision,
         gen_sequences=int(sr.get("batch_size", 16)) * int(gen.get("num_responses", 4)) if sr else 64,
         gen_prompt=int(data.get("max_prompt_length") or 512), gen_new=int(gen.get("max_new_tokens", 512)),
@@ -353,6 +391,9 @@ def report(cfg, shape: ModelShape, st: Settings, est: Estimate, gpu_gib: float) 
         lines.append(f"  {label:58s}{g(value)}   {'yes' if fits else 'NO'}")
     lines += [
         "",
+        "  compute per epoch (FLOPs)",
+        *_flops_lines(st, flops(shape, st)),
+        "",
         "  host memory (CPU)",
         f"  {f'sketches: {st.candidates} candidates x {st.width} x 4 B':58s}{g(est.sketches_host)}",
         f"  {f'filter state: {st.languages} languages x {st.width} x 4 B (aggregates, EMA)':58s}{g(est.filter_state)}",
@@ -362,6 +403,13 @@ def report(cfg, shape: ModelShape, st: Settings, est: Estimate, gpu_gib: float) 
                          "model.gradient_checkpointing, or add devices with trainer=fsdp)"),
     ]
     return "\n".join(lines), ok
+
+
+def _flops_lines(st: Settings, f: Flops) -> list[str]:
+    kept = round(st.keep_ratio * st.candidates)
+    return [f"  {f'ConGrad pass: {st.candidates} candidates x 2 x {st.tokens} tokens':58s}{f.sketch:10.3g}",
+            f"  {f'training: {kept} kept pairs (forward, backward, reference)':58s}{f.train:10.3g}",
+            f"  {'ConGrad pass / training':58s}{f.ratio:10.2f}"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -385,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"shape": asdict(shape), "settings": asdict(st), "estimate": asdict(est),
+                       "flops": {**asdict(flops(shape, st)), "ratio": flops(shape, st).ratio},
                        "gpu_memory_gib": args.gpu_memory, "fits": ok}, f, indent=1)
     return 0
 

@@ -4,21 +4,23 @@ followed by an evaluation against the baseline (:mod:`congrad.evaluation`) unles
 
 ``iterations=0`` (the default) or an explicit ``data.path`` is one DPO run on that preference set;
 ``iterations=N`` with the ``self_reward`` group set (``+experiment=tiny_self_reward``, ...) and no
-``data.path`` runs N self-rewarding iterations.
+``data.path`` runs N self-rewarding iterations. Either way the run directory gets ``cost.json``
+(:mod:`congrad.utils.cost`).
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from omegaconf import DictConfig
-
-from pathlib import Path
+from pytorch_lightning.utilities import rank_zero_only
 
 from congrad.errors import CongradError
 from congrad.evaluation.callback import evaluation_callbacks
 from congrad.selfreward.loop import run_self_reward
 from congrad.training import fit
+from congrad.utils import cost
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     final metrics (of the last iteration)."""
     if self_reward_enabled(cfg):
         return run_self_reward(cfg)
-    return fit(cfg, callbacks=evaluation_callbacks(cfg, Path(cfg.paths.output_dir) / "eval"))
+    run_dir = Path(cfg.paths.output_dir)
+    with cost.recording(run_dir / cost.FILE if rank_zero_only.rank == 0 else None):
+        return fit(cfg, callbacks=evaluation_callbacks(cfg, run_dir / "eval"))
 
 
 def self_reward_enabled(cfg: DictConfig) -> bool:

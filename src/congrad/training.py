@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from congrad.errors import CongradError
 from congrad.models import DPOModule, build_policy
+from congrad.utils import cost
 from congrad.utils.checkpoints import RecordData, check_resume_data, check_resume_model, inspect_checkpoint
 from congrad.utils.instantiate import instantiate_group
 from congrad.utils.interrupt import GracefulStop
@@ -110,11 +111,14 @@ def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] 
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
             logger.log_metrics(metrics, step=0)
         try:
-            trainer.fit(pieces.module, datamodule=datamodule, ckpt_path=ckpt_path)
+            with cost.stage("train"):  # the ConGrad pass and the evaluation inside it are stages of their own
+                trainer.fit(pieces.module, datamodule=datamodule, ckpt_path=ckpt_path)
         except SystemExit:  # Lightning's way out of SIGTERM (status 0) and Ctrl-C (status 1)
             if stop.signum is None:
                 raise
             raise stop.error() from None
+        if (meter := cost.current()) is not None and trainer.is_global_zero:
+            cost.log_cost(loggers, meter.snapshot(), step=trainer.global_step)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from congrad.errors import ConfigError
 from congrad.evaluation.evaluator import Evaluator
 from congrad.evaluation.outputs import log_results, table, write_outputs
+from congrad.utils import cost
 from congrad.utils.instantiate import instantiate_group
 from congrad.utils.interrupt import interruptible
 from congrad.utils.loggers import closing
@@ -32,7 +33,13 @@ class Target:
 
 
 def evaluate(cfg: DictConfig) -> list[dict]:
-    """Evaluate every target of ``cfg`` (one, or every iteration of a self-rewarding run); the results."""
+    """Evaluate every target of ``cfg`` (one, or every iteration of a self-rewarding run); the results. What it
+    cost goes to ``output_dir/cost.json``."""
+    with cost.recording(Path(cfg.output_dir) / cost.FILE):
+        return _evaluate(cfg)
+
+
+def _evaluate(cfg: DictConfig) -> list[dict]:
     pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.output_dir)
     if cfg.get("run_dir"):
@@ -51,12 +58,14 @@ def evaluate(cfg: DictConfig) -> list[dict]:
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         for step, target in enumerate(targets):
-            tokenizer, policy = evaluator.policy(target.adapters)
-            results, generations = evaluator.evaluate(tokenizer, policy, {"adapters": target.adapters}, seen)
+            with cost.stage("evaluate"):
+                tokenizer, policy = evaluator.policy(target.adapters)
+                results, generations = evaluator.evaluate(tokenizer, policy, {"adapters": target.adapters}, seen)
             plot = write_outputs(target.out_dir, results, generations)
             log_results(loggers, results, step=step, plot=plot)
             print(f"{target.name}: {target.out_dir}\n{table(results)}")
             everything.append(results)
+        cost.log_cost(loggers, cost.current().snapshot(), step=len(targets) - 1)
     return everything
 
 

@@ -10,6 +10,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from congrad.filtering.sketching import PerPairSketcher
+from congrad.utils import cost
 
 
 def move_batch(batch: dict, device: torch.device) -> dict:
@@ -44,9 +45,11 @@ def sketch_candidates(sketcher: PerPairSketcher, dataloader, device: torch.devic
 
     All sketches are kept on the CPU: N × w floats (160 MB for 10k pairs at w = 4096).
     """
-    with train_mode_without_dropout(sketcher.module.policy):
-        return torch.cat([
+    with cost.stage("sketch"), train_mode_without_dropout(sketcher.module.policy):
+        sketches = torch.cat([
             sketcher(move_batch(batch, device)).cpu()
             for batch in tqdm(dataloader, desc="ConGrad: sketching gradients", unit="batch", disable=not progress,
                               leave=False)
         ])
+    cost.add_sketched(len(sketches))
+    return sketches

@@ -19,6 +19,7 @@ from congrad.filtering.outputs import write_filter_outputs
 from congrad.filtering.sketch_pass import sketch_candidates
 from congrad.filtering.sketching import PerPairSketcher
 from congrad.training import build_pieces
+from congrad.utils import cost
 from congrad.utils.device import resolve_device
 from congrad.utils.fileset import locked_directory, prepare_output_dir
 
@@ -26,9 +27,12 @@ log = logging.getLogger(__name__)
 
 
 def filter_file(cfg: DictConfig) -> Path:
-    """Score every row of ``cfg.data.path``; write the output files into ``cfg.output_dir``."""
+    """Score every row of ``cfg.data.path``; write the output files into ``cfg.output_dir``, and what the run
+    cost into the run's log folder (``cost.json`` beside ``filter.log``)."""
     out_dir = prepare_output_dir(cfg.output_dir)
-    with locked_directory(out_dir, f"output_dir={out_dir}"):
+    log_dir = OmegaConf.select(cfg, "paths.output_dir", default=None)
+    with locked_directory(out_dir, f"output_dir={out_dir}"), \
+            cost.recording(Path(log_dir) / cost.FILE if log_dir else None):
         return _filter_into(cfg, out_dir)
 
 

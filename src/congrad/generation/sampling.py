@@ -8,14 +8,17 @@ the responses are trained on the very context they were sampled in. Long prompts
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from congrad.data.formats import Text
 from congrad.data.tokenization import as_messages, flatten_text, token_ids
+from congrad.utils import cost
 from congrad.utils.device import resolve_device
 
 
@@ -41,6 +44,7 @@ class TextGenerator:
         self.max_prompt_length = max_prompt_length
         self.device = resolve_device(device)
         self.progress = progress
+        self._identity: str | None = None
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, dtype: str = "bfloat16", revision: str | None = None,
@@ -65,24 +69,58 @@ class TextGenerator:
                 ids = [tokenizer.bos_token_id, *ids]
         return ids[-(max_prompt_length or self.max_prompt_length):]
 
-    @torch.no_grad()
     def generate(self, prompts: Sequence[Text], sampling: Sampling, desc: str = "generate",
                  max_prompt_length: int | None = None) -> list[list[str]]:
         """``sampling.num_responses`` decoded responses (special tokens removed, stripped) per prompt;
         ``max_prompt_length`` overrides the generator's own (a judge's prompt holds a whole rubric)."""
+        out: list[list[str]] = [[] for _ in prompts]
+        n = sampling.num_responses
+        for batch, texts in self._batches(prompts, sampling, desc, max_prompt_length):
+            for j, i in enumerate(batch):
+                out[i] = texts[j * n: (j + 1) * n]
+        return out
+
+    def generate_each(self, items: Sequence[tuple[Text, int]], sampling: Sampling, desc: str = "generate",
+                      max_prompt_length: int | None = None) -> Iterator[tuple[list[int], list[str]]]:
+        """One response per ``(prompt, sample index)`` item, yielded a batch at a time as ``(positions of the
+        items, their texts)``, so a caller can store them as they come. Every item is a fresh sample (the
+        index only names it); the items of one prompt are sampled together. ``sampling.num_responses`` is
+        not used."""
+        by_prompt: dict[str, list[int]] = {}
+        for position, (prompt, _) in enumerate(items):
+            by_prompt.setdefault(json.dumps(prompt, ensure_ascii=False), []).append(position)
+        by_count: dict[int, list[list[int]]] = {}
+        for positions in by_prompt.values():
+            by_count.setdefault(len(positions), []).append(positions)
+        for count, groups in sorted(by_count.items()):
+            prompts = [items[positions[0]][0] for positions in groups]
+            for batch, texts in self._batches(prompts, replace(sampling, num_responses=count), desc,
+                                              max_prompt_length):
+                yield ([p for i in batch for p in groups[i]], texts)
+
+    @torch.no_grad()
+    def _batches(self, prompts: Sequence[Text], sampling: Sampling, desc: str,
+                 max_prompt_length: int | None) -> Iterator[tuple[list[int], list[str]]]:
+        """``(prompt indices, their num_responses texts each, in order)`` per generate call."""
         from tqdm.auto import tqdm
 
         encoded = [self.prompt_ids(p, max_prompt_length) for p in prompts]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths batch together
-        out: list[list[str]] = [[] for _ in prompts]
         batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         with self._inference_mode():
             for batch in tqdm(batches, desc=desc, unit="batch", disable=not self.progress):
-                texts = self._generate_batch([encoded[i] for i in batch], sampling)
-                n = sampling.num_responses
-                for j, i in enumerate(batch):
-                    out[i] = texts[j * n: (j + 1) * n]
-        return out
+                yield batch, self._generate_batch([encoded[i] for i in batch], sampling)
+
+    @property
+    def identity(self) -> str:
+        """What a verdict cache knows this model by: a sha256 over its weights and buffers (names, dtypes,
+        shapes, bytes), its tokenizer's chat template and its end-of-sequence ids, computed once. A LoRA
+        adapter whose B matrices are all zero (a fresh one) changes no output and is left out, so the policy
+        of a self-rewarding iteration hashes as its merged base. The hash reads every weight once, on the
+        CPU (about a second per GB)."""
+        if self._identity is None:
+            self._identity = "local:" + weights_fingerprint(self.model, self.tokenizer, self._eos_ids())
+        return self._identity
 
     def _generate_batch(self, batch: list[list[int]], sampling: Sampling) -> list[str]:
         width = max(len(ids) for ids in batch)
@@ -106,7 +144,9 @@ class TextGenerator:
             eos_token_id=self._eos_ids(),
             use_cache=True,
         )
-        texts = self.tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
+        new = generated[:, width:]
+        cost.add_tokens(generated_tokens(new, self._eos_ids()))
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         return [text.strip() for text in texts]
 
     def _pad_id(self) -> int:
@@ -128,3 +168,27 @@ class TextGenerator:
             yield
         finally:
             self.model.train(was_training)
+
+
+def generated_tokens(new: torch.Tensor, eos_ids: Sequence[int]) -> int:
+    """Tokens a batch generated: per sequence, up to and including its first end-of-sequence token (what
+    follows is padding)."""
+    ended = torch.isin(new, torch.tensor(list(eos_ids), dtype=new.dtype, device=new.device))
+    lengths = torch.where(ended.any(dim=1), ended.int().argmax(dim=1) + 1, new.shape[1])
+    return int(lengths.sum())
+
+
+def weights_fingerprint(model, tokenizer, eos_ids: Sequence[int]) -> str:
+    """See :attr:`TextGenerator.identity`."""
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    lora_b = [t for name, t in tensors if "lora_B" in name]
+    if lora_b and all(not bool(t.detach().any()) for t in lora_b):  # peft's names, back to the base model's
+        tensors = [(name.removeprefix("base_model.model.").replace(".base_layer", ""), t)
+                   for name, t in tensors if "lora_" not in name]
+    digest = hashlib.sha256()
+    for name, tensor in tensors:
+        data = tensor.detach().contiguous()
+        digest.update(f"{name}:{data.dtype}:{tuple(data.shape)};".encode())
+        digest.update(data.view(-1).view(torch.uint8).cpu().numpy().tobytes())
+    digest.update(json.dumps([getattr(tokenizer, "chat_template", None), len(tokenizer), list(eos_ids)]).encode())
+    return digest.hexdigest()

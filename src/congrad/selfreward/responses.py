@@ -20,13 +20,15 @@ from congrad.generation.langid import detect, same_language
 from congrad.generation.sampling import Sampling, TextGenerator
 from congrad.judging.verdicts import Candidate
 from congrad.selfreward.pairing import best_vs_worst
+from congrad.utils import cost
 
 EMPTY, LANGUAGE, UNJUDGED = "empty", "language", "unjudged"
 
 
 def generate_and_judge(prompts: Sequence[Prompt], generator: TextGenerator, judge, sampling: Sampling) -> list[dict]:
     """Sample, identify languages, judge every non-empty response; one row per prompt."""
-    responses = generator.generate([p.prompt for p in prompts], sampling, desc="generate")
+    with cost.stage("generate"):
+        responses = generator.generate([p.prompt for p in prompts], sampling, desc="generate")
     rows, candidates, slots = [], [], []
     for k, (prompt, texts) in enumerate(zip(prompts, responses)):
         detections = [detect(text) for text in texts]
@@ -46,7 +48,8 @@ def generate_and_judge(prompts: Sequence[Prompt], generator: TextGenerator, judg
             "language_confidence": [d.confidence for d in detections],
             "dropped": dropped,
         })
-    verdicts = judge.judge(candidates, generator) if candidates else []
+    with cost.stage("judge"):
+        verdicts = judge.judge(candidates, generator) if candidates else []
     keep_texts = any(v.texts for v in verdicts)  # LLM judges: keep what they wrote
     if keep_texts:
         for row in rows:
