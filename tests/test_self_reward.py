@@ -40,8 +40,12 @@ class CannedGenerator:
 
     def generate(self, prompts, sampling, desc="generate", max_prompt_length=None):
         self.calls.append((desc, len(prompts), sampling.num_responses))
-        texts = self.judge_texts if desc == "judge" else self.responses
-        return [texts[: sampling.num_responses] for _ in prompts]
+        return [self.responses[: sampling.num_responses] for _ in prompts]
+
+    def generate_each(self, items, sampling, desc="generate", max_prompt_length=None):
+        """The judge asks for one text per (prompt, sample index): sample j gets ``judge_texts[j]``."""
+        self.calls.append((desc, len(items)))
+        yield list(range(len(items))), [self.judge_texts[j] for _, j in items]
 
 
 # ---- prompts ---------------------------------------------------------------------------------------
@@ -95,7 +99,7 @@ def test_llm_judge_fills_the_template_and_samples_n_judgements():
     judge = LLMJudge(template="Q: {prompt}\nA: {response}\nGrade it.", n_samples=3)
     policy = CannedGenerator([], judge_texts=["Score: 5", "Score: 4", "garbled"])
     verdicts = judge.judge([Candidate("What?", "en", "That."), Candidate("Was?", "de", "Das.")], policy)
-    assert policy.calls == [("judge", 2, 3)]
+    assert policy.calls == [("judge", 6)]  # 2 candidates x 3 samples
     assert [v.score for v in verdicts] == [4.5, 4.5] and verdicts[0].texts[2] == "garbled"
     assert judge.name == "self"
     with pytest.raises(CongradError, match="prompt"):

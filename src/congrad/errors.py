@@ -59,6 +59,11 @@ class Interrupted(CongradError):
         return signal.Signals(self.signum).name
 
 
+class JudgeUnavailable(CongradError):
+    """A judge server that stopped answering during a run (after its retries); the message names the server
+    and what the verdict cache kept, so that the rerun continues from there."""
+
+
 def user_error(err: BaseException) -> CongradError | None:
     """The :class:`CongradError` behind ``err``, also when a wrapper (Hydra's instantiate) re-raised it."""
     seen = set()

@@ -23,6 +23,7 @@ from congrad.data.formats import ON_BAD_ROW, requested_languages
 from congrad.errors import CongradError, ConfigError
 from congrad.filtering.sketching import METHODS, SKETCHES
 from congrad.filtering.surgery import AGGREGATORS
+from congrad.judging.api import MAX_TOKENS_KEYS
 from congrad.kernels import MAX_WIDTH, MIN_WIDTH
 from congrad.models.guard import ON_NONFINITE
 from congrad.models.losses import LOSS_TYPES
@@ -100,6 +101,10 @@ def boolean(v: Any) -> str | None:
 
 def text(v: Any) -> str | None:
     return None if isinstance(v, str) and v.strip() else "a non-empty string"
+
+
+def http_url(v: Any) -> str | None:
+    return None if isinstance(v, str) and re.match(r"^https?://[^/\s]+", v) else "an http:// or https:// address"
 
 
 def optional(rule: Rule) -> Rule:
@@ -269,6 +274,15 @@ JUDGE = {
     "judge.repetition_weight": number(0),
     "judge.min_chars": integer(1),
     "judge.max_chars": integer(1),
+    "judge.cache_dir": optional(text),
+    "judge.base_url": http_url,
+    "judge.max_concurrency": integer(1),
+    "judge.timeout": number(0, lo_open=True),
+    "judge.retries": integer(0),
+    "judge.backoff": number(0),
+    "judge.max_backoff": number(0),
+    "judge.max_tokens_key": choice(MAX_TOKENS_KEYS),
+    "judge.seed": integer(),
 }
 EVAL = {
     "eval.languages": languages,

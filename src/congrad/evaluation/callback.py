@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from congrad.evaluation.evaluator import Evaluator
 from congrad.evaluation.outputs import log_results, table, write_outputs
+from congrad.utils import cost
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,8 @@ class EvaluationCallback(pl.Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
-            self._evaluate(trainer, pl_module)
+            with cost.stage("evaluate"):
+                self._evaluate(trainer, pl_module)
         trainer.strategy.barrier("evaluation")  # the other ranks wait: no rank tears down while rank 0 evaluates
 
     def _evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -41,10 +43,11 @@ class EvaluationCallback(pl.Callback):
         log.info("evaluation against the baseline (%s):\n%s", self.out_dir, table(self.results))
 
 
-def evaluation_callbacks(cfg: DictConfig, out_dir: str | Path, seen: Sequence[str] | None = None) -> list[pl.Callback]:
-    """``[EvaluationCallback]`` for a fit of ``cfg`` (none when ``eval`` is null). The seen languages are
-    ``eval.seen``, else ``seen``, else ``langset.seen``, else ``data.languages``, else (in the callback) the
-    languages of the training data."""
+def evaluation_callbacks(cfg: DictConfig, out_dir: str | Path, seen: Sequence[str] | None = None,
+                         judge=None) -> list[pl.Callback]:
+    """``[EvaluationCallback]`` for a fit of ``cfg`` (none when ``eval`` is null), judged by ``judge`` (None:
+    ``cfg.judge``, built here). The seen languages are ``eval.seen``, else ``seen``, else ``langset.seen``,
+    else ``data.languages``, else (in the callback) the languages of the training data."""
     if cfg.get("eval") is None:
         return []
     for candidate in (cfg.eval.get("seen"), seen, OmegaConf.select(cfg, "langset.seen"),
@@ -52,4 +55,5 @@ def evaluation_callbacks(cfg: DictConfig, out_dir: str | Path, seen: Sequence[st
         if candidate is not None:
             seen = list(candidate)
             break
-    return [EvaluationCallback(cfg, hydra.utils.instantiate(cfg.judge), out_dir, seen)]
+    judge = judge if judge is not None else hydra.utils.instantiate(cfg.judge)
+    return [EvaluationCallback(cfg, judge, out_dir, seen)]

@@ -36,6 +36,7 @@ from congrad.models.factory import starting_adapters
 from congrad.selfreward.responses import generate_and_judge, pairs_from_generations
 from congrad.selfreward.reuse import check_finished, generations_source, reusable_generations, write_generations
 from congrad.training import fit
+from congrad.utils import cost
 from congrad.utils.instantiate import instantiate_group
 from congrad.utils.interrupt import interruptible
 from congrad.utils.io import write_json, write_jsonl
@@ -64,8 +65,12 @@ def run_self_reward(cfg: DictConfig) -> dict[str, float]:
             check_finished(it_dir)
             log.info("iteration %d: finished before, skipped", t)
         else:
-            metrics = run_iteration(cfg, t, it_dir, adapters, prompts, judge)
+            with cost.recording(it_dir / cost.FILE):
+                metrics = run_iteration(cfg, t, it_dir, adapters, prompts, judge)
         adapters.append(str(it_dir / "adapter"))
+    costs = [run_dir / f"iteration_{t}" / cost.FILE for t in range(1, cfg.iterations + 1)]
+    write_json(run_dir / cost.FILE, cost.total(json.loads(path.read_text(encoding="utf-8"))
+                                               for path in costs if path.is_file()))
     log_evaluation_curve(cfg, run_dir)
     return metrics
 
@@ -129,7 +134,7 @@ def run_iteration(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str], pr
     seen = OmegaConf.select(cfg, "data.languages") or sorted({p.language for p in prompts})
     with _resumable(t, it_dir, "while training", reused=True):
         metrics = fit(icfg, tokenizer, policy, metrics=_pair_metrics(counts),
-                      callbacks=evaluation_callbacks(icfg, it_dir / "eval", seen))
+                      callbacks=evaluation_callbacks(icfg, it_dir / "eval", seen, judge=judge))
     write_json(it_dir / DONE, {
         "iteration": t,
         "reference": {"base": OmegaConf.to_container(cfg.model.backbone, resolve=True), "merged_adapters": adapters},
