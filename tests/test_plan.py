@@ -41,3 +41,24 @@ def test_what_the_knobs_change(compose_config):
     assert fsdp.weights < ref.weights / 3 and fsdp.train < ref.train
     assert small.sketch < ref.sketch and small.train == ref.train
     assert ref.sketches_host == 10000 * 4096 * 4
+
+
+def test_the_flops_of_an_epochs_pass_and_of_its_training(compose_config, capsys):
+    """Llama-3-8B, LoRA r=16, checkpointing (4 forwards per step), 10000 candidates of 2 x 1024 tokens, keep
+    0.75: counted by hand from the parameter count (every weight but the embedding and the norms is in a
+    matrix product) and the LoRA size."""
+    from congrad.plan import flops
+
+    shape, st = settings_from_config(compose_config("train", ["+experiment=llama3_10lang"]))
+    matmul = 8_030_261_248 - 128_256 * 4096 - (2 * 32 + 1) * 4096
+    lora = 41_943_040
+    forward = 2 * (matmul + lora) + 4 * 32 * 1024 * 32 * 128  # per token; attention: QK^T and AV, 32 heads x 128
+    tokens = 10000 * 2 * 1024
+    f = flops(shape, st)
+    assert f.train == pytest.approx(0.75 * tokens * (4 * forward + 2 * lora), rel=1e-9)
+    assert f.sketch == pytest.approx(tokens * (4 * forward + 2 * lora) + 10000 * lora, rel=1e-9)
+    assert f.ratio == pytest.approx(1 / 0.75, rel=1e-3)  # with LoRA a pass costs what a step costs, per pair
+    every = flops(*settings_from_config(compose_config("train", ["+experiment=llama3_10lang", "sketch.params=all"])))
+    assert every.sketch - f.sketch == pytest.approx(tokens * 2 * matmul + 10000 * matmul, rel=1e-9)
+    main(["+experiment=llama3_10lang"])
+    assert "ConGrad pass / training                                         1.33" in capsys.readouterr().out
