@@ -43,8 +43,11 @@ def test_output_contract_with_skipped_bad_rows(pairs_with_bad_rows, tmp_path):
     path, inputs = pairs_with_bad_rows
     out = tmp_path / "out"
     result = run_filter(f"data.path={path}", f"output_dir={out}", "data.on_bad_row=skip", "sketch.width=1024",
-                        "filter.keep_ratio=0.5", "filter.min_per_language=2")
+                        "filter.keep_ratio=0.5", "filter.min_per_language=2", log_dir=tmp_path / "logs")
     assert result.returncode == 0, result.stderr[-3000:]
+    spent = json.loads((tmp_path / "logs" / "cost.json").read_text())  # what the run cost, beside filter.log
+    assert spent["finished"] and spent["sketch_passes"] == 1 and spent["seconds"]["sketch"] > 0
+    assert spent["pairs_sketched"] == len(inputs) - 2  # every row but the two skipped ones
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")], "no temporary files left behind"
     assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {
         "scores.jsonl", "kept.jsonl", "summary.json", "conflict.png"}, "the output files alone (logs go elsewhere)"
