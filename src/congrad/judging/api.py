@@ -248,9 +248,6 @@ class ChatCompletionsClient:
     def _redact(self, text: str) -> str:
         return text.replace(self._secret, "***") if self._secret else text
 
-    def close(self) -> None:
-        self._http.close()
-
 
 def _read_key(api_key_env: str | None) -> str | None:
     if api_key_env is None:

@@ -70,6 +70,3 @@ class VerdictCache:
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
-
-    def close(self) -> None:
-        self._db.close()
