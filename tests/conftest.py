@@ -95,3 +95,63 @@ def wandb_exit_codes(directory) -> dict[str, int | None]:
             if record.WhichOneof("record_type") == "exit":
                 codes[path.parent.name] = record.exit.exit_code
     return codes
+
+
+def _mount_tmpfs(where: Path, options: str) -> None:
+    """A tmpfs at ``where`` (root only: the honest way to get a full or read-only file system in a test)."""
+    import subprocess
+
+    where.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+
+
+def _unmount(where: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """``small_fs(size_kib)``: the path of a fresh tmpfs of that size (unmounted after the test)."""
+    mounts = []
+
+    def make(size_kib: int, name: str = "fs") -> Path:
+        where = tmp_path / name
+        _mount_tmpfs(where, f"size={size_kib}k,mode=0755")
+        mounts.append(where)
+        return where
+
+    yield make
+    for where in mounts:
+        _unmount(where)
+
+
+def fill(where: Path) -> None:
+    """Write into ``where`` until its file system is full (ENOSPC)."""
+    import errno
+
+    with open(where / "filler", "ab", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as err:
+            assert err.errno == errno.ENOSPC, err
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory nothing can be written into: a read-only tmpfs as root (who ignores modes), else mode 0500."""
+    where = tmp_path / "read-only"
+    if os.geteuid() == 0:
+        _mount_tmpfs(where, "size=64k,ro")
+        yield where
+        _unmount(where)
+    else:
+        where.mkdir(mode=0o500)
+        yield where
+        where.chmod(0o700)

@@ -61,6 +61,24 @@ def test_trainer_ddp_waits_hours_at_a_collective(compose_config):
     assert isinstance(strategy, DDPStrategy) and strategy._timeout == datetime.timedelta(hours=4)
 
 
+@pytest.mark.parametrize("trainer", ["cpu", "ddp", "fsdp"])
+def test_every_trainer_writes_checkpoints_atomically(compose_config, trainer, tmp_path):
+    """The checkpoint plugin of conf/trainer/default.yaml reaches the strategy of every trainer group (each
+    writes through it, on rank 0; tests/test_full_disk.py shows what it does on a full disk)."""
+    import hydra
+    import torch
+
+    from congrad.utils.checkpoints import AtomicCheckpointIO
+
+    cpu = [] if trainer == "cpu" else ["trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true"]
+    cfg = compose_config("train", [f"trainer={trainer}", *cpu])
+    io = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[]).strategy.checkpoint_io
+    assert isinstance(io, AtomicCheckpointIO)
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, tmp_path / "ckpt" / "last.ckpt")
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["last.ckpt"]
+    assert torch.equal(torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["state_dict"]["w"], torch.ones(3))
+
+
 def test_filter_config_composes_and_overrides_reach_the_groups(compose_config):
     cfg = compose_config(
         "filter",
@@ -102,3 +120,35 @@ def test_gemma3_cpu_experiment_names_the_conversion_when_the_model_is_missing(co
     error = user_error(raised.value)  # what train.py prints, without a stack trace
     assert isinstance(error, ModelLoadError)
     assert f"python -m congrad.models.convert_gguf --out {missing}" in str(error)
+
+
+def test_a_leading_tilde_of_any_setting_is_the_home_directory(monkeypatch, tmp_path):
+    """The run-paths callback every entry point registers (conf/hydra/default.yaml), on the config Hydra
+    composed from the command line, before Hydra uses it: quoted ~ values (Hydra's grammar wants the quotes)
+    of our settings and of Hydra's run directory become paths under $HOME; interpolations, other strings and
+    a ~ elsewhere stay. In a multirun the overrides every job is composed from are rewritten."""
+    import hydra
+    from hydra import compose, initialize_config_dir
+    from omegaconf import read_write
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    overrides = ["data.path='~/pairs.jsonl'", "ckpt_path='~'", "+model.merge_adapters=['~/a','x~/b']",
+                 "hydra.run.dir='~/runs/1'", "sketch.params=lora"]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    callback = hydra.utils.instantiate(cfg.hydra.callbacks.run_paths)
+    callback.on_run_start(cfg)
+    assert cfg.data.path == str(tmp_path / "pairs.jsonl") and cfg.ckpt_path == str(tmp_path)
+    assert list(cfg.model.merge_adapters) == [str(tmp_path / "a"), "x~/b"]
+    assert cfg.hydra.run.dir == str(tmp_path / "runs" / "1") and (tmp_path / "runs" / "1").is_dir()
+    assert OmegaConf.to_container(cfg.callbacks.model_checkpoint)["dirpath"] == "${paths.output_dir}/checkpoints"
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        sweep = compose("train", return_hydra_config=True)
+    with read_write(sweep):
+        sweep.hydra.overrides.task = ["data.path='~/a.jsonl','~/b.jsonl'", "~eval", "seed=0,1"]
+        sweep.hydra.overrides.hydra = ["hydra.sweep.dir='~/sweep'"]
+    callback.on_multirun_start(sweep)
+    assert list(sweep.hydra.overrides.task) == [f"data.path='{tmp_path}/a.jsonl','{tmp_path}/b.jsonl'", "~eval",
+                                                "seed=0,1"]
+    assert list(sweep.hydra.overrides.hydra) == [f"hydra.sweep.dir='{tmp_path}/sweep'"]

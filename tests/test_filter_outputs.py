@@ -22,7 +22,7 @@ from congrad.utils.fileset import current_set, locked_directory, prepare_output_
 from congrad.utils.io import write_jsonl
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow(seconds=18)
+pytestmark = pytest.mark.slow(seconds=22)
 
 NAMES = ("scores.jsonl", "kept.jsonl", "summary.json", "conflict.png")
 
@@ -146,8 +146,9 @@ def test_evaluate_py_names_an_output_dir_that_is_a_file_before_hydra_creates_it(
 
     blocker = tmp_path / "taken"
     blocker.write_text("a file")
-    callbacks = OmegaConf.load(ROOT / "conf" / "evaluate.yaml").hydra.callbacks
-    check = hydra.utils.instantiate(callbacks.output_dir)
+    callbacks = OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "hydra" / "default.yaml").callbacks,
+                                OmegaConf.load(ROOT / "conf" / "evaluate.yaml").hydra.callbacks)
+    check = hydra.utils.instantiate(callbacks.run_paths)
     config = OmegaConf.create({"hydra": {"run": {"dir": str(blocker / "out")}}})
     with pytest.raises(SystemExit) as raised:
         check.on_run_start(config)
@@ -156,3 +157,46 @@ def test_evaluate_py_names_an_output_dir_that_is_a_file_before_hydra_creates_it(
                                       "give a directory (it is created if missing)\n"
     check.on_run_start(OmegaConf.create({"hydra": {"run": {"dir": str(tmp_path / "new" / "out")}}}))
     assert (tmp_path / "new" / "out").is_dir()
+
+
+def test_a_full_disk_names_the_file_and_leaves_the_previous_set(pairs_file, small_fs):
+    """Out of space while the new set is written: one line naming the file, the previous set complete."""
+    from conftest import fill
+    from congrad.utils.io import OutputError
+
+    out = small_fs(512) / "out"
+    old_set(out, pairs_file)
+    fill(out.parent)
+    rows, report = load_preference_rows(pairs_file)
+    n, languages = len(rows), [row.language for row in rows]
+    result = PassResult(scores=torch.zeros(n), kept=torch.zeros(n, dtype=torch.bool), languages=languages,
+                        aggregate_languages=sorted(set(languages)), cosine_before=torch.eye(3),
+                        cosine_after=torch.eye(3), drop_reason="below keep_ratio cut")
+    with pytest.raises(OutputError) as raised:
+        write_filter_outputs(out, rows, result, report, extra_summary={"which": "new"})
+    assert str(raised.value) == (f"cannot write {out / 'scores.jsonl'}: No space left on device; what was there "
+                                 "before is unchanged")
+    assert assert_one_consistent_set(out)["which"] == "old"
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_filter_py_into_a_full_output_dir_is_named_before_anything_loads(compose_config, pairs_file, small_fs):
+    """Checked before the data and the model load (filter.py prints it as one line, exit 2); the previous
+    set stays as it was."""
+    from conftest import fill
+
+    out = small_fs(512) / "out"
+    old_set(out, pairs_file)
+    before = {name: (out / name).read_bytes() for name in NAMES}
+    fill(out.parent)
+    with pytest.raises(CongradError) as raised:
+        filter_file(compose_config("filter", [f"data.path={pairs_file}", f"output_dir={out}"]))
+    assert str(raised.value) == f"output_dir={out} is not writable (No space left on device)"
+    assert {name: (out / name).read_bytes() for name in NAMES} == before
+
+
+def test_a_read_only_output_dir_is_named(compose_config, pairs_file, read_only_dir):
+    cfg = compose_config("filter", [f"data.path={pairs_file}", f"output_dir={read_only_dir}"])
+    with pytest.raises(CongradError) as raised:
+        filter_file(cfg)
+    assert str(raised.value).startswith(f"output_dir={read_only_dir} is not writable (")

@@ -4,6 +4,7 @@ CSV, filters with ConGrad every epoch, saves a loadable adapter, and resumes fro
 import csv
 import json
 import os
+import stat
 import subprocess
 import sys
 
@@ -92,6 +93,10 @@ def test_the_adapter_loads_with_peft(run_dir):
 
     adapter = run_dir / "adapter"
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in (*adapter.iterdir(), run_dir / "checkpoints")}
+    assert modes == {**{name: 0o666 & ~umask for name in modes}, "checkpoints": 0o777 & ~umask}, modes  # as any output
     tokenizer = AutoTokenizer.from_pretrained(adapter)
     base = build_tiny_llama(tokenizer, init_seed=0)  # the default seed rebuilds the same frozen base
     ids = tokenizer("Wie entsteht ein Regenbogen?", return_tensors="pt").input_ids

@@ -6,6 +6,9 @@ training rows (:mod:`congrad.data.fingerprint`). Resuming, :func:`inspect_checkp
 missing, a directory, cut short, or not a congrad training checkpoint; :func:`check_resume_data` refuses
 other training rows unless ``resume_rescore=true``; :func:`check_resume_model` refuses a checkpoint whose
 trainable weights do not fit the model built from the config.
+
+:class:`AtomicCheckpointIO` (the trainer's checkpoint plugin, ``conf/trainer/default.yaml``) writes every
+checkpoint into a temporary file beside its destination and renames it there.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from congrad.errors import CongradError
+from congrad.utils.io import atomic_path
 
 KEY = "congrad"
 
@@ -26,6 +31,27 @@ class RecordData(pl.Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
         checkpoint[KEY] = {"data": getattr(trainer.datamodule, "fingerprint", None)}
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint I/O, but each file is written to a temporary name in the destination directory
+    and renamed onto it (:func:`congrad.utils.io.atomic_path`).
+
+    Lightning's own writes to the system temp directory and moves the file; across file systems (a local
+    /tmp, the run directory on NFS or Lustre) the move is a copy into the destination, and a full disk or a
+    kill during it leaves a truncated ``last.ckpt``. Here the destination is either the complete previous file
+    or the complete new one, and a full disk is one line naming the path (exit 2). Every strategy writes
+    through its ``checkpoint_io`` on rank 0 (DDP, and :class:`congrad.sharding.FSDP2Strategy`, which saves one
+    full file); paths with a URL scheme (``s3://``) keep Lightning's writer.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options=storage_options)
+        import torch
+
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
 
 
 @dataclass

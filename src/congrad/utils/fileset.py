@@ -9,10 +9,10 @@ its mounted ConfigMaps). Readers open ``DIR/<name>`` as usual; ``cp -r`` and ``s
 content. A run killed half-way leaves a temporary folder behind; the next write removes it. A set written
 with a name of its own (``keep_as``) stays beside the later ones: the ConGrad callback keeps every epoch's.
 
-:func:`prepare_output_dir` turns a user's ``output_dir`` into a directory that exists, or one line saying
-why it cannot be one. :func:`locked_directory` holds an exclusive ``flock`` on ``DIR/.lock`` for as long as
-a process writes there; a second process gets a :class:`~congrad.errors.CongradError` naming the holder.
-The kernel drops the lock when its process ends, however it ends.
+:func:`prepare_output_dir` turns a user's ``output_dir`` into a directory that exists and is writable, or
+one line saying why it cannot be one. :func:`locked_directory` holds an exclusive ``flock`` on ``DIR/.lock``
+for as long as a process writes there; a second process gets a :class:`~congrad.errors.CongradError` naming
+the holder. The kernel drops the lock when its process ends, however it ends.
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ import os
 import secrets
 import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from congrad.errors import CongradError
+from congrad.utils.io import OutputError, write_failure
 
 CURRENT = ".set"
 LOCK = ".lock"
@@ -35,28 +37,35 @@ LOCK = ".lock"
 def write_file_set(directory: str | os.PathLike, writers: Mapping[str, Callable[[Path], None]],
                    keep_as: str | None = None) -> Path:
     """Replace the set of files ``writers`` names in ``directory`` as one: ``writers[name](path)`` writes
-    file ``name`` at ``path`` (a temporary location). An exception in a writer leaves the previous set.
+    file ``name`` at ``path`` (a temporary location). An exception in a writer leaves the previous set; a
+    failure for want of space or permission is an :class:`~congrad.utils.io.OutputError` naming the file.
     Returns the folder that holds the new set.
 
     ``keep_as``: the new set's folder is ``directory/<keep_as>`` (which must not exist yet), and it stays
     when a later set replaces it as the current one: a history of sets, each written once."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    _remove_stale(directory, writers)
-    _link_names(directory, writers)
+    target = directory  # what a failure to write names
     tmp = directory / f"{CURRENT}-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}.tmp"
     final = directory / keep_as if keep_as else tmp.with_suffix("")
     if final.exists():
         raise CongradError(f"{final} exists already: a kept set is never written twice")
-    tmp.mkdir()
     try:
+        directory.mkdir(parents=True, exist_ok=True)
+        _remove_stale(directory, writers)
+        _link_names(directory, writers)
+        tmp.mkdir()
         for name, write in writers.items():
+            target = directory / name
             write(tmp / name)
+        target = directory
         tmp.rename(final)  # complete, not yet current
-    except BaseException:
+        _point(directory / CURRENT, final.name)  # the commit: one rename
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        reason = write_failure(err, directory)
+        if reason is not None:
+            raise OutputError(target, reason) from None
         raise
-    _point(directory / CURRENT, final.name)  # the commit: one rename
     _remove_stale(directory, writers)
     return final
 
@@ -67,21 +76,31 @@ def current_set(directory: str | os.PathLike) -> Path | None:
     return link.parent / os.readlink(link) if link.is_symlink() else None
 
 
-def prepare_output_dir(path: str | os.PathLike) -> Path:
-    """``path`` as a directory that exists (created if missing), or a CongradError that says what is wrong
-    with it."""
+def prepare_output_dir(path: str | os.PathLike, what: str | None = None) -> Path:
+    """``path`` as a directory that exists (created if missing) and takes a byte of data, or a CongradError
+    that says what is wrong with it; ``what`` names it in the message (default ``output_dir=<path>``)."""
     out_dir = Path(path)
+    what = what or f"output_dir={out_dir}"
     for parent in (out_dir, *out_dir.parents):
         if parent.exists():
             if not parent.is_dir():
-                what = "is a file" if parent == out_dir else f"is inside {parent}, which is a file"
-                raise CongradError(f"output_dir={out_dir} {what}: give a directory (it is created if missing)")
+                problem = "is a file" if parent == out_dir else f"is inside {parent}, which is a file"
+                raise CongradError(f"{what} {problem}: give a directory (it is created if missing)")
             break
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise CongradError(f"output_dir={out_dir} cannot be created ({err.strerror or err})") from None
-    return out_dir  # whether it is writable, the lock file tells (locked_directory)
+        raise CongradError(f"{what} cannot be created ({err.strerror or err})") from None
+    try:  # a read-only mount, a directory of another user, a full disk
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out_dir)
+        try:
+            os.write(fd, b"\n")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as err:
+        raise CongradError(f"{what} is not writable ({err.strerror or err})") from None
+    return out_dir
 
 
 @contextmanager
