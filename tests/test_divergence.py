@@ -44,24 +44,53 @@ def test_a_nan_loss_stops_the_run_and_leaves_the_last_good_checkpoint_and_adapte
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
 
 
-def test_skipping_is_opt_in_counted_and_logged(compose_config, pairs_file, tmp_path, caplog):
+def test_skipping_is_opt_in_counted_and_logged_and_a_policy_it_leaves_diverged_is_not_saved(compose_config, pairs_file,
+                                                                                            tmp_path, caplog):
+    """lr=1e20 with dpo.on_nonfinite=skip: the non-finite steps are skipped, counted and warned about; the
+    first step (finite) has already driven the weights to ~1e20, so at the end the run stops, exit 3, and no
+    adapter is written: skipping steps never makes a diverged policy a trained one."""
     cfg = compose_config("train", [f"data.path={pairs_file}", "dpo.optimizer.lr=1e20", "dpo.on_nonfinite=skip", *QUIET,
                                    "callbacks.congrad=null", "trainer.reload_dataloaders_every_n_epochs=0"])
-    with caplog.at_level(logging.WARNING, logger="congrad"):
-        metrics = fit(cfg)
-    assert metrics["train/skipped_steps"] >= 1
+    with caplog.at_level(logging.WARNING, logger="congrad"), pytest.raises(NonFiniteError) as raised:
+        fit(cfg)
     assert any("(1 steps skipped so far; dpo.on_nonfinite=skip)" in r.getMessage() for r in caplog.records)
-    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file(), "the user asked to go on"
+    assert raised.value.exit_code == 3 and str(raised.value).startswith("training diverged by the end of epoch 0")
+    assert not (tmp_path / "adapter").exists()
 
 
-def test_weights_that_blow_up_without_a_nan_are_warned_about(compose_config, pairs_file, caplog):
-    """lr=1e9 drives the LoRA weights to ~1e9 with a frozen loss and no NaN: a warning, not an error."""
+def test_divergence_on_the_last_step_stops_the_run_before_the_adapter_is_written(compose_config, pairs_file, tmp_path,
+                                                                                 caplog):
+    """The two-step run of lr=1e20 (the ConGrad filter on): the last step turns the weights to ~1e20 with a
+    finite loss, so no step fails; the validation loss after it is NaN. The run stops with exit 3 before the
+    epoch's checkpoint and the adapter are written, and the growth warning gives the norm (computed in float64:
+    in float32 it overflowed to "inf times")."""
+    cfg = compose_config("train", [f"data.path={pairs_file}", "dpo.optimizer.lr=1e20", *QUIET, "data.batch_size=4"],
+                         output_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="congrad"), pytest.raises(NonFiniteError) as raised:
+        fit(cfg)
+    message = str(raised.value)
+    assert raised.value.exit_code == 3
+    assert message.startswith("training diverged by the end of epoch 0 (step 2): the validation loss is nan. ")
+    assert "Neither this epoch's checkpoint nor the adapter was saved" in message and "dpo.optimizer.lr" in message
+    assert not (tmp_path / "adapter").exists() and not (tmp_path / "checkpoints").exists()
+    warnings = [r.getMessage() for r in caplog.records if "norm of the trainable weights" in r.getMessage()]
+    assert warnings and all("inf" not in w.split("times its value")[0] for w in warnings), warnings
+
+
+def test_weights_past_the_bound_at_the_end_stop_the_run(compose_config, pairs_file, tmp_path, caplog):
+    """lr=1e9 drives the LoRA weights to ~1e9 with a frozen loss and no NaN: a warning during the epoch, and at
+    its end, before the checkpoint and the adapter, exit 3 naming the growth."""
     cfg = compose_config("train", [f"data.path={pairs_file}", "dpo.optimizer.lr=1e9", *QUIET,
-                                   "callbacks.congrad=null", "trainer.reload_dataloaders_every_n_epochs=0"])
-    with caplog.at_level(logging.WARNING, logger="congrad"):
+                                   "callbacks.congrad=null", "trainer.reload_dataloaders_every_n_epochs=0"],
+                         output_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="congrad"), pytest.raises(NonFiniteError) as raised:
         fit(cfg)
     warnings = [r.getMessage() for r in caplog.records if "norm of the trainable weights" in r.getMessage()]
     assert warnings and "training is probably diverging" in warnings[0] and "dpo.optimizer.lr" in warnings[0]
+    message = str(raised.value)
+    assert raised.value.exit_code == 3 and "the norm of the trainable weights is " in message
+    assert "times its value when training started" in message and "the bound is 100 times" in message
+    assert not (tmp_path / "adapter").exists() and not (tmp_path / "checkpoints").exists()
 
 
 def test_a_diverged_fit_finishes_its_wandb_run_as_failed_and_the_next_fit_gets_its_own(compose_config, pairs_file,

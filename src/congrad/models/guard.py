@@ -13,7 +13,15 @@
   ``train/skipped_steps``;
 - after each optimizer step it compares the norm of the trainable weights with their norm when training
   started: at :data:`WEIGHT_GROWTH` times (100×) or more it warns (and again at each further 100×), since
-  weights can blow up without a NaN (a learning rate of 1e9 drives LoRA weights to 1e9 with a frozen loss).
+  weights can blow up without a NaN (a learning rate of 1e9 drives LoRA weights to 1e9 with a frozen loss);
+- at the end of every validation and of every training epoch, before the epoch's checkpoint and (after the
+  last epoch) the adapter are written, a non-finite validation loss, non-finite weights or weights past that
+  bound stop the run with :class:`~congrad.errors.NonFiniteError` (exit 3), whatever ``dpo.on_nonfinite``
+  says: that setting skips single steps, and a policy that diverged on a step that was not skipped (the last
+  one, say) is never saved as a trained one. The epoch's checkpoint is not written either, so the last
+  checkpoint is the last epoch that ended sound.
+
+Norms are computed in float64: in float32 the squares of weights around 1e19 overflow.
 
 Under ``16-mixed`` precision the gradient scaler expects and skips steps with infinite gradients itself,
 so only the loss is checked there.
@@ -113,6 +121,35 @@ class NonFiniteGuard(pl.Callback):
                 WEIGHT_GROWTH,
             )
 
+    # ---- per epoch: nothing diverged is saved -------------------------------------------------------
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        loss = trainer.callback_metrics.get("val/loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self._stop(trainer, f"the validation loss is {float(loss)}")
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._initial_norm is None:
+            return
+        norm = _norm(_trainable(pl_module))
+        reference = max(self._initial_norm, 1e-3)
+        grown = float(trainer.strategy.reduce(torch.tensor(float(not norm < WEIGHT_GROWTH * reference),
+                                                           device=pl_module.device), reduce_op="sum"))
+        if not grown:  # every rank decides alike (under FSDP each sees its shard)
+            return
+        what = ("the trainable weights are not finite" if not math.isfinite(norm) else
+                f"the norm of the trainable weights is {norm:.3g}, {norm / reference:.3g} times its value when "
+                f"training started ({self._initial_norm:.3g}; the bound is {WEIGHT_GROWTH:g} times)")
+        self._stop(trainer, what)
+
+    def _stop(self, trainer: pl.Trainer, what: str) -> None:
+        raise NonFiniteError(
+            f"training diverged by the end of epoch {trainer.current_epoch} (step {trainer.global_step}): {what}. "
+            f"Neither this epoch's checkpoint nor the adapter was saved{_last_good(trainer)}. "
+            f"Look at {_settings_now(trainer)}."
+        )
+
     def on_train_end(self, trainer, pl_module) -> None:
         if self.skipped:
             log.warning("%d optimizer steps were skipped for a non-finite loss or gradient (dpo.on_nonfinite=skip)",
@@ -130,11 +167,12 @@ def _trainable(module: torch.nn.Module) -> list[torch.Tensor]:
 
 
 def _norm_tensor(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The global L2 norm of ``tensors`` as a float32 scalar on their device (inf or nan when one of them is
-    not finite). Of a sharded tensor (FSDP2's DTensor) only this rank's shard counts: the ranks then agree
-    through one reduction of the finiteness flag."""
-    norms = torch._foreach_norm([(t.to_local() if hasattr(t, "to_local") else t).detach() for t in tensors])
-    return torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
+    """The global L2 norm of ``tensors`` as a float64 scalar on their device: inf or nan exactly when one of
+    them is not finite (no float32 or bfloat16 value squares past float64's range). Of a sharded tensor
+    (FSDP2's DTensor) only this rank's shard counts: the ranks then agree through one reduction of the
+    flag they derive from it."""
+    local = [(t.to_local() if hasattr(t, "to_local") else t).detach() for t in tensors]
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(local, 2, dtype=torch.float64)))
 
 
 def _norm(tensors: Sequence[torch.Tensor]) -> float:
