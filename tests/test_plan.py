@@ -3,10 +3,11 @@ download, and the estimate answers the questions it is for (does it fit; what ch
 and a smaller scoring batch change). Its accuracy is measured by bench/memory.py --plan."""
 
 import json
+import sys
 
 import pytest
 
-from congrad.plan import estimate, main, settings_from_config
+from congrad.plan import DOES_NOT_FIT, estimate, main, settings_from_config
 
 
 @pytest.mark.parametrize("experiment, params, lora", [
@@ -27,8 +28,49 @@ def test_the_command_says_whether_it_fits(tmp_path, capsys):
     assert "8.03B parameters" in text and "verdict: fits on 1 x 80 GiB" in text
     figures = json.loads(out.read_text())
     assert figures["fits"] and figures["estimate"]["weights"] == pytest.approx(8_030_261_248 * 2)
-    main(["+experiment=llama3_10lang", "--gpu-memory", "24"])
+    assert main(["+experiment=llama3_10lang", "--gpu-memory", "24"]) == DOES_NOT_FIT == 4
     assert "does NOT fit" in capsys.readouterr().out
+
+
+def test_a_script_can_gate_a_launch_on_the_exit_status(monkeypatch, capsys):
+    """`python -m congrad.plan ... && python train.py ...`: the command (the module run as __main__, as
+    `python -m` runs it) exits 4 when the run does not fit."""
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", ["congrad.plan", "+experiment=llama3_10lang", "--gpu-memory", "24"])
+    with pytest.raises(SystemExit) as raised:
+        runpy.run_module("congrad.plan", run_name="__main__")
+    assert raised.value.code == 4 and "verdict: does NOT fit" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["trainer.devices=0"], "trainer.devices=0: must be auto, a number of devices >= 1"),
+    (["data.batch_size=-2"], "data.batch_size=-2: must be an integer >= 1"),
+    (["sketch.batch_size=-1"], "sketch.batch_size=-1: must be an integer >= 1, or null"),
+    (["--gpu-memory", "-1"], "--gpu-memory -1: must be a number of GiB > 0"),
+    (["--gpu-memory", "many"], "argument --gpu-memory: invalid float value: 'many'"),
+    (["--candidates", "-5"], "--candidates -5: must be an integer >= 1"),
+    (["model=nonexistent"], "In 'train': Could not find 'model/nonexistent' (available: gemma2_2b, gemma3_270m, "
+                            "llama3_8b, tiny)"),
+    (["data.batch_size=4="], "Error parsing override 'data.batch_size=4='"),
+])
+def test_settings_and_options_are_checked_like_an_entry_point(capsys, args, expected):
+    with pytest.raises(SystemExit) as raised:
+        main(args)
+    captured = capsys.readouterr()
+    assert raised.value.code == 2 and captured.out == ""
+    assert captured.err.startswith(f"error: {expected}") and captured.err.count("\n") == 1, captured.err
+
+
+def test_an_unwritable_json_path_is_one_line_before_the_plan(capsys, read_only_dir, tmp_path):
+    for path, expected in [(read_only_dir / "plan.json", f"its folder {read_only_dir} is not writable ("),
+                           (tmp_path, "is a directory: give the name of the file to write")]:
+        with pytest.raises(SystemExit) as raised:
+            main(["--json", str(path)])
+        captured = capsys.readouterr()
+        assert raised.value.code == 2 and captured.out == ""
+        assert captured.err.startswith(f"error: --json {path}") and expected in captured.err
+        assert captured.err.count("\n") == 1
 
 
 def test_what_the_knobs_change(compose_config):

@@ -5,10 +5,12 @@
     python -m congrad.plan +experiment=gemma2_10lang data.max_length=2048 --candidates 20000 --json plan.json
 
 Options before or among the Hydra overrides: ``--gpu-memory GiB`` (per GPU, default 80), ``--candidates N``
-(pairs scored per ConGrad pass, default 10000), ``--json PATH``. No weights are loaded and nothing is
-downloaded: the model is instantiated on the meta device from the ``architecture`` block of its config
-(``conf/model/*.yaml``; for ``model=tiny`` it is the backbone's own numbers), which gives the exact
-parameter count and the shapes of every linear layer, LoRA included.
+(pairs scored per ConGrad pass, default 10000), ``--json PATH``. The settings are checked as the entry points
+check them (``congrad.settings``), and so are the options: what is wrong is one line and exit 2. The exit
+status gates a launch: 0 when the run fits, :data:`DOES_NOT_FIT` (4) when it does not. No weights are loaded
+and nothing is downloaded: the model is instantiated on the meta device from the ``architecture`` block of
+its config (``conf/model/*.yaml``; for ``model=tiny`` it is the backbone's own numbers), which gives the
+exact parameter count and the shapes of every linear layer, LoRA included.
 
 What is counted (bytes per GPU; N = 2·B·T tokens of a micro-batch of B pairs padded to T = data.max_length
 tokens; a = 2 bytes per activation under bf16/fp16 (weights or mixed precision), else 4):
@@ -54,14 +56,20 @@ are not yet checked on a GPU.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import sys
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from congrad.errors import CongradError, ConfigError
+from congrad.utils.entry import exit_on_user_error
+from congrad.utils.fileset import prepare_output_dir
+from congrad.utils.io import write_json
 
 GIB = 2**30
 RESERVE_GIB = 2.0  # CUDA context, allocator slack
+DOES_NOT_FIT = 4  # the exit status when the verdict is "does NOT fit" (2 is a setting to fix, as everywhere)
 LORA_ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -311,7 +319,7 @@ def settings_from_config(cfg, *, pairs: int | None = None, tokens: int | None = 
 
     model = cfg.model
     if "architecture" not in model:
-        raise ValueError("the model config has no `architecture` block (see conf/model/llama3_8b.yaml)")
+        raise ConfigError("the model config has no `architecture` block (see conf/model/llama3_8b.yaml)")
     shape = model_shape(OmegaConf.to_container(model.architecture, resolve=True))
     wb = _bytes_of(model.backbone.get("dtype", "float32"))
     precision = str(cfg.trainer.get("precision", "32-true"))
@@ -412,30 +420,75 @@ def _flops_lines(st: Settings, f: Flops) -> list[str]:
             f"  {'ConGrad pass / training':58s}{f.ratio:10.2f}"]
 
 
+@exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m congrad.plan", description=__doc__.split("\n\n")[0])
+    """The command: prints the plan; 0 when the run fits, :data:`DOES_NOT_FIT` when it does not."""
+    ap = argparse.ArgumentParser(prog="python -m congrad.plan", description=__doc__.split("\n\n")[0],
+                                 exit_on_error=False)
     ap.add_argument("--gpu-memory", type=float, default=80.0, help="GiB per GPU (default 80)")
     ap.add_argument("--candidates", type=int, default=10000, help="pairs scored per ConGrad pass")
     ap.add_argument("--json", metavar="PATH", help="also write the figures to PATH")
-    args, overrides = ap.parse_known_args(sys.argv[1:] if argv is None else argv)
+    try:
+        args, overrides = ap.parse_known_args(sys.argv[1:] if argv is None else argv)
+    except argparse.ArgumentError as err:
+        raise ConfigError(str(err)) from None
+    _check_options(args)
     import os
     import warnings
 
     warnings.filterwarnings("ignore")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from congrad.utils.project import compose_config
+    from congrad.settings import check_settings
 
-    cfg = compose_config("train", overrides)
+    cfg = _compose(overrides)
+    check_settings(cfg)
     shape, st = settings_from_config(cfg, candidates=args.candidates)
     est = estimate(shape, st)
     text, ok = report(cfg, shape, st, est, args.gpu_memory)
     print(text)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"shape": asdict(shape), "settings": asdict(st), "estimate": asdict(est),
-                       "flops": {**asdict(flops(shape, st)), "ratio": flops(shape, st).ratio},
-                       "gpu_memory_gib": args.gpu_memory, "fits": ok}, f, indent=1)
-    return 0
+        write_json(args.json, {"shape": asdict(shape), "settings": asdict(st), "estimate": asdict(est),
+                               "flops": {**asdict(flops(shape, st)), "ratio": flops(shape, st).ratio},
+                               "gpu_memory_gib": args.gpu_memory, "fits": ok})
+    return 0 if ok else DOES_NOT_FIT
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    problems = []
+    if not (math.isfinite(args.gpu_memory) and args.gpu_memory > 0):
+        problems.append(f"--gpu-memory {args.gpu_memory:g}: must be a number of GiB > 0")
+    if args.candidates < 1:
+        problems.append(f"--candidates {args.candidates}: must be an integer >= 1")
+    if args.json is not None:
+        path = Path(args.json).expanduser()
+        if path.is_dir():
+            problems.append(f"--json {args.json} is a directory: give the name of the file to write")
+        else:
+            try:
+                prepare_output_dir(path.parent, f"--json {args.json}: its folder {path.parent}")
+            except CongradError as err:
+                problems.append(str(err))
+        args.json = str(path)
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        raise ConfigError(f"{len(problems)} options are out of bounds:\n  " + "\n  ".join(problems))
+
+
+def _compose(overrides: list[str]):
+    """``conf/train.yaml`` with ``overrides``; an unknown group option or an override Hydra cannot parse is
+    one line."""
+    from hydra.errors import HydraException, MissingConfigException
+
+    from congrad.utils.project import compose_config
+
+    try:
+        return compose_config("train", overrides)
+    except HydraException as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        options = getattr(err, "options", None) if isinstance(err, MissingConfigException) else None
+        shown = [name for name in options or () if not name.startswith("_")]  # _name: a base, not an option
+        raise ConfigError(first + (f" (available: {', '.join(shown)})" if shown else "")) from None
 
 
 if __name__ == "__main__":
