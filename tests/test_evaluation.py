@@ -72,6 +72,12 @@ def test_preference_stats_and_macro_means():
     per_language = {"de": {"seen": True, "win_rate": 0.25, "wins": 1, "win_rate_ci": [0, 1]},
                     "fr": {"seen": True, "win_rate": 0.75, "wins": 3, "win_rate_ci": [0, 1]}}
     assert metrics.macro(per_language, ["de", "fr"]) == {"win_rate": 0.5, "wins": 4.0, "languages": 2}
+    # a language without held-out prompts, and one without any row: the means are over the others, and say so
+    per_language["fr"] = {"seen": True, "nll_delta": 0.5}
+    assert metrics.macro(per_language, ["de", "fr", "sw"]) == {
+        "win_rate": 0.25, "wins": 1.0, "nll_delta": 0.5, "languages": 3,
+        "missing": {"win_rate": ["fr", "sw"], "wins": ["fr", "sw"], "win_rate_ci": ["fr", "sw"],
+                    "nll_delta": ["de", "sw"]}}
 
 
 def test_bootstrap_ci_covers_the_true_rate_at_its_nominal_frequency():
@@ -160,6 +166,34 @@ def test_a_missing_file_or_language_is_an_error_naming_the_key(eval_cfg, tmp_pat
         Evaluator(eval_cfg(f"eval.nll.path={tmp_path / 'missing.jsonl'}"), RuleJudge())
     with pytest.raises(ConfigError, match=r"eval\.languages: no evaluation rows for xh"):
         Evaluator(eval_cfg("eval.languages=[de,xh]"), RuleJudge())
+
+
+def test_a_seen_language_without_rows_is_an_error_like_one_in_eval_languages(eval_cfg):
+    with pytest.raises(ConfigError) as raised:
+        Evaluator(eval_cfg("eval.seen=[de,sw]"), RuleJudge())
+    assert str(raised.value) == "eval.seen: no evaluation rows for sw (languages with rows: ar, de, zh)"
+
+
+def test_a_seen_mean_over_fewer_languages_than_the_group_says_so(eval_cfg, tmp_path):
+    """Held-out prompts only in de (pairs in de, zh, ar): the seen win rate is de's, with its CI, and the
+    results and the table name zh and ar as the languages it leaves out; a seen language the run trained on
+    but that has no evaluation rows at all (sw, from the run, not from eval.seen) is missing from every mean."""
+    from congrad.evaluation.outputs import table
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "p1", "prompt": "Wie spät ist es?", "language": "de"}\n', encoding="utf-8")
+    cfg = eval_cfg(f"eval.win_rate.path={prompts}", "eval.nll.enabled=false", "eval.mc.enabled=false",
+                   "eval.languages=null")  # every language of the files (with eval.languages, only those count)
+    results, _ = evaluate(cfg, RuleJudge(), seen=["de", "zh", "ar", "sw"])
+    seen = results["seen"]
+    assert seen["win_rate"] == results["languages"]["de"]["win_rate"]
+    assert seen["win_rate_ci"] == results["languages"]["de"]["win_rate_ci"]
+    assert seen["languages"] == 4 and seen["n_pairs"] == 9
+    assert seen["missing"]["win_rate"] == seen["missing"]["win_rate_ci"] == ["ar", "sw", "zh"]
+    assert seen["missing"]["preference_accuracy"] == ["sw"]
+    lines = table(results).splitlines()
+    assert "seen: preference_accuracy, reward_margin over 3 of 4 languages (none for sw)" in lines
+    assert "seen: win_rate, language_fidelity over 1 of 4 languages (none for ar, sw, zh)" in lines
 
 
 def test_macro_ci_is_nan_free_and_ordered(eval_cfg):

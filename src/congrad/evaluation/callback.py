@@ -11,7 +11,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from congrad.evaluation.evaluator import Evaluator
+from congrad.evaluation.evaluator import EvalSets, Evaluator, load_eval_sets
 from congrad.evaluation.outputs import log_results, table, write_outputs
 from congrad.utils import cost
 
@@ -20,10 +20,12 @@ log = logging.getLogger(__name__)
 
 class EvaluationCallback(pl.Callback):
     """``cfg``: the run's composed config (``eval``, ``model``, ``data``, ``dpo``, ``seed``); ``judge``: the
-    instantiated ``judge`` group; ``seen``: the languages trained on (None: those of the training data)."""
+    instantiated ``judge`` group; ``seen``: the languages trained on (None: those of the training data);
+    ``sets``: the held-out data, read (and checked) before training (None: read after it)."""
 
-    def __init__(self, cfg: DictConfig, judge, out_dir: str | Path, seen: Sequence[str] | None = None):
-        self.cfg, self.judge, self.out_dir, self.seen = cfg, judge, Path(out_dir), seen
+    def __init__(self, cfg: DictConfig, judge, out_dir: str | Path, seen: Sequence[str] | None = None,
+                 sets: EvalSets | None = None):
+        self.cfg, self.judge, self.out_dir, self.seen, self.sets = cfg, judge, Path(out_dir), seen, sets
         self.results: dict | None = None
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -33,7 +35,7 @@ class EvaluationCallback(pl.Callback):
         trainer.strategy.barrier("evaluation")  # the other ranks wait: no rank tears down while rank 0 evaluates
 
     def _evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        evaluator = Evaluator(self.cfg, self.judge)
+        evaluator = Evaluator(self.cfg, self.judge, self.sets)
         seen = list(self.seen) if self.seen is not None else trainer.datamodule.languages
         description = {"trained_in": str(self.out_dir.parent), "step": trainer.global_step}
         tokenizer = trainer.datamodule.tokenizer
@@ -47,7 +49,9 @@ def evaluation_callbacks(cfg: DictConfig, out_dir: str | Path, seen: Sequence[st
                          judge=None) -> list[pl.Callback]:
     """``[EvaluationCallback]`` for a fit of ``cfg`` (none when ``eval`` is null), judged by ``judge`` (None:
     ``cfg.judge``, built here). The seen languages are ``eval.seen``, else ``seen``, else ``langset.seen``,
-    else ``data.languages``, else (in the callback) the languages of the training data."""
+    else ``data.languages``, else (in the callback) the languages of the training data. The held-out files
+    are read now: a missing one, or an ``eval.languages`` or ``eval.seen`` without rows, stops the run
+    before training, not after it."""
     if cfg.get("eval") is None:
         return []
     for candidate in (cfg.eval.get("seen"), seen, OmegaConf.select(cfg, "langset.seen"),
@@ -56,4 +60,4 @@ def evaluation_callbacks(cfg: DictConfig, out_dir: str | Path, seen: Sequence[st
             seen = list(candidate)
             break
     judge = judge if judge is not None else hydra.utils.instantiate(cfg.judge)
-    return [EvaluationCallback(cfg, judge, out_dir, seen)]
+    return [EvaluationCallback(cfg, judge, out_dir, seen, load_eval_sets(cfg.eval))]

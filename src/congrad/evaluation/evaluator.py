@@ -74,7 +74,13 @@ def load_eval_sets(eval_cfg: DictConfig) -> EvalSets:
                               f"(give a file, or switch the part off: eval.{part}.enabled=false)")
         parts[part] = _first_per_language(load(path), section.get("per_language"))
     sets = EvalSets(parts["pairs"], parts["win_rate"], parts["nll"], parts["mc"])
-    return sets if eval_cfg.languages is None else _only(sets, eval_cfg.languages)
+    sets = sets if eval_cfg.languages is None else _only(sets, eval_cfg.languages)
+    seen = eval_cfg.get("seen")
+    unknown = sorted(set(seen or ()) - set(sets.languages))
+    if unknown:  # a seen language without a number would silently leave the seen means
+        raise ConfigError(f"eval.seen: no evaluation rows for {', '.join(unknown)} (languages with rows: "
+                          f"{', '.join(sets.languages)})")
+    return sets
 
 
 def _only(sets: EvalSets, languages: Sequence[str]) -> EvalSets:
@@ -162,12 +168,17 @@ class Evaluator:
             "baseline": {"adapters": list(self.eval_cfg.baseline_adapters or [])},
             "languages": per_language,
         }
-        for group, in_group in (("seen", True), ("unseen", False)):
-            langs = [lang for lang in languages if per_language[lang]["seen"] == in_group]
+        # the seen group is every language trained on (that eval.languages asks for), also one without
+        # evaluation rows: the means then say they miss it
+        asked = None if self.eval_cfg.languages is None else set(self.eval_cfg.languages)
+        groups = {"seen": sorted(seen_set if asked is None else seen_set & asked),
+                  "unseen": [lang for lang in languages if lang not in seen_set]}
+        for group, langs in groups.items():
             summary = metrics.macro(per_language, langs)
-            if summary and outcomes is not None:
+            if "win_rate" in summary and outcomes is not None:
                 summary["win_rate_ci"] = list(metrics.bootstrap_ci(
-                    [outcomes[lang] for lang in langs], self.eval_cfg.win_rate.bootstrap, self.cfg.seed))
+                    [outcomes[lang] for lang in langs if lang in outcomes], self.eval_cfg.win_rate.bootstrap,
+                    self.cfg.seed))
             results[group] = summary
         return results, generations
 

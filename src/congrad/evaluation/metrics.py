@@ -69,16 +69,28 @@ def preference_stats(margins: torch.Tensor) -> dict[str, float]:
 SUMMED = ("n_pairs", "preference_ties", "wins", "ties", "losses")  # counts add up over languages
 
 
-def macro(per_language: Mapping[str, Mapping[str, float]], languages: Sequence[str]) -> dict[str, float]:
-    """Macro means over ``languages`` of every metric they all have (counts are summed instead); ``seen``
-    and CI entries are left out (the macro CI is computed by :func:`bootstrap_ci` on the prompts)."""
-    rows = [per_language[lang] for lang in languages if lang in per_language]
-    if not rows:
+def macro(per_language: Mapping[str, Mapping[str, float]], languages: Sequence[str]) -> dict:
+    """Macro means over a group of ``languages`` (the seen or the unseen ones) of every metric, each over the
+    languages that have it (counts are summed instead), with ``"languages"``: how many the group has, and
+    ``"missing"``: ``{metric: [codes]}`` for every metric some of them lack (a language with no held-out
+    prompts has no win rate, one without rows at all has nothing), so a mean over fewer languages than its
+    group says so. ``seen`` is left out, and CI entries are not averaged (the macro CI is computed by
+    :func:`bootstrap_ci` on the prompts of the languages that have them) but their missing languages count."""
+    if not languages:
         return {}
-    keys = [k for k in rows[0] if k not in ("seen", "win_rate_ci") and all(k in r for r in rows)]
-    out = {}
+    rows = {lang: per_language.get(lang, {}) for lang in languages}
+    keys = list(dict.fromkeys(k for row in rows.values() for k in row if k != "seen"))
+    out: dict = {}
+    missing = {}
     for key in keys:
-        values = [float(r[key]) for r in rows]
+        having = [lang for lang in languages if key in rows[lang]]
+        if len(having) < len(languages):
+            missing[key] = [lang for lang in languages if key not in rows[lang]]
+        if key == "win_rate_ci":
+            continue
+        values = [float(rows[lang][key]) for lang in having]
         out[key] = sum(values) if key in SUMMED else sum(values) / len(values)
-    out["languages"] = len(rows)
+    out["languages"] = len(languages)
+    if missing:
+        out["missing"] = missing
     return out

@@ -1,7 +1,8 @@
 """What an evaluation leaves behind, each file written atomically:
 
 ``results.json``       ``{"policy", "baseline", "languages": {code: {"seen", metrics...}}, "seen": {macro means},
-                       "unseen": {...}}``
+                       "unseen": {...}}``; a group's ``"missing"`` names, per metric, the languages its mean
+                       leaves out (the console table says it too)
 ``per_language.csv``   one row per language, one column per metric
 ``generations.jsonl``  per held-out prompt: both answers, their detected languages, both verdicts
 ``per_language.png``   one bar per language per metric, seen and unseen coloured apart
@@ -65,7 +66,21 @@ def table(results: dict) -> str:
         if summary:
             label = f"{group} ({summary['languages']})"
             lines.append(f"{label:<15}" + "".join(_fmt(summary.get(n)) for n in names))
+    for group in ("seen", "unseen"):
+        lines += coverage_notes(group, results.get(group) or {})
     return "\n".join(lines)
+
+
+def coverage_notes(group: str, summary: dict) -> list[str]:
+    """One line per set of languages that some of a group's means leave out, e.g. ``seen: win_rate,
+    language_fidelity over 1 of 2 languages (none for sw)``."""
+    by_absent: dict[tuple, list[str]] = {}
+    for name, absent in (summary.get("missing") or {}).items():
+        if name in METRICS:
+            by_absent.setdefault(tuple(absent), []).append(name)
+    total = summary.get("languages", 0)
+    return [f"{group}: {', '.join(names)} over {total - len(absent)} of {total} languages (none for "
+            f"{', '.join(absent)})" for absent, names in by_absent.items()]
 
 
 def log_results(loggers, results: dict, step: int, plot: Path | None = None, prefix: str = "eval") -> None:
