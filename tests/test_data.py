@@ -236,6 +236,28 @@ def test_jsonl_json_parquet_and_saved_dataset_load_the_same_rows(tmp_path, sourc
         assert report.loaded == len(source_rows)
 
 
+def test_a_bad_row_in_a_folder_of_json_lines_files_is_named_by_its_file_and_line(tmp_path):
+    """A folder of .jsonl files reads as datasets.load_dataset reads it (the same files, in the same order);
+    a bad row is named by its file and line, not by the folder and a position over all files. In the
+    report (skip) the row is its position over the folder's rows, as for any other dataset folder."""
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    write_lines(folder / "a.jsonl", [good_row(0), "", good_row(1)])
+    write_lines(folder / "b.jsonl", [good_row(2), good_row(3, chosen=""), '{"broken": '])
+    with pytest.raises(BadRowError) as caught:
+        load_preference_rows(folder)
+    assert str(caught.value) == f"{folder / 'b.jsonl'}: row 2: field 'chosen': empty string"
+    rows, report = load_preference_rows(folder, on_bad_row="skip")
+    assert [r.id for r in rows] == ["r0", "r1", "r2"]
+    assert [(r["row"], r["field"]) for r in report.skipped_rows] == [(3, "chosen"), (4, "<row>")]
+    good = tmp_path / "good"
+    good.mkdir()
+    write_lines(good / "b.jsonl", [good_row(2)])
+    write_lines(good / "a.jsonl", [good_row(0), good_row(1)])
+    by_datasets = datasets.load_dataset(str(good), split="train", cache_dir=str(tmp_path / "cache")).to_list()
+    assert [r.raw for r in load_preference_rows(good)[0]] == by_datasets
+
+
 def test_missing_split_of_saved_dataset_dict(tmp_path):
     datasets.DatasetDict({"train": datasets.Dataset.from_list(STRING_ROWS)}).save_to_disk(str(tmp_path / "d"))
     with pytest.raises(CongradError, match="no split 'test'"):

@@ -8,7 +8,9 @@ Two numbers identify a row. :attr:`PreferenceRow.index` is its position among th
 order (blank lines of a JSON-lines file are not rows): the key every other part of congrad uses.
 :attr:`PreferenceRow.source_row` is what the user sees in every message and report ("row N"): in a
 JSON-lines file the 1-based line number, blank lines counted, as an editor shows it; elsewhere (Parquet, a
-JSON array, a ``datasets`` folder or hub id) the position, as ``dataset[N]`` indexes it.
+JSON array, a ``datasets`` folder or hub id) the position, as ``dataset[N]`` indexes it. A folder of JSON-lines
+files is read file by file (the files ``datasets.load_dataset`` would read, in its order): its rows are
+numbered by position, but a bad row is reported by its file and line, where the user can find it.
 
 JSON lines are split on ``\n`` alone and each line is decoded as UTF-8 on its own: U+2028, U+2029 or U+0085
 inside a string are legal JSON and stay part of their row, and a line that is not UTF-8 is one bad row
@@ -105,13 +107,15 @@ def load_preference_rows(
     rows: list[PreferenceRow] = []
     first_row_of_id: dict[str, int] = {}
     present: set[str] = set()  # languages of every valid row, excluded or not
-    for index, (label, raw) in enumerate(read_numbered_rows(source, split)):
+    for index, (label, raw, origin) in enumerate(_rows_with_origin(source, split)):
         report.total_rows += 1
         try:
             row = parse_row(raw, index, source, row=label)
             if row.id in first_row_of_id:
                 raise BadRowError(source, label, "id", f"duplicate of row {first_row_of_id[row.id]}")
         except BadRowError as err:
+            if on_bad_row == "error" and origin is not None:
+                raise BadRowError(*origin, err.field, err.reason) from None  # the file and its line
             if on_bad_row == "error":
                 raise
             _record_skip(report, err, raw)
@@ -303,6 +307,36 @@ def read_numbered_rows(source: str, split: str) -> Iterator[tuple[int, Any]]:
             f"{source}: file not found; set data.path to an existing file, directory or hub dataset id"
         )
     return enumerate(_load_hub_dataset(source, split).to_list())
+
+
+def _rows_with_origin(source: str, split: str) -> Iterator[tuple[int, Any, tuple[str, int] | None]]:
+    """:func:`read_numbered_rows` with, for a row of a folder of JSON-lines files, ``(file, line)``: what a
+    message about it names (its number in reports stays its position among the folder's rows)."""
+    files = _json_lines_files(Path(source), split)
+    if files is None:
+        yield from ((label, raw, None) for label, raw in read_numbered_rows(source, split))
+        return
+    position = 0
+    for file in files:
+        for line, raw in _read_json_rows(file):
+            yield position, raw, (str(file), line)
+            position += 1
+
+
+def _json_lines_files(path: Path, split: str) -> list[Path] | None:
+    """The files of ``split`` of a local folder that ``datasets.load_dataset`` reads, in its order, when they
+    are all JSON lines (a folder of ``.jsonl`` files); None for anything else."""
+    if not path.is_dir() or _is_saved_dataset(path):
+        return None
+    from datasets.data_files import DataFilesDict, get_data_patterns
+
+    try:
+        files = DataFilesDict.from_patterns(get_data_patterns(str(path)), base_path=str(path)).get(split)
+    except Exception:  # no data files, or a layout datasets resolves otherwise: left to load_dataset
+        return None
+    if not files or not all(Path(f).suffix.lower() == ".jsonl" for f in files):
+        return None
+    return [Path(f) for f in files]
 
 
 def read_json_lines(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
