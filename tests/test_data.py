@@ -113,6 +113,10 @@ BAD_ROWS = {
     "invalid JSON": ('{"prompt": "Frage", "chosen": ', "<row>", "invalid JSON"),
     "not an object": ("[1, 2]", "<row>", "expected a JSON object, got list"),
     "duplicate id": (good_row(2, id="r0"), "id", "duplicate of row 1"),
+    "no preference": (good_row(2, chosen="Gleich.", rejected="Gleich."), "rejected",
+                      "identical to chosen: a pair without a preference"),
+    "no preference, two forms": (good_row(2, chosen="Gleich.", rejected=[{"role": "assistant", "content": "Gleich."}]),
+                                 "rejected", "identical to chosen"),
 }
 
 
@@ -146,6 +150,7 @@ def test_skip_counts_bad_rows_by_reason_and_loads_the_rest(tmp_path):
     assert report.skipped_by_reason["language: missing"] == 1
     assert report.skipped_by_reason["<row>: invalid JSON"] == 1
     assert report.skipped_by_reason["id: duplicate of row 1"] == 1
+    assert report.skipped_by_reason["rejected: identical to chosen: a pair without a preference"] == 2
     assert {
         "row": len(lines),  # the last line
         "id": "r0",

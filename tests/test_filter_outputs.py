@@ -159,6 +159,27 @@ def test_evaluate_py_names_an_output_dir_that_is_a_file_before_hydra_creates_it(
     assert (tmp_path / "new" / "out").is_dir()
 
 
+def test_a_pair_that_truncation_leaves_without_a_preference_is_dropped_with_its_reason(compose_config, tmp_path):
+    """Two rows whose answers differ only after data.max_length tokens are the same pair once truncated: no
+    preference, a DPO gradient of rounding noise. The filter gives them no vote and no score, and
+    scores.jsonl says why they were dropped."""
+    from congrad.filtering.method import NO_SIGNAL
+
+    shared = "Der Regenbogen entsteht, wenn Sonnenlicht in Wassertropfen gebrochen wird. " * 12
+    same = [{"id": f"same-{i}", "prompt": "Wie entsteht ein Regenbogen?", "chosen": shared + "Ja.",
+             "rejected": shared + "Nein.", "language": "de"} for i in range(2)]
+    path = tmp_path / "pairs.jsonl"
+    write_jsonl(path, make_preference_rows(["en", "de"], pairs_per_language=4, seed=4) + same)
+    out = tmp_path / "out"
+    filter_file(compose_config("filter", [f"data.path={path}", f"output_dir={out}", "sketch.width=1024"]))
+    lines = {line["id"]: line for line in read_jsonl(out / "scores.jsonl")}
+    for i in range(2):
+        assert lines[f"same-{i}"] == {"id": f"same-{i}", "language": "de", "score": None, "kept": False,
+                                      "reason": NO_SIGNAL}
+    assert all(line["score"] is not None for key, line in lines.items() if not key.startswith("same-"))
+    assert json.loads((out / "summary.json").read_text())["languages"]["de"]["no_signal"] == 2
+
+
 def test_a_full_disk_names_the_file_and_leaves_the_previous_set(pairs_file, small_fs):
     """Out of space while the new set is written: one line naming the file, the previous set complete."""
     from conftest import fill

@@ -144,6 +144,7 @@ def parse_row(raw: Any, index: int, source: str, row: int | None = None) -> Pref
     prompt = parse_text(raw, "prompt", label, source, roles=ROLES)
     chosen = parse_text(raw, "chosen", label, source, roles=("assistant",))
     rejected = parse_text(raw, "rejected", label, source, roles=("assistant",))
+    check_a_preference(chosen, rejected, label, source)
     return PreferenceRow(
         index=index,
         id=parse_id(raw, index, source, row=label),
@@ -181,6 +182,18 @@ def parse_text(raw: dict, name: str, index: int, source: str, roles: tuple[str, 
     raise BadRowError(
         source, index, name, f"expected a string or a list of messages, got {type(value).__name__}"
     )
+
+
+def check_a_preference(chosen: Text, rejected: Text, row: int, source: str) -> None:
+    """A pair must prefer one answer to another: ``chosen`` and ``rejected`` that are the same text (a string
+    is one assistant turn, as the tokenizer renders it) make a row without a preference, whose DPO gradient
+    is zero and whose ConGrad score would be rounding noise."""
+    if _turns(chosen) == _turns(rejected):
+        raise BadRowError(source, row, "rejected", "identical to chosen: a pair without a preference")
+
+
+def _turns(text: Text) -> list[tuple[str, str]]:
+    return [("assistant", text)] if isinstance(text, str) else [(m["role"], m["content"]) for m in text]
 
 
 def _message_problem(message: Any, roles: tuple[str, ...]) -> str | None:

@@ -106,12 +106,10 @@ class ConGradCallback(pl.Callback):
         metrics = {"filter/kept": float(result.kept.sum()), "filter/epoch": float(epoch)}
         for lang, stats in per_language.items():
             metrics[f"filter/kept/{lang}"] = float(stats["kept"])
-            metrics[f"filter/score_mean/{lang}"] = stats["score_mean"]
-        dropped = [
-            [row.id, row.language, score, result.drop_reason]
-            for row, score, kept in zip(rows, result.scores.tolist(), result.kept.tolist())
-            if not kept
-        ]
+            if stats["score_mean"] is not None:
+                metrics[f"filter/score_mean/{lang}"] = stats["score_mean"]
+        dropped = [[row.id, row.language, result.score(i), result.reason(i)]
+                   for i, row in enumerate(rows) if not result.kept[i]]
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
             if isinstance(logger, pl.loggers.WandbLogger):

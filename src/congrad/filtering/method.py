@@ -7,40 +7,71 @@ number of passes, which seeds the surgery order); a checkpoint stores it through
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from congrad.errors import NonFiniteError
+from congrad.errors import CongradError, NonFiniteError
 from congrad.filtering.aggregates import LanguageAggregates
 from congrad.filtering.selection import cosine_scores, drop_reason, own_language_scores, select
 from congrad.filtering.surgery import consensus, cosine_matrix
+
+
+# A pair whose sketch norm is at most ROUNDING_LEVEL times the median norm of its pass has no preference
+# signal: it gets no vote and no score, and is dropped (NO_SIGNAL). A pair's DPO gradient is
+# β·σ(−h)·(∇log π(y_w|x) − ∇log π(y_l|x)) (the reference terms have no gradient); where the two completions
+# are the same tokens (equal texts, or texts that truncation cut to the same start) the difference is zero
+# and float32 leaves rounding of its two terms: about 1e-7 of their size (measured: 1e-7 against a median
+# of 1.4), which one vote per pair (normalize) would otherwise turn into a full vote and a score like a real
+# pair's. A real pair falls under 1e-5 of the median only when its weight σ(−h) is under 1e-5 of the median
+# pair's, i.e. its margin h is at least 11.5 above the median's: a pair the policy already fits so well that
+# training on it changes nothing either. The median, not the mean or the maximum, so that a few pairs with
+# huge gradients (the ones the policy gets most wrong) do not move the bar; 1e-5 is 84 float32 epsilons,
+# well above rounding and well below any pair that still trains.
+ROUNDING_LEVEL = 1e-5
+NO_SIGNAL = "no preference signal: its gradient is at rounding level (e.g. chosen and rejected are the same tokens)"
 
 
 @dataclass
 class PassResult:
     """Scores and the kept mask of one pass, with what explains them."""
 
-    scores: Tensor  # [N] float32
+    scores: Tensor  # [N] float32; NaN for a pair without a preference signal (no score)
     kept: Tensor  # [N] bool
     languages: list[str]  # [N]
     aggregate_languages: list[str]  # [L], rows of the matrices
     cosine_before: Tensor  # [L, L] cosines of the aggregates
     cosine_after: Tensor  # [L, L] cosines of the per-language vectors after surgery
-    drop_reason: str
+    drop_reason: str  # why a scored pair was not kept
     settings: dict = field(default_factory=dict)
+    no_signal: Tensor | None = None  # [N] bool: pairs without a preference signal (ROUNDING_LEVEL); None: none
+
+    def reason(self, i: int) -> str | None:
+        """Why pair ``i`` was not kept (None when it was)."""
+        if bool(self.kept[i]):
+            return None
+        return NO_SIGNAL if self.no_signal is not None and bool(self.no_signal[i]) else self.drop_reason
+
+    def score(self, i: int) -> float | None:
+        value = float(self.scores[i])
+        return None if math.isnan(value) else value
 
     def per_language(self) -> dict[str, dict]:
-        """``{lang: {"total", "kept", "score_mean"}}`` in sorted language order."""
+        """``{lang: {"total", "kept", "no_signal", "score_mean"}}`` in sorted language order; ``score_mean``
+        over the scored pairs (None when none was)."""
         out = {}
         for lang in sorted(set(self.languages)):
             rows = torch.tensor([i for i, code in enumerate(self.languages) if code == lang])
+            scores = self.scores[rows]
+            scored = scores[~torch.isnan(scores)]
             out[lang] = {
                 "total": len(rows),
                 "kept": int(self.kept[rows].sum()),
-                "score_mean": float(self.scores[rows].mean()),
+                "no_signal": int(torch.isnan(scores).sum()),
+                "score_mean": float(scored.mean()) if len(scored) else None,
             }
         return out
 
@@ -83,22 +114,38 @@ class ConGrad:
         """
         sketches = sketches.float()
         _check_finite(sketches, languages)
-        votes = sketches / sketches.norm(dim=1, keepdim=True).clamp(min=1e-12) if self.normalize else sketches
-        self.aggregates.add(votes, languages)
+        no_signal = without_signal(sketches)
+        signal = (~no_signal).nonzero().flatten()
+        if len(signal) == 0:
+            raise CongradError(
+                f"none of the {len(languages)} pairs has a DPO gradient above rounding level in the sketched "
+                "parameters (sketch.params): nothing to score. Are chosen and rejected the same texts, or do the "
+                "selected parameters get no gradient from the loss?"
+            )
+        kept_sketches = sketches[signal.to(sketches.device)]
+        kept_languages = [languages[i] for i in signal.tolist()]
+        if self.normalize:
+            votes = kept_sketches / kept_sketches.norm(dim=1, keepdim=True)
+        else:
+            votes = kept_sketches
+        self.aggregates.add(votes, kept_languages)
         self.aggregates.finish_epoch()
         matrix = self.aggregates.matrix().to(sketches.device)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.passes)
         direction, projected = consensus(matrix, self.aggregator, generator, **self.options)
         self.passes += 1
         if self.aggregator == "random":  # the control arm: same keep rule, scores unrelated to gradients
-            scores = torch.rand(len(languages), generator=generator)
+            scored = torch.rand(len(signal), generator=generator)
         elif direction is None:
-            scores = own_language_scores(sketches, languages, self.aggregates)
+            scored = own_language_scores(kept_sketches, kept_languages, self.aggregates)
         else:
-            scores = cosine_scores(sketches, direction)
-        scores = scores.float().cpu()
-        kept = select(scores, list(languages), **self.selection)
+            scored = cosine_scores(kept_sketches, direction)
+        scores = torch.full((len(languages),), math.nan)
+        scores[signal] = scored.float().cpu()
+        kept = torch.zeros(len(languages), dtype=torch.bool)
+        kept[signal] = select(scores[signal], kept_languages, **self.selection)
         return PassResult(
+            no_signal=no_signal.cpu(),
             scores=scores,
             kept=kept,
             languages=list(languages),
@@ -116,6 +163,13 @@ class ConGrad:
         self.aggregates.load_state_dict(state["aggregates"])
         self.passes = state["passes"]
         self.seed = state["seed"]
+
+
+def without_signal(sketches: Tensor) -> Tensor:
+    """[N] bool: the sketches [N, w] whose norm is at most :data:`ROUNDING_LEVEL` times the pass's median
+    norm (a zero sketch always)."""
+    norms = torch.linalg.vector_norm(sketches, dim=1, dtype=torch.float64)
+    return norms <= ROUNDING_LEVEL * norms.median()
 
 
 def _check_finite(sketches: Tensor, languages: Sequence[str]) -> None:

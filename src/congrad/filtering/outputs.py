@@ -2,7 +2,8 @@
 
 ``scores.jsonl``  one line per input row, in input order: ``{"id", "language", "score", "kept"}``, plus
                   ``"reason"`` for every row that was not kept (a dropped pair, a bad row that was skipped,
-                  a row of a language outside ``data.languages``); unscored rows have ``"score": null``
+                  a row of a language outside ``data.languages``, a pair without a preference signal);
+                  unscored rows have ``"score": null``
 ``kept.jsonl``    the kept rows, unchanged
 ``summary.json``  per-language counts (total, kept, skipped), the language × language cosine matrices of the aggregates before
                   and after surgery, the settings
@@ -26,10 +27,10 @@ def score_lines(rows: Sequence, result: PassResult, report=None) -> list[dict]:
     """The ``scores.jsonl`` lines: the scored ``rows`` (PreferenceRow, aligned with ``result``) and, from the
     data's load ``report``, the rows skipped as bad and those excluded by ``data.languages`` — in input order."""
     lines = []
-    for row, score, kept in zip(rows, result.scores.tolist(), result.kept.tolist()):
-        line = {"id": row.id, "language": row.language, "score": score, "kept": kept}
-        if not kept:
-            line["reason"] = result.drop_reason
+    for i, row in enumerate(rows):
+        line = {"id": row.id, "language": row.language, "score": result.score(i), "kept": bool(result.kept[i])}
+        if not line["kept"]:
+            line["reason"] = result.reason(i)
         lines.append((row.label, line))  # the report's "row" is the same number, in the same order
     for bad in report.skipped_rows if report else ():
         reason = f"bad row: field '{bad['field']}': {bad['reason']}"

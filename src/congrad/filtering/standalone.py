@@ -56,5 +56,6 @@ def _filter_into(cfg: DictConfig, out_dir: Path) -> Path:
     )
     log.info("kept %d of %d pairs; wrote %s", int(result.kept.sum()), len(rows), out_dir)
     for lang, stats in result.per_language().items():
-        log.info("  %s: kept %d/%d, mean score %.3f", lang, stats["kept"], stats["total"], stats["score_mean"])
+        mean = "none scored" if stats["score_mean"] is None else f"mean score {stats['score_mean']:.3f}"
+        log.info("  %s: kept %d/%d, %s", lang, stats["kept"], stats["total"], mean)
     return out_dir
