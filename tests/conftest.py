@@ -4,6 +4,7 @@ Set at import time, before anything imports triton, wandb or the Hugging Face hu
 """
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -55,11 +56,11 @@ def compose_config(tmp_path):
     return compose
 
 
-def wandb_exit_codes(directory) -> dict[str, int | None]:
+def wandb_exit_codes(directory, wait_s: float = 15.0) -> dict[str, int | None]:
     """``{offline run folder: exit code}`` of every offline W&B run below ``directory``, read from the run's
     ``.wandb`` file (a LevelDB-style log of protobuf records: 32 KiB blocks, each record a 7-byte header —
-    CRC, length, type: full / first / middle / last — and its bytes). None: no exit record, the run was
-    never finished (the dashboard would show it "running"; ``wandb sync`` uploads an incomplete run)."""
+    CRC, length, type: full / first / middle / last — and its bytes). None: no exit record within ``wait_s``,
+    the run was never finished (the dashboard would show it "running"; ``wandb sync`` uploads an incomplete run)."""
     import struct
 
     from wandb.proto import wandb_internal_pb2
@@ -86,14 +87,24 @@ def wandb_exit_codes(directory) -> dict[str, int | None]:
             else:
                 yield pending + chunk
 
-    codes = {}
-    for path in sorted(Path(directory).rglob("offline-run-*/run-*.wandb")):
-        codes[path.parent.name] = None
-        for chunk in records(path.read_bytes()):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(chunk)
-            if record.WhichOneof("record_type") == "exit":
-                codes[path.parent.name] = record.exit.exit_code
+    def read() -> dict[str, int | None]:
+        codes = {}
+        for path in sorted(Path(directory).rglob("offline-run-*/run-*.wandb")):
+            codes[path.parent.name] = None
+            for chunk in records(path.read_bytes()):
+                record = wandb_internal_pb2.Record()
+                record.ParseFromString(chunk)
+                if record.WhichOneof("record_type") == "exit":
+                    codes[path.parent.name] = record.exit.exit_code
+        return codes
+
+    # W&B's service process writes the file after wandb.finish() returns in the run's process: a run finished in
+    # this process gets a few seconds for its exit record to reach the disk
+    deadline = time.monotonic() + wait_s
+    codes = read()
+    while None in codes.values() and time.monotonic() < deadline:
+        time.sleep(0.2)
+        codes = read()
     return codes
 
 
