@@ -21,9 +21,11 @@ from congrad.utils.entry import exit_on_user_error  # noqa: E402
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    from congrad.preflight import check_references
     from congrad.settings import check_settings
 
     check_settings(cfg)  # every setting, before any model or data loads
+    check_references(cfg, "train")  # every model, adapter, checkpoint, data set and account it names
     from congrad.run import train
 
     train(cfg)

@@ -8,10 +8,8 @@ message that says what to set, instead of a stack trace.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any, Callable, Sequence
-from urllib.parse import urlparse
 
 import hydra
 import torch
@@ -19,31 +17,7 @@ from omegaconf import DictConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from congrad.errors import ModelLoadError
-
-
-def _how_to_provide(name_or_path: str) -> str:
-    return (
-        f"To use '{name_or_path}', either\n"
-        f"  - download it once where there is network (`huggingface-cli download {name_or_path} "
-        f"--local-dir /path/to/dir`) and set model.name_or_path=/path/to/dir, or\n"
-        f"  - point HF_HOME at a Hugging Face cache that already holds it, or\n"
-        f"  - for a gated model, accept its licence on huggingface.co and run `huggingface-cli login` "
-        f"(or set HF_TOKEN), with network access."
-    )
-
-
-def _hub_reachable(timeout: float = 5.0) -> bool:
-    """Whether the Hugging Face hub answers at all; the hub client itself retries for about a minute."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return False
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
-        return True
-    except OSError:
-        return False
+from congrad.utils import hub
 
 
 def _from_pretrained(load: Callable, what: str, name_or_path: str, if_missing: str | None = None, **kwargs: Any):
@@ -58,14 +32,14 @@ def _from_pretrained(load: Callable, what: str, name_or_path: str, if_missing: s
         return load(name_or_path, local_files_only=True, **kwargs)
     except Exception as local_err:
         err = local_err
-        if not Path(name_or_path).exists() and _hub_reachable():
+        if not Path(name_or_path).exists() and hub.reachable():
             try:
                 return load(name_or_path, **kwargs)
             except Exception as hub_err:
                 err = hub_err
     raise ModelLoadError(
-        f"Could not load the {what} of '{name_or_path}' ({type(err).__name__}: {str(err).splitlines()[0]}).\n"
-        + _how_to_provide(name_or_path)
+        f"could not load the {what} of '{name_or_path}' ({type(err).__name__}: {str(err).splitlines()[0]}): "
+        + hub.how_to_provide(name_or_path, "model.name_or_path")
     ) from err
 
 
