@@ -110,9 +110,12 @@ def test_sigterm_to_a_real_run_saves_a_checkpoint_exits_143_and_the_run_resumes(
 
     assert state["global_step"] < 2 * state["congrad"]["data"]["rows"], "stopped before the end"
 
-    # the command the message gives, run in-process: it finishes the two epochs
-    fit(compose_config("train", [*settings, f"ckpt_path={checkpoint}"], output_dir=tmp_path / "resumed"))
-    assert (tmp_path / "resumed" / "adapter" / "adapter_model.safetensors").is_file()
+    # the command the message gives, run in-process in the same directory (as a requeued SLURM job with a fixed
+    # hydra.run.dir resumes): it finishes the two epochs and replaces last.ckpt, no last-v1.ckpt beside it
+    fit(compose_config("train", [*settings, f"ckpt_path={checkpoint}"], output_dir=stopped))
+    assert (stopped / "adapter" / "adapter_model.safetensors").is_file()
+    assert sorted(p.name for p in (stopped / "checkpoints").iterdir()) == ["epoch_001.ckpt", "last.ckpt"]
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
 
 
 def test_sigterm_during_evaluate_py_ends_it_with_143_and_its_wandb_run_finished_as_failed(tmp_path):

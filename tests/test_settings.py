@@ -123,4 +123,4 @@ def test_train_py_stops_before_loading_anything(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         "error: filter.aggregator='pcgard': must be one of " + ", ".join(AGGREGATORS))
     assert "Traceback" not in result.stderr
-    assert {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log"}
+    assert {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log", ".lock"}  # .lock: the run held it

@@ -302,6 +302,7 @@ TOP = {
     "iterations": integer(0),
     "ckpt_path": optional(text),
     "resume_rescore": boolean,
+    "overwrite": boolean,
     "device": device,
     "callbacks.congrad.progress": boolean,
 }
