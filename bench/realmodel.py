@@ -256,7 +256,8 @@ def main() -> None:
     if not args.skip_arms:
         summary["arms"] = {}
         configs = {seed: config(args, seed, out) for seed in args.seeds}
-        evaluator = Evaluator(configs[args.seeds[0]], RuleJudge())  # one baseline (the base model) for every arm
+        # one baseline (the base model) for every arm
+        evaluator = Evaluator(configs[args.seeds[0]], RuleJudge(), out / "arms")
         # per seed, made when a seed's first arm comes up; a rerun on the same --out takes the kept sets and the
         # finished arms of the runs before it (a study can be stopped and resumed, or extended by seeds or arms)
         saved = json.loads((out / "kept_sets.json").read_text()) if (out / "kept_sets.json").is_file() else {}

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # a small evaluation after training (where the evaluation itself is not what a test checks)
 SMALL_EVAL = ["eval.pairs.per_language=2", "eval.win_rate.per_language=1", "eval.win_rate.generation.max_new_tokens=6",
-              "eval.nll.per_language=1", "eval.mc.per_language=1", "eval.win_rate.bootstrap=100"]
+              "eval.nll.per_language=1", "eval.harness.limit=1", "eval.win_rate.bootstrap=100"]
 
 # Under pytest-xdist (the README runs `-n 2`) every worker, and each process it starts, computes on one
 # thread: two workers on two cores, rather than four threads contending for them.

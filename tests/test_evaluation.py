@@ -20,11 +20,11 @@ from congrad.judging.verdicts import FIRST, SECOND, TIE, majority, parse_winner
 
 LANGS = ["de", "zh", "ar"]
 SMALL = [f"eval.languages=[{','.join(LANGS)}]", "eval.pairs.per_language=3", "eval.win_rate.per_language=2",
-         "eval.win_rate.generation.max_new_tokens=6", "eval.nll.per_language=2", "eval.mc.per_language=2",
+         "eval.win_rate.generation.max_new_tokens=6", "eval.nll.per_language=2", "eval.harness.limit=2",
          "eval.win_rate.bootstrap=200", "eval.device=cpu"]
 PER_LANGUAGE_KEYS = {"seen", "n_pairs", "preference_accuracy", "preference_ties", "reward_margin", "win_rate",
                      "win_rate_ci", "wins", "ties", "losses", "unjudged", "language_fidelity", "nll_delta",
-                     "mc_accuracy", "mc_accuracy_baseline"}
+                     "mc_accuracy", "mc_accuracy_baseline", "mc_delta", "mc_n"}
 
 
 class FirstPositionJudge:
@@ -43,7 +43,7 @@ def eval_cfg(compose_config, tmp_path):
 
 
 def evaluate(cfg, judge, adapters=(), seen=None, policy=None):
-    evaluator = Evaluator(cfg, judge)
+    evaluator = Evaluator(cfg, judge, cfg.paths.output_dir)
     tokenizer, model = policy or evaluator.policy(list(adapters))
     return evaluator.evaluate(tokenizer, model, {"adapters": list(adapters)}, seen)
 
@@ -106,13 +106,14 @@ def test_a_policy_against_itself_ties_everywhere(eval_cfg):
         assert row["win_rate"] == 0.5 and row["ties"] == 4 and row["wins"] == row["losses"] == 0
         assert row["win_rate_ci"] == [0.5, 0.5]
         assert row["preference_accuracy"] == 0.0 and row["preference_ties"] == row["n_pairs"] == 3
-        assert row["nll_delta"] == 0.0 and row["mc_accuracy"] == row["mc_accuracy_baseline"]
+        assert row["nll_delta"] == 0.0 and row["mc_accuracy"] == row["mc_accuracy_baseline"] and row["mc_delta"] == 0
+        assert row["mc_n"] == 2 and results["harness"][f"congrad_mc_{lang}"]["delta"] == 0.0
     assert all(g["policy"] == g["baseline"] for g in generations) and len(generations) == 2 * len(LANGS)
     assert results["seen"]["win_rate"] == 0.5 and results["seen"]["languages"] == 3 and results["unseen"] == {}
 
 
 def test_a_judge_that_prefers_the_first_position_gives_half_after_the_swap(eval_cfg, tmp_path):
-    cfg = eval_cfg("eval.pairs.enabled=false", "eval.nll.enabled=false", "eval.mc.enabled=false")
+    cfg = eval_cfg("eval.pairs.enabled=false", "eval.nll.enabled=false", "eval.harness.enabled=false")
     results, generations = evaluate(cfg, FirstPositionJudge(), seen=["de"])
     for row in results["languages"].values():
         assert row["win_rate"] == 0.5 and row["wins"] == row["losses"] == 2 and row["ties"] == 0
@@ -120,7 +121,7 @@ def test_a_judge_that_prefers_the_first_position_gives_half_after_the_swap(eval_
     # seen and unseen split; switched-off parts leave no metric behind
     assert results["languages"]["de"]["seen"] and not results["languages"]["zh"]["seen"]
     assert results["seen"]["languages"] == 1 and results["unseen"]["languages"] == 2
-    absent = {"n_pairs", "preference_accuracy", "nll_delta", "mc_accuracy"}
+    absent = {"n_pairs", "preference_accuracy", "nll_delta", "mc_accuracy", "mc_n"}
     assert not absent & set(results["languages"]["de"]) and not absent & set(results["unseen"])
     write_outputs(tmp_path / "out", results, generations)
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -128,6 +129,7 @@ def test_a_judge_that_prefers_the_first_position_gives_half_after_the_swap(eval_
     header = (tmp_path / "out" / "per_language.csv").read_text().splitlines()[0].split(",")
     assert header[:2] == ["language", "seen"] and "win_rate" in header and "nll_delta" not in header
     assert (tmp_path / "out" / "per_language.png").stat().st_size > 0
+    assert not (tmp_path / "out" / "harness.csv").exists() and "harness" not in saved
     assert len((tmp_path / "out" / "generations.jsonl").read_text().splitlines()) == len(generations)
 
 
@@ -138,7 +140,7 @@ def test_preference_accuracy_rises_on_pairs_the_policy_was_trained_toward(eval_c
     from congrad.models.factory import build_policy
     from congrad.training import build_pieces
 
-    cfg = eval_cfg("eval.win_rate.enabled=false", "eval.nll.enabled=false", "eval.mc.enabled=false",
+    cfg = eval_cfg("eval.win_rate.enabled=false", "eval.nll.enabled=false", "eval.harness.enabled=false",
                    "data.path=${eval.pairs.path}", "data.val_fraction=0", "data.languages=[de,zh,ar]",
                    "dpo.optimizer.lr=5e-3", "dpo.scheduler=null")
     OmegaConf.resolve(cfg)
@@ -163,9 +165,9 @@ def test_preference_accuracy_rises_on_pairs_the_policy_was_trained_toward(eval_c
 
 def test_a_missing_file_or_language_is_an_error_naming_the_key(eval_cfg, tmp_path):
     with pytest.raises(ConfigError, match=r"eval\.nll\.path"):
-        Evaluator(eval_cfg(f"eval.nll.path={tmp_path / 'missing.jsonl'}"), RuleJudge())
+        Evaluator(eval_cfg(f"eval.nll.path={tmp_path / 'missing.jsonl'}"), RuleJudge(), tmp_path)
     with pytest.raises(ConfigError, match=r"eval\.languages: no evaluation rows for xh"):
-        Evaluator(eval_cfg("eval.languages=[de,xh]"), RuleJudge())
+        Evaluator(eval_cfg("eval.languages=[de,xh]"), RuleJudge(), tmp_path)
 
 
 def test_a_seen_language_without_rows_is_an_error_like_one_in_eval_languages(eval_cfg):
@@ -197,7 +199,7 @@ def test_a_seen_mean_over_fewer_languages_than_the_group_says_so(eval_cfg, tmp_p
 
 
 def test_macro_ci_is_nan_free_and_ordered(eval_cfg):
-    results, _ = evaluate(eval_cfg("eval.pairs.enabled=false", "eval.nll.enabled=false", "eval.mc.enabled=false"),
+    results, _ = evaluate(eval_cfg("eval.pairs.enabled=false", "eval.nll.enabled=false", "eval.harness.enabled=false"),
                           RuleJudge())
     low, high = results["seen"]["win_rate_ci"]
     assert not math.isnan(low) and low <= results["seen"]["win_rate"] <= high

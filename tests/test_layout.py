@@ -118,7 +118,7 @@ LOWER_LAYERS = {
                            "congrad.generation", "congrad.judging"},
     # the settings check reads the allowed values from the code that uses them; only entry points import it
     "congrad.settings": {"congrad.errors", "congrad.utils", "congrad.data", "congrad.models", "congrad.filtering",
-                         "congrad.kernels", "congrad.judging"},
+                         "congrad.kernels", "congrad.judging", "congrad.evaluation"},
 }
 
 

@@ -118,15 +118,20 @@ def test_ckpt_path_resumes_where_the_run_stopped(run_dir, tmp_path):
 
 def test_the_run_is_evaluated_against_its_starting_point(run_dir):
     results = json.loads((run_dir / "eval" / "results.json").read_text())
-    assert set(results) == {"policy", "baseline", "languages", "seen", "unseen"}
+    assert set(results) == {"policy", "baseline", "languages", "harness", "seen", "unseen"}
     assert len(results["languages"]) == 12 and all(row["seen"] for row in results["languages"].values())
     assert results["unseen"] == {} and results["seen"]["languages"] == 12
     # trained three epochs on the tiny set, the policy ranks held-out pairs (other topics) better than chance
     assert results["seen"]["preference_accuracy"] > 0.6
-    for name in ("per_language.csv", "generations.jsonl", "per_language.png"):
+    # the shipped multiple-choice task through lm-eval, on the trained policy and on the model it started from
+    assert set(results["harness"]) == {f"congrad_mc_{lang}" for lang in results["languages"]}
+    assert all(t["n"] == 16 and t["metric"] == "acc_norm" for t in results["harness"].values())
+    assert results["seen"]["mc_n"] == 12 * 16
+    for name in ("per_language.csv", "generations.jsonl", "per_language.png", "harness.csv", "harness.png"):
         assert (run_dir / "eval" / name).is_file()
     names = set(read_metrics(run_dir)[0].keys())
-    assert {"eval/seen/win_rate", "eval/seen/preference_accuracy", "eval/win_rate/de", "eval/nll_delta/zh"} <= names
+    assert {"eval/seen/win_rate", "eval/seen/preference_accuracy", "eval/win_rate/de", "eval/nll_delta/zh",
+            "eval/seen/mc_delta", "eval/mc_delta/de", "eval/harness/congrad_mc_de/delta"} <= names
 
 
 def test_evaluate_py_takes_a_run_directory(run_dir, tmp_path):
@@ -139,6 +144,7 @@ def test_evaluate_py_takes_a_run_directory(run_dir, tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["policy"]["adapters"] == [str(run_dir / "adapter")]
     assert set(results["languages"]) == {"de", "zh"} and results["seen"]["languages"] == 2  # from data_report.json
+    assert {name: task["n"] for name, task in results["harness"].items()} == {"congrad_mc_de": 1, "congrad_mc_zh": 1}
     assert "win_rate" in result.stdout  # the table is printed
 
 

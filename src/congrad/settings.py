@@ -21,6 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from congrad.data.formats import ON_BAD_ROW, requested_languages
 from congrad.errors import CongradError, ConfigError
+from congrad.evaluation.harness import METRICS as HARNESS_METRICS
 from congrad.filtering.sketching import METHODS, SKETCHES
 from congrad.filtering.surgery import AGGREGATORS
 from congrad.judging.api import MAX_TOKENS_KEYS
@@ -145,6 +146,11 @@ def languages(v: Any) -> str | None:
         except CongradError:
             pass
     return "null (every language) or a non-empty list of lower-case ISO 639-1 codes, e.g. [de, fr]"
+
+
+def names(v: Any) -> str | None:
+    ok = isinstance(v, (list, tuple)) and all(isinstance(n, str) and n.strip() for n in v)
+    return None if ok else "a list of names, e.g. [congrad_mc, belebele_deu_Latn] ([] for none)"
 
 
 def device(v: Any) -> str | None:
@@ -289,13 +295,19 @@ EVAL = {
     "eval.seen": languages,
     "eval.device": device,
     "eval.batch_size": integer(1),
-    **{f"eval.{part}.enabled": boolean for part in ("pairs", "win_rate", "nll", "mc")},
-    **{f"eval.{part}.per_language": optional(integer(1)) for part in ("pairs", "win_rate", "nll", "mc")},
+    **{f"eval.{part}.enabled": boolean for part in ("pairs", "win_rate", "nll", "harness")},
+    **{f"eval.{part}.per_language": optional(integer(1)) for part in ("pairs", "win_rate", "nll")},
     "eval.win_rate.generation.temperature": number(0),
     "eval.win_rate.generation.top_p": number(0, 1, lo_open=True),
     "eval.win_rate.generation.top_k": integer(0),
     "eval.win_rate.generation.max_new_tokens": integer(1),
     "eval.win_rate.bootstrap": integer(1),
+    "eval.harness.tasks": names,
+    "eval.harness.metric": choice(HARNESS_METRICS),
+    "eval.harness.num_fewshot": optional(integer(0)),
+    "eval.harness.limit": optional(integer(1)),
+    "eval.harness.batch_size": integer(1),
+    "eval.harness.apply_chat_template": boolean,
 }
 TOP = {
     "seed": integer(),

@@ -9,10 +9,12 @@ evaluation row repeats a training row. ``python -m congrad.data.eval_sets`` writ
 ``prompts.jsonl``          ``prompt``, ``language``, ``id``: every question template × held-out topic;
 ``reference_texts.jsonl``  ``text``, ``language``, ``id``: correct answers, for the per-token NLL;
 ``multiple_choice.jsonl``  ``question``, ``choices`` (the four held-out facts of the language, shuffled),
-                           ``answer`` (index of the right one), ``language``, ``id``.
+                           ``answer`` (index of the right one), ``language``, ``id``: evaluated by
+                           lm-evaluation-harness as the shipped task ``congrad_mc`` (``data/eval/harness/``,
+                           rewritten from this file by ``python -m congrad.evaluation.harness``).
 
-Users point ``eval.nll.path`` and ``eval.mc.path`` at their own files in the same format (e.g. translated
-MMLU or Belebele questions as ``question`` / ``choices`` / ``answer``).
+Users point ``eval.nll.path`` at their own reference texts, and list their own multiple-choice files in the
+same format under ``eval.harness.files`` (each becomes a generated lm-eval task).
 """
 
 from __future__ import annotations

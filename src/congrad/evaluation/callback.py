@@ -11,7 +11,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from congrad.evaluation.evaluator import EvalSets, Evaluator, load_eval_sets
+from congrad.evaluation.evaluator import Evaluator
 from congrad.evaluation.outputs import log_results, table, write_outputs
 from congrad.utils import cost
 
@@ -20,13 +20,20 @@ log = logging.getLogger(__name__)
 
 class EvaluationCallback(pl.Callback):
     """``cfg``: the run's composed config (``eval``, ``model``, ``data``, ``dpo``, ``seed``); ``judge``: the
-    instantiated ``judge`` group; ``seen``: the languages trained on (None: those of the training data);
-    ``sets``: the held-out data, read (and checked) before training (None: read after it)."""
+    instantiated ``judge`` group; ``seen``: the languages trained on (None: those of the training data).
 
-    def __init__(self, cfg: DictConfig, judge, out_dir: str | Path, seen: Sequence[str] | None = None,
-                 sets: EvalSets | None = None):
-        self.cfg, self.judge, self.out_dir, self.seen, self.sets = cfg, judge, Path(out_dir), seen, sets
+    The held-out sets are read, and the harness tasks resolved and their data loaded, when the fit starts
+    (on rank 0): a missing file, an unknown task or a data set that cannot be loaded stops the run before
+    training, not after it."""
+
+    def __init__(self, cfg: DictConfig, judge, out_dir: str | Path, seen: Sequence[str] | None = None):
+        self.cfg, self.judge, self.out_dir, self.seen = cfg, judge, Path(out_dir), seen
+        self.evaluator: Evaluator | None = None
         self.results: dict | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if trainer.is_global_zero and self.evaluator is None:
+            self.evaluator = Evaluator(self.cfg, self.judge, self.out_dir)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
@@ -35,13 +42,13 @@ class EvaluationCallback(pl.Callback):
         trainer.strategy.barrier("evaluation")  # the other ranks wait: no rank tears down while rank 0 evaluates
 
     def _evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        evaluator = Evaluator(self.cfg, self.judge, self.sets)
+        evaluator = self.evaluator or Evaluator(self.cfg, self.judge, self.out_dir)
         seen = list(self.seen) if self.seen is not None else trainer.datamodule.languages
         description = {"trained_in": str(self.out_dir.parent), "step": trainer.global_step}
         tokenizer = trainer.datamodule.tokenizer
         self.results, generations = evaluator.evaluate(tokenizer, pl_module.policy, description, seen)
-        plot = write_outputs(self.out_dir, self.results, generations)
-        log_results(trainer.loggers, self.results, step=trainer.global_step, plot=plot)
+        plots = write_outputs(self.out_dir, self.results, generations)
+        log_results(trainer.loggers, self.results, step=trainer.global_step, plots=plots)
         log.info("evaluation against the baseline (%s):\n%s", self.out_dir, table(self.results))
 
 
@@ -49,9 +56,7 @@ def evaluation_callbacks(cfg: DictConfig, out_dir: str | Path, seen: Sequence[st
                          judge=None) -> list[pl.Callback]:
     """``[EvaluationCallback]`` for a fit of ``cfg`` (none when ``eval`` is null), judged by ``judge`` (None:
     ``cfg.judge``, built here). The seen languages are ``eval.seen``, else ``seen``, else ``langset.seen``,
-    else ``data.languages``, else (in the callback) the languages of the training data. The held-out files
-    are read now: a missing one, or an ``eval.languages`` or ``eval.seen`` without rows, stops the run
-    before training, not after it."""
+    else ``data.languages``, else (in the callback) the languages of the training data."""
     if cfg.get("eval") is None:
         return []
     for candidate in (cfg.eval.get("seen"), seen, OmegaConf.select(cfg, "langset.seen"),
@@ -60,4 +65,4 @@ def evaluation_callbacks(cfg: DictConfig, out_dir: str | Path, seen: Sequence[st
             seen = list(candidate)
             break
     judge = judge if judge is not None else hydra.utils.instantiate(cfg.judge)
-    return [EvaluationCallback(cfg, judge, out_dir, seen, load_eval_sets(cfg.eval))]
+    return [EvaluationCallback(cfg, judge, out_dir, seen)]

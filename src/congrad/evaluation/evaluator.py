@@ -8,8 +8,10 @@
   (wins + ties/2) / judgements, with a bootstrap 95% CI over prompts.
 - *Language fidelity*: the share of the policy's answers whose language (py3langid) is the prompt's.
 - *Alignment tax*: the policy's mean per-token NLL of reference texts minus the baseline's
-  (``nll_delta`` > 0: the policy finds correct text less likely), and multiple-choice accuracy by
-  length-normalised log-likelihood, of the policy (``mc_accuracy``) and of the baseline.
+  (``nll_delta`` > 0: the policy finds correct text less likely), and multiple-choice benchmarks run by
+  lm-evaluation-harness (:mod:`.harness`) on both: per task and language both scores, their difference and
+  the number of questions; per language their means (``mc_accuracy``, ``mc_accuracy_baseline``, ``mc_delta``)
+  and the questions counted (``mc_n``).
 
 A part switched off (``eval.<part>.enabled=false``) leaves its metrics out of the results.
 """
@@ -26,11 +28,12 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from congrad.data.eval_sets import load_multiple_choice, load_reference_texts
+from congrad.data.eval_sets import load_reference_texts
 from congrad.data.formats import load_preference_rows
 from congrad.data.prompts import load_prompts
 from congrad.errors import ConfigError
 from congrad.evaluation import metrics
+from congrad.evaluation.harness import Harness
 from congrad.evaluation.scoring import Scorer
 from congrad.generation.langid import detect, same_language
 from congrad.generation.sampling import Sampling, TextGenerator
@@ -42,26 +45,28 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EvalSets:
-    """The held-out data, read and validated once (a part that is off holds None)."""
+    """The held-out data, read and validated once (a part that is off holds None); ``harness``: the
+    multiple-choice benchmarks, resolved and their data loaded."""
 
     pairs: list | None
     prompts: list | None
     texts: list | None
-    questions: list | None
+    harness: Harness | None
 
     @property
     def languages(self) -> list[str]:
-        found = set()
-        for rows in (self.pairs, self.prompts, self.texts, self.questions):
+        found = set(self.harness.languages if self.harness is not None else ())
+        for rows in (self.pairs, self.prompts, self.texts):
             found |= {row.language for row in rows or ()}
         return sorted(found)
 
 
-def load_eval_sets(eval_cfg: DictConfig) -> EvalSets:
+def load_eval_sets(eval_cfg: DictConfig, work_dir: str | Path, seed: int = 0) -> EvalSets:
     """Every enabled part's file, limited to each part's ``per_language`` first rows of a language and to
-    ``eval.languages``; a missing file is an error naming its key."""
+    ``eval.languages``; a missing file is an error naming its key. The harness tasks generated for local
+    files go into ``work_dir``."""
     loaders = {"pairs": lambda path: load_preference_rows(path)[0], "win_rate": load_prompts,
-               "nll": load_reference_texts, "mc": load_multiple_choice}
+               "nll": load_reference_texts}
     parts = {}
     for part, load in loaders.items():
         section = eval_cfg[part]
@@ -73,8 +78,10 @@ def load_eval_sets(eval_cfg: DictConfig) -> EvalSets:
             raise ConfigError(f"eval.{part}.path: {path} does not exist "
                               f"(give a file, or switch the part off: eval.{part}.enabled=false)")
         parts[part] = _first_per_language(load(path), section.get("per_language"))
-    sets = EvalSets(parts["pairs"], parts["win_rate"], parts["nll"], parts["mc"])
-    sets = sets if eval_cfg.languages is None else _only(sets, eval_cfg.languages)
+    languages = None if eval_cfg.languages is None else list(eval_cfg.languages)
+    harness = Harness(eval_cfg.harness, work_dir, languages, seed) if eval_cfg.harness.enabled else None
+    sets = EvalSets(parts["pairs"], parts["win_rate"], parts["nll"], harness)
+    sets = sets if languages is None else _only(sets, languages)
     seen = eval_cfg.get("seen")
     unknown = sorted(set(seen or ()) - set(sets.languages))
     if unknown:  # a seen language without a number would silently leave the seen means
@@ -89,7 +96,7 @@ def _only(sets: EvalSets, languages: Sequence[str]) -> EvalSets:
     if missing:
         raise ConfigError(f"eval.languages: no evaluation rows for {', '.join(sorted(missing))}")
     pick = (lambda rows: None if rows is None else [r for r in rows if r.language in keep])
-    return EvalSets(pick(sets.pairs), pick(sets.prompts), pick(sets.texts), pick(sets.questions))
+    return EvalSets(pick(sets.pairs), pick(sets.prompts), pick(sets.texts), sets.harness)
 
 
 def _first_per_language(rows: list, per_language: int | None) -> list:
@@ -121,12 +128,13 @@ class Evaluator:
     ``cfg`` is a composed config with ``eval``, ``model``, ``data`` (lengths), ``dpo.beta`` (the scale of the
     implicit reward; 1 when there is no ``dpo``), ``judge`` and ``seed``. The baseline is the base model with
     ``eval.baseline_adapters`` merged (none by default: π_0). A judge that is the policy itself (``judge=self``)
-    is, in evaluation, the baseline: the policy under test never judges its own answers.
+    is, in evaluation, the baseline: the policy under test never judges its own answers. ``work_dir``: where
+    the harness tasks generated for ``eval.harness.files`` go (the output directory).
     """
 
-    def __init__(self, cfg: DictConfig, judge, sets: EvalSets | None = None):
+    def __init__(self, cfg: DictConfig, judge, work_dir: str | Path, sets: EvalSets | None = None):
         self.cfg, self.eval_cfg, self.judge = cfg, cfg.eval, judge
-        self.sets = sets or load_eval_sets(cfg.eval)
+        self.sets = sets or load_eval_sets(cfg.eval, work_dir, cfg.seed)
         self.device = resolve_device(cfg.eval.device)
         self.beta = float(OmegaConf.select(cfg, "dpo.beta", default=1.0))
         self._baseline = None
@@ -161,13 +169,13 @@ class Evaluator:
             outcomes, generations = self._win_rate(policy, baseline, tokenizer, per_language)
         if self.sets.texts is not None:
             self._nll(scorers, per_language)
-        if self.sets.questions is not None:
-            self._mc(scorers, per_language)
         results = {
             "policy": description,
             "baseline": {"adapters": list(self.eval_cfg.baseline_adapters or [])},
             "languages": per_language,
         }
+        if self.sets.harness is not None and self.sets.harness.tasks:
+            results["harness"] = self._harness(policy, baseline, tokenizer, per_language)
         # the seen group is every language trained on (that eval.languages asks for), also one without
         # evaluation rows: the means then say they miss it
         asked = None if self.eval_cfg.languages is None else set(self.eval_cfg.languages)
@@ -252,17 +260,27 @@ class Evaluator:
             n = counts[idx].sum().clamp(min=1)
             per_language[lang]["nll_delta"] = float((p_nll[idx].sum() - b_nll[idx].sum()) / n)
 
-    def _mc(self, scorers: list[Scorer], per_language: dict) -> None:
-        questions = self.sets.questions
-
-        def correct(scorer):
-            scores = scorer.choice_logps([q.question for q in questions], [q.choices for q in questions])
-            return torch.tensor([int(s.argmax()) == q.answer for s, q in zip(scores, questions)])
-
-        correct = self._both("mc", scorers, correct)
-        for lang, idx in _by_language(questions).items():
-            per_language[lang]["mc_accuracy"] = float(correct[0][idx].double().mean())
-            per_language[lang]["mc_accuracy_baseline"] = float(correct[1][idx].double().mean())
+    def _harness(self, policy, baseline, tokenizer, per_language: dict) -> dict:
+        """Per harness task ``{"language", "seen", "metric", "policy", "baseline", "delta", "n"}``; per language
+        the means over its tasks and their questions."""
+        harness = self.sets.harness
+        ours, theirs = self._both("harness", [policy, baseline],
+                                  lambda model: harness.scores(model, tokenizer, self.device))
+        tasks = {}
+        for task in harness.tasks:
+            mine, base = ours[task.name], theirs[task.name]
+            tasks[task.name] = {"language": task.language, "seen": per_language[task.language]["seen"],
+                                "metric": mine["metric"], "policy": mine["score"], "baseline": base["score"],
+                                "delta": mine["score"] - base["score"], "n": mine["n"]}
+        for lang in harness.languages:
+            rows = [t for t in tasks.values() if t["language"] == lang]
+            per_language[lang].update({
+                "mc_accuracy": sum(t["policy"] for t in rows) / len(rows),
+                "mc_accuracy_baseline": sum(t["baseline"] for t in rows) / len(rows),
+                "mc_delta": sum(t["delta"] for t in rows) / len(rows),
+                "mc_n": sum(t["n"] for t in rows),
+            })
+        return tasks
 
 
 def _by_language(rows: Sequence) -> dict[str, torch.Tensor]:

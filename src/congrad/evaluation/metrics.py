@@ -66,7 +66,7 @@ def preference_stats(margins: torch.Tensor) -> dict[str, float]:
     }
 
 
-SUMMED = ("n_pairs", "preference_ties", "wins", "ties", "losses")  # counts add up over languages
+SUMMED = ("n_pairs", "preference_ties", "wins", "ties", "losses", "mc_n")  # counts add up over languages
 
 
 def macro(per_language: Mapping[str, Mapping[str, float]], languages: Sequence[str]) -> dict:

@@ -1,7 +1,7 @@
-"""Log-likelihoods under one causal LM, for evaluation: preference pairs, reference texts, multiple-choice
-answers. Prompts and completions are encoded exactly as in training (:func:`congrad.data.tokenization.encode_pair`:
-chat template, one eos per completion, prompt-first truncation), so a held-out pair is scored the way a
-training pair is."""
+"""Log-likelihoods under one causal LM, for evaluation: preference pairs and reference texts (multiple-choice
+questions are scored by lm-evaluation-harness, :mod:`.harness`). Prompts and completions are encoded exactly
+as in training (:func:`congrad.data.tokenization.encode_pair`: chat template, one eos per completion,
+prompt-first truncation), so a held-out pair is scored the way a training pair is."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
-from congrad.data.formats import PreferenceRow, Text
+from congrad.data.formats import PreferenceRow
 from congrad.data.tokenization import collate_sequences, encode_pair, token_ids
 from congrad.models.logps import sequence_logps
 
@@ -59,18 +59,3 @@ class Scorer:
             sequences.append((prompt, ids))
         sums, counts = self.completion_logps(sequences)
         return -sums, counts
-
-    def choice_logps(self, questions: Sequence[Text], choices: Sequence[Sequence[str]]) -> list[torch.Tensor]:
-        """Per question, the mean per-token log-prob of each of its choices as the answer (the length-normalised
-        score of multiple-choice evaluation, so longer choices are not penalised for their length)."""
-        sequences, spans = [], []
-        for question, options in zip(questions, choices):
-            spans.append((len(sequences), len(options)))
-            for option in options:
-                row = PreferenceRow(index=0, id="", prompt=question, chosen=option, rejected=option, language="",
-                                    raw={})
-                encoded = encode_pair(self.tokenizer, row, self.max_length, self.max_prompt_length)
-                sequences.append((encoded["prompt_ids"], encoded["chosen_ids"]))
-        sums, counts = self.completion_logps(sequences)
-        means = sums / counts.clamp(min=1)
-        return [means[start:start + n] for start, n in spans]

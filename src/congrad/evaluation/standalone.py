@@ -49,7 +49,7 @@ def _evaluate(cfg: DictConfig) -> list[dict]:
         targets = [Target("policy", [adapter] if adapter else [], out_dir)]
         seen = _seen(cfg.eval.seen, OmegaConf.select(cfg, "data.languages"))
     judge = hydra.utils.instantiate(cfg.judge)
-    evaluator = Evaluator(cfg, judge)
+    evaluator = Evaluator(cfg, judge, out_dir)
     loggers = instantiate_group(cfg.get("logger"))
     everything = []
     # a W&B run that is open from the start (it records the config) to the end, finished however that comes
@@ -61,8 +61,8 @@ def _evaluate(cfg: DictConfig) -> list[dict]:
             with cost.stage("evaluate"):
                 tokenizer, policy = evaluator.policy(target.adapters)
                 results, generations = evaluator.evaluate(tokenizer, policy, {"adapters": target.adapters}, seen)
-            plot = write_outputs(target.out_dir, results, generations)
-            log_results(loggers, results, step=step, plot=plot)
+            plots = write_outputs(target.out_dir, results, generations)
+            log_results(loggers, results, step=step, plots=plots)
             print(f"{target.name}: {target.out_dir}\n{table(results)}")
             everything.append(results)
         cost.log_cost(loggers, cost.current().snapshot(), step=len(targets) - 1)
