@@ -125,7 +125,7 @@ def test_sigterm_during_evaluate_py_ends_it_with_143_and_its_wandb_run_finished_
     out = tmp_path / "out"
     args = [sys.executable, str(ROOT / "tests" / "faults.py"), "generate", "1", str(ROOT / "evaluate.py"),
             f"output_dir={out}", "eval.languages=[en,de]", "eval.pairs.enabled=false", "eval.nll.enabled=false",
-            "eval.mc.enabled=false", "eval.win_rate.per_language=1", "eval.win_rate.generation.max_new_tokens=4",
+            "eval.harness.enabled=false", "eval.win_rate.per_language=1", "eval.win_rate.generation.max_new_tokens=4",
             "eval.device=cpu"]
     result = subprocess.run(args, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "WANDB_MODE": "offline"})

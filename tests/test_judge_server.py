@@ -194,7 +194,7 @@ def test_a_second_run_with_the_same_cache_sends_no_judgement(loop_run, servers, 
 
 def evaluate_cmd(run_dir: Path, out: Path, server, *more) -> list[str]:
     return [sys.executable, str(ROOT / "evaluate.py"), f"run_dir={run_dir}", f"output_dir={out}",
-            "eval.pairs.enabled=false", "eval.nll.enabled=false", "eval.mc.enabled=false",
+            "eval.pairs.enabled=false", "eval.nll.enabled=false", "eval.harness.enabled=false",
             "eval.win_rate.generation.max_new_tokens=8", "eval.win_rate.bootstrap=100",
             *judge_overrides(server), *more]
 

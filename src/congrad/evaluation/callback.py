@@ -33,7 +33,8 @@ class EvaluationCallback(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if trainer.is_global_zero and self.evaluator is None:
-            self.evaluator = Evaluator(self.cfg, self.judge, self.out_dir)
+            with cost.stage("evaluate"):
+                self.evaluator = Evaluator(self.cfg, self.judge, self.out_dir)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:

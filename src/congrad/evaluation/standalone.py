@@ -49,7 +49,8 @@ def _evaluate(cfg: DictConfig) -> list[dict]:
         targets = [Target("policy", [adapter] if adapter else [], out_dir)]
         seen = _seen(cfg.eval.seen, OmegaConf.select(cfg, "data.languages"))
     judge = hydra.utils.instantiate(cfg.judge)
-    evaluator = Evaluator(cfg, judge, out_dir)
+    with cost.stage("evaluate"):  # reads the held-out sets, loads the harness tasks' data
+        evaluator = Evaluator(cfg, judge, out_dir)
     loggers = instantiate_group(cfg.get("logger"))
     everything = []
     # a W&B run that is open from the start (it records the config) to the end, finished however that comes
