@@ -170,9 +170,9 @@ def test_a_missing_file_or_language_is_an_error_naming_the_key(eval_cfg, tmp_pat
         Evaluator(eval_cfg("eval.languages=[de,xh]"), RuleJudge(), tmp_path)
 
 
-def test_a_seen_language_without_rows_is_an_error_like_one_in_eval_languages(eval_cfg):
+def test_a_seen_language_without_rows_is_an_error_like_one_in_eval_languages(eval_cfg, tmp_path):
     with pytest.raises(ConfigError) as raised:
-        Evaluator(eval_cfg("eval.seen=[de,sw]"), RuleJudge())
+        Evaluator(eval_cfg("eval.seen=[de,sw]"), RuleJudge(), tmp_path)
     assert str(raised.value) == "eval.seen: no evaluation rows for sw (languages with rows: ar, de, zh)"
 
 
@@ -184,7 +184,7 @@ def test_a_seen_mean_over_fewer_languages_than_the_group_says_so(eval_cfg, tmp_p
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"id": "p1", "prompt": "Wie spät ist es?", "language": "de"}\n', encoding="utf-8")
-    cfg = eval_cfg(f"eval.win_rate.path={prompts}", "eval.nll.enabled=false", "eval.mc.enabled=false",
+    cfg = eval_cfg(f"eval.win_rate.path={prompts}", "eval.nll.enabled=false", "eval.harness.enabled=false",
                    "eval.languages=null")  # every language of the files (with eval.languages, only those count)
     results, _ = evaluate(cfg, RuleJudge(), seen=["de", "zh", "ar", "sw"])
     seen = results["seen"]

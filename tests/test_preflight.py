@@ -247,12 +247,14 @@ def test_a_data_file_that_cannot_be_read_is_named(compose_config, tmp_path):
 def test_missing_data_prompt_and_evaluation_files_are_named_with_their_setting(compose_config, tmp_path):
     gone = tmp_path / "gone.jsonl"
     cfg = compose_config("train", [f"data.path={gone}", f"data.val_path={tmp_path / 'val.jsonl'}",
-                                   f"eval.nll.path={tmp_path / 'texts.jsonl'}"])
+                                   f"eval.nll.path={tmp_path / 'texts.jsonl'}", f"+eval.harness.files.mine={gone}"])
     assert problem(cfg, "train").splitlines()[1:] == [
         f"  data.path={gone}: no such file or folder",
         f"  data.val_path={tmp_path / 'val.jsonl'}: no such file or folder",
         f"  eval.nll.path={tmp_path / 'texts.jsonl'}: no such file or folder (or switch the part off: "
-        "eval.nll.enabled=false)"]
+        "eval.nll.enabled=false)",
+        f"  eval.harness.files.mine={gone}: no such file or folder (or switch the part off: "
+        "eval.harness.enabled=false)"]
     loop = compose_config("train", ["+experiment=tiny_self_reward", f"self_reward.prompts.path={gone}", "~eval"])
     assert problem(loop, "train") == f"self_reward.prompts.path={gone}: no such file or folder"
     # evaluate.py reads no training data; a set split by language is checked part by part by its loader

@@ -44,7 +44,7 @@ from congrad.utils import hub
 from congrad.utils.checkpoints import inspect_checkpoint
 
 PROGRAMS = ("train", "filter", "evaluate")
-EVAL_PARTS = ("pairs", "win_rate", "nll", "mc")
+EVAL_PARTS = ("pairs", "win_rate", "nll")
 # the files that make a local folder a model's weights / a tokenizer (transformers' from_pretrained)
 MODEL_FILES = {"weights": ("config.json",),
                "tokenizer": ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")}
@@ -103,6 +103,11 @@ def references(cfg: DictConfig, program: str) -> Iterator[Reference]:
             if section is not None and section.get("enabled") and section.get("path"):
                 hint = f"or switch the part off: eval.{part}.enabled=false"
                 yield _data_reference(f"eval.{part}.path", section.path, hint)
+        harness = evaluation.get("harness")
+        if harness is not None and harness.get("enabled"):
+            for name, path in (harness.get("files") or {}).items():
+                yield _data_reference(f"eval.harness.files.{name}", path, "or switch the part off: "
+                                      "eval.harness.enabled=false")
     judge_model = OmegaConf.select(cfg, "judge.model", default=None) if program != "filter" else None
     judged = loop or (evaluation is not None and OmegaConf.select(evaluation, "win_rate.enabled", default=False))
     if isinstance(judge_model, DictConfig) and judge_model.get("name_or_path") and judged:
