@@ -139,7 +139,10 @@ def read_jsonl(path: Path) -> list[dict]:
 def cache_texts(directory: Path) -> dict[str, str]:
     """The filled-in prompt -> the server's answer, for every entry of a verdict cache (one sample each)."""
     with sqlite3.connect(directory / CACHE_FILE) as db:
-        return dict(db.execute("SELECT prompt, text FROM verdicts WHERE sample = 0").fetchall())
+        try:
+            return dict(db.execute("SELECT prompt, text FROM verdicts WHERE sample = 0").fetchall())
+        except sqlite3.OperationalError:  # the file exists, its table not yet: a cache that is being created
+            return {}
 
 
 def run_loop(run_dir: Path, *overrides):
