@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from congrad.settings import check_settings
+
 pytestmark = pytest.mark.slow(seconds=22)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +39,11 @@ def test_every_experiment_composes(experiment, compose_config):
     for key in (data_key, "model.tokenizer._target_", "dpo.optimizer.lr", "trainer.max_epochs",
                 "sketch.width", "filter.aggregator"):
         assert OmegaConf.select(cfg, key) is not None, key
+    # ~eval drops the evaluation whole, also where the experiment sets some of it (an eval preset), and the
+    # settings check passes on what is left
+    without = compose_config("train", [f"+experiment={experiment}", "~eval"])
+    assert without.get("eval") is None
+    check_settings(without)
 
 
 def test_ten_language_experiments_use_the_real_models_on_gpu(compose_config):
