@@ -2,7 +2,7 @@
 run directory), or a multirun's ``hydra.sweep.dir``.
 
 :class:`RunDirectory`, a Hydra callback of the entry points (``conf/hydra/default.yaml``), claims the directory
-before Hydra writes its own files (``.hydra/``, the log) into it:
+before Hydra writes its own files (``.hydra/``, the log) into it (in a distributed run, rank 0 alone):
 
 - it is locked for as long as the run (or the multirun) lasts (:func:`congrad.utils.fileset.locked_directory`):
   a second run into it stops at once, naming the process and host that hold it;
@@ -89,7 +89,7 @@ class RunDirectory(Callback):
 
     @exit_on_user_error
     def on_run_start(self, config: DictConfig, config_name: str | None = None, **kwargs: Any) -> None:
-        if config_name not in SETTING:
+        if config_name not in SETTING or _other_rank():
             return
         setting = SETTING[config_name]
         directory = Path(str(config.hydra.run.dir))
@@ -119,6 +119,14 @@ class RunDirectory(Callback):
                 claim(job, config, program, setting, f"{where}: its job directory {job.name}/")
         else:
             claim(directory, config, program, setting)
+
+
+def _other_rank() -> bool:
+    """Whether this process is a rank other than 0 of a distributed run (Lightning's DDP launcher starts the
+    script again per rank, torchrun and SLURM each task): the directory is rank 0's, which holds its lock."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    return rank_zero_only.rank != 0
 
 
 def _resumes(directory: Path, config: DictConfig, program: str, outputs: list[str]) -> bool:
