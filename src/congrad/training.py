@@ -75,8 +75,20 @@ def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] 
         callbacks: Sequence[pl.Callback] = ()) -> dict[str, float]:
     """Build the pieces (the policy unless given), loggers and callbacks from ``cfg``; fit; return the final
     metrics. ``metrics`` are logged once before training (what produced the data, e.g. pair counts), with
-    the truncation counts of the datamodule; ``callbacks`` join those of ``cfg.callbacks`` (e.g. the evaluation after the fit, which logs to the same
-    loggers before they close)."""
+    the truncation counts of the datamodule.
+
+    The Lightning callbacks of a fit, and where each is added:
+
+    - from config, ``conf/callbacks/``: ``ConGradCallback`` (the filter's pass each epoch and the pruning,
+      ``congrad.yaml``), ``ModelCheckpoint`` (``model_checkpoint.yaml``), ``SavePretrained`` (the adapter,
+      ``save_pretrained.yaml``);
+    - from the caller, ``callbacks``: the ``EvaluationCallback`` after the fit, which logs to the same loggers
+      before they close (:func:`congrad.evaluation.callback.evaluation_callbacks`, from ``congrad.run`` and
+      the self-rewarding loop);
+    - here: ``RecordData`` (the data's fingerprint in every checkpoint) and ``GracefulStop`` (SIGTERM and
+      Ctrl-C end the batch, save a checkpoint and say how to resume);
+    - by the module itself: ``NonFiniteGuard`` (``DPOModule.configure_callbacks``: divergence stops the run).
+    """
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = cfg.get("ckpt_path")

@@ -34,7 +34,7 @@ from congrad.data.prompts import load_prompts
 from congrad.errors import ConfigError
 from congrad.evaluation import metrics
 from congrad.evaluation.harness import Harness
-from congrad.evaluation.scoring import Scorer
+from congrad.evaluation.likelihoods import LikelihoodModel
 from congrad.generation.langid import detect, same_language
 from congrad.generation.sampling import Sampling, TextGenerator
 from congrad.judging.verdicts import Comparison
@@ -161,14 +161,14 @@ class Evaluator:
         seen_set = set(languages if seen is None else seen)
         per_language = {lang: {"seen": lang in seen_set} for lang in languages}
         generations: list[dict] = []
-        scorers = [self._scorer(m, tokenizer) for m in (policy, baseline)]
+        models = [self._likelihoods(m, tokenizer) for m in (policy, baseline)]
         if self.sets.pairs is not None:
-            self._pairs(scorers, per_language)
+            self._pairs(models, per_language)
         outcomes = None
         if self.sets.prompts is not None:
             outcomes, generations = self._win_rate(policy, baseline, tokenizer, per_language)
         if self.sets.texts is not None:
-            self._nll(scorers, per_language)
+            self._nll(models, per_language)
         results = {
             "policy": description,
             "baseline": {"adapters": list(self.eval_cfg.baseline_adapters or [])},
@@ -198,13 +198,14 @@ class Evaluator:
             self._baseline_values[part] = compute(sides[1])
         return [compute(sides[0]), self._baseline_values[part]]
 
-    def _scorer(self, model, tokenizer) -> Scorer:
+    def _likelihoods(self, model, tokenizer) -> LikelihoodModel:
         data = self.cfg.data
-        return Scorer(model, tokenizer, self.device, self.eval_cfg.batch_size, data.max_length, data.max_prompt_length)
+        return LikelihoodModel(model, tokenizer, self.device, self.eval_cfg.batch_size, data.max_length,
+                               data.max_prompt_length)
 
-    def _pairs(self, scorers: list[Scorer], per_language: dict) -> None:
+    def _pairs(self, models: list[LikelihoodModel], per_language: dict) -> None:
         rows = self.sets.pairs
-        (pw, pl_), (bw, bl) = self._both("pairs", scorers, lambda scorer: scorer.pair_logps(rows))
+        (pw, pl_), (bw, bl) = self._both("pairs", models, lambda model: model.pair_logps(rows))
         margins = self.beta * ((pw - bw) - (pl_ - bl))
         for lang, idx in _by_language(rows).items():
             per_language[lang].update(metrics.preference_stats(margins[idx]))
@@ -253,9 +254,10 @@ class Evaluator:
             })
         return outcomes, generations
 
-    def _nll(self, scorers: list[Scorer], per_language: dict) -> None:
+    def _nll(self, models: list[LikelihoodModel], per_language: dict) -> None:
         texts = self.sets.texts
-        (p_nll, counts), (b_nll, _) = self._both("nll", scorers, lambda scorer: scorer.text_nll([t.text for t in texts]))
+        (p_nll, counts), (b_nll, _) = self._both("nll", models,
+                                                 lambda model: model.text_nll([t.text for t in texts]))
         for lang, idx in _by_language(texts).items():
             n = counts[idx].sum().clamp(min=1)
             per_language[lang]["nll_delta"] = float((p_nll[idx].sum() - b_nll[idx].sum()) / n)

@@ -14,7 +14,7 @@ from congrad.data.tokenization import collate_sequences, encode_pair, token_ids
 from congrad.models.logps import sequence_logps
 
 
-class Scorer:
+class LikelihoodModel:
     """A model, its tokenizer, and how to batch them (``max_length`` / ``max_prompt_length`` as in ``data``)."""
 
     def __init__(self, model, tokenizer, device: torch.device, batch_size: int = 8, max_length: int = 512,
