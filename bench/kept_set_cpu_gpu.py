@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from congrad.data.formats import read_json_lines
+from congrad.data.sources import read_json_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 

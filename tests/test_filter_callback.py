@@ -8,7 +8,7 @@ import hydra
 import pytest
 import pytorch_lightning as pl
 
-from congrad.data.formats import read_json_lines
+from congrad.data.sources import read_json_lines
 from congrad.data.synthetic import make_preference_rows
 from congrad.filtering.callback import ConGradCallback
 from congrad.training import build_pieces

@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from congrad.data.formats import read_json_lines
+from congrad.data.sources import read_json_lines
 from congrad.data.synthetic import make_preference_rows
 from conftest import ROOT
 

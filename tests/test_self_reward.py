@@ -66,7 +66,7 @@ def test_prompt_rows_are_validated(tmp_path):
     with pytest.raises(BadRowError, match=r"prompts.jsonl: row 2: field 'prompt'"):  # line 2 of the file
         load_prompts(str(path))
     assert [p.id for p in load_prompts(str(path), on_bad_row="skip")] == ["0"]
-    with pytest.raises(CongradError, match="no prompts for language"):
+    with pytest.raises(CongradError, match=r"no rows for requested language\(s\) fr; languages present: de"):
         load_prompts(str(path), languages=["fr"], on_bad_row="skip")
 
 
@@ -255,3 +255,4 @@ def test_generations_are_reused_only_when_complete_and_made_from_the_same_source
         with caplog.at_level("WARNING", logger="congrad"):
             assert reusable_generations(tmp_path, source) is None
         assert "generating it again" in caplog.records[-1].getMessage()
+

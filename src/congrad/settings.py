@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from congrad.data.formats import ON_BAD_ROW, requested_languages
+from congrad.data.languages import FORMS, is_iso_639_1, normalize_language
 from congrad.errors import CongradError, ConfigError
 from congrad.evaluation.harness import METRICS as HARNESS_METRICS
 from congrad.filtering.sketching import METHODS, SKETCHES
@@ -153,6 +154,33 @@ def names(v: Any) -> str | None:
     return None if ok else "a list of names, e.g. [congrad_mc, belebele_deu_Latn] ([] for none)"
 
 
+def language(v: Any) -> str | None:
+    found = normalize_language(v) if v is not None else None
+    ok = v is None or (found is not None and found.code is not None)
+    return None if ok else f"null or a language with an ISO 639-1 code: {FORMS}"
+
+
+def columns(v: Any) -> str | None:
+    ok = v is None or (isinstance(v, dict) and all(
+        isinstance(f, str) and f or (isinstance(f, (list, tuple)) and f and all(isinstance(x, str) and x for x in f))
+        for f in v.values()))
+    return None if ok else "a mapping of our field -> the source's field (dotted: nested), or to a list of fields"
+
+
+def lang_codes(v: Any) -> str | None:
+    ok = v is None or (isinstance(v, dict) and all(is_iso_639_1(k) and isinstance(c, str) and c for k, c in v.items()))
+    return None if ok else "a mapping of ISO 639-1 code -> the set's own code of the language, e.g. {de: german}"
+
+
+def source_settings(prefix: str) -> dict[str, Rule]:
+    """How a data source is read (:class:`congrad.data.sources.Source`), under ``prefix``."""
+    return {f"{prefix}.name": optional(text), f"{prefix}.revision": optional(text), f"{prefix}.columns": columns,
+            f"{prefix}.language": language, f"{prefix}.lang_codes": lang_codes,
+            f"{prefix}.per_language": optional(integer(1)), f"{prefix}.sample": boolean,
+            f"{prefix}.min_chars": optional(integer(0)), f"{prefix}.max_chars": optional(integer(1)),
+            f"{prefix}.gated": boolean}
+
+
 def device(v: Any) -> str | None:
     return None if isinstance(v, str) and DEVICE.match(v) else "auto, cpu, cuda or cuda:N"
 
@@ -191,6 +219,7 @@ def lightning_devices(v: Any) -> str | None:
 
 # ---- the settings ---------------------------------------------------------------------------------------------
 DATA = {
+    **source_settings("data"),
     "data.split": text,
     "data.languages": languages,
     "data.on_bad_row": choice(ON_BAD_ROW),
@@ -254,6 +283,7 @@ TRAINER = {
     "trainer.reload_dataloaders_every_n_epochs": integer(0),
 }
 SELF_REWARD = {
+    **source_settings("self_reward.prompts"),
     "self_reward.prompts.path": text,
     "self_reward.prompts.languages": languages,
     "self_reward.prompts.per_language": optional(integer(1)),
@@ -296,7 +326,8 @@ EVAL = {
     "eval.device": device,
     "eval.batch_size": integer(1),
     **{f"eval.{part}.enabled": boolean for part in ("pairs", "win_rate", "nll", "harness")},
-    **{f"eval.{part}.per_language": optional(integer(1)) for part in ("pairs", "win_rate", "nll")},
+    **{key: rule for part in ("pairs", "win_rate", "nll") for key, rule in source_settings(f"eval.{part}").items()},
+    **{f"eval.{part}.languages": languages for part in ("pairs", "win_rate", "nll")},
     "eval.win_rate.generation.temperature": number(0),
     "eval.win_rate.generation.top_p": number(0, 1, lo_open=True),
     "eval.win_rate.generation.top_k": integer(0),

@@ -66,6 +66,16 @@ class PreferenceDataModule(pl.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        name: str | None = None,
+        revision: str | None = None,
+        columns: dict | None = None,
+        language: str | None = None,
+        lang_codes: dict | None = None,
+        per_language: int | None = None,
+        sample: bool = False,
+        min_chars: int | None = None,
+        max_chars: int | None = None,
+        gated: bool = False,
     ):
         super().__init__()
         if not 0.0 <= val_fraction < 1.0:
@@ -84,6 +94,10 @@ class PreferenceDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.seed = seed
+        # how the source is read (congrad.data.sources.Source): a hub config, columns, languages, a cap
+        self.source_options = {"name": name, "revision": revision, "columns": columns, "language": language,
+                               "lang_codes": lang_codes, "per_language": per_language, "sample": sample,
+                               "seed": seed, "min_chars": min_chars, "max_chars": max_chars, "gated": gated}
         pad_id = tokenizer.pad_token_id
         # pad positions are masked out, so eos is a safe stand-in for tokenizers without a pad token
         self.pad_token_id = tokenizer.eos_token_id if pad_id is None else pad_id
@@ -196,9 +210,8 @@ class PreferenceDataModule(pl.LightningDataModule):
         return self._loader(features, batch_size or self.eval_batch_size)
 
     def _load(self, path: str) -> tuple[list[PreferenceRow], LoadReport]:
-        return load_preference_rows(
-            path, split=self.split, languages=self.requested_languages, on_bad_row=self.on_bad_row
-        )
+        return load_preference_rows(path, split=self.split, languages=self.requested_languages,
+                                    on_bad_row=self.on_bad_row, **self.source_options)
 
     def _encode(self, rows: list[PreferenceRow]) -> tuple[list[dict], list[dict]]:
         """Features of ``rows`` and, per row, what truncation cut (:func:`truncated_parts`, with its language)."""

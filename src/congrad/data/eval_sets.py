@@ -21,34 +21,19 @@ from __future__ import annotations
 
 import argparse
 import random
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
-from congrad.data import formats
+from congrad.data.formats import MULTIPLE_CHOICE, REFERENCE_TEXTS, MultipleChoice, ReferenceText, RowKind, load_rows
+from congrad.data.sources import Source
+from congrad.errors import ConfigError
 from congrad.data.synthetic import DEFAULT_LANGUAGES, HELDOUT_TOPICS, load_templates, make_preference_rows
-from congrad.errors import BadRowError, CongradError
 from congrad.utils.io import write_jsonl
 
 SHIPPED_DIR = Path("data/eval")
 EVAL_SEED = 1000  # the training sets use seed 0
 PAIRS_PER_LANGUAGE = 16
-
-
-@dataclass(frozen=True)
-class ReferenceText:
-    id: str
-    text: str
-    language: str
-
-
-@dataclass(frozen=True)
-class MultipleChoice:
-    id: str
-    question: str
-    choices: tuple[str, ...]
-    answer: int
-    language: str
 
 
 # ---- generation of the shipped sets ---------------------------------------------------------------
@@ -104,59 +89,38 @@ def make_multiple_choice(languages: Iterable[str] = DEFAULT_LANGUAGES, seed: int
 
 
 # ---- reading -----------------------------------------------------------------------------------------
-def load_reference_texts(path: str | Path, languages: Iterable[str] | None = None) -> list[ReferenceText]:
-    """Rows ``text``, ``language``, optional ``id``; a bad row is an error naming file, row and field."""
-    out = []
-    for index, row_n, raw in _rows(path):
-        row = ReferenceText(formats.parse_id(raw, index, str(path), row=row_n),
-                            _string(raw, "text", row_n, path), formats.parse_language(raw, row_n, str(path)))
-        out.append(row)
-    return _only(out, languages, path)
+def load_reference_texts(path: str | Path, languages: Iterable[str] | None = None, setting: str = "eval.nll",
+                         **options: Any) -> list[ReferenceText]:
+    """Rows ``text``, ``language``, optional ``id`` (``options``: ``columns`` and the other
+    :class:`~congrad.data.sources.Source` settings); a bad row is an error naming file, row and field."""
+    return _load(REFERENCE_TEXTS, path, languages, setting, options)
 
 
-def load_multiple_choice(path: str | Path, languages: Iterable[str] | None = None) -> list[MultipleChoice]:
-    """Rows ``question``, ``choices`` (two or more strings), ``answer`` (an index into them), ``language``,
-    optional ``id``."""
-    out = []
-    for index, row_n, raw in _rows(path):
-        choices = raw.get("choices")
-        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
-            raise BadRowError(str(path), row_n, "choices", "expected a list of two or more non-empty strings")
-        answer = raw.get("answer")
-        if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < len(choices):
-            raise BadRowError(str(path), row_n, "answer", f"expected an index into choices (0..{len(choices) - 1})")
-        out.append(MultipleChoice(formats.parse_id(raw, index, str(path), row=row_n),
-                                  _string(raw, "question", row_n, path), tuple(choices), answer,
-                                  formats.parse_language(raw, row_n, str(path))))
-    return _only(out, languages, path)
+def load_multiple_choice(path: str | Path, languages: Iterable[str] | None = None, setting: str = "eval.harness.files",
+                         **options: Any) -> list[MultipleChoice]:
+    """Rows ``question``, ``choices`` (two or more strings; ``columns.choices`` may list the fields that hold
+    them, e.g. ``[option_a, option_b, option_c, option_d]``), ``answer`` (an index into them, a letter or a
+    1-based string), ``language``, optional ``id``. Only rows of ``languages`` are kept; none at all is an error."""
+    return _load(MULTIPLE_CHOICE, path, languages, setting, options)
 
 
-def _rows(path: str | Path):
-    """``(index, row number as messages show it, raw row)``: the number is the line of a JSON-lines file."""
-    if not Path(path).exists():
-        raise CongradError(f"{path}: file not found")
-    for index, (row_n, raw) in enumerate(formats.read_numbered_rows(str(path), "train")):
-        if isinstance(raw, formats.BadLine):
-            raise BadRowError(str(path), row_n, formats.ROW, raw.reason)
-        if not isinstance(raw, dict):
-            raise BadRowError(str(path), row_n, formats.ROW, "expected a JSON object")
-        yield index, row_n, raw
+def _load(kind: RowKind, path, languages, setting: str, options: dict) -> list:
+    return read_eval_part(kind, {**options, "path": str(path)}, setting, languages)
 
 
-def _string(raw: dict, name: str, index: int, path) -> str:
-    value = raw.get(name)
-    if not isinstance(value, str) or not value.strip():
-        raise BadRowError(str(path), index, name, "expected a non-empty string")
-    return value
-
-
-def _only(rows: list, languages: Iterable[str] | None, path) -> list:
-    if languages is not None:
-        wanted = set(languages)
-        rows = [row for row in rows if row.language in wanted]
-    if not rows:
-        raise CongradError(f"{path}: no rows{' for the evaluated languages' if languages is not None else ''}")
-    return rows
+def read_eval_part(kind: RowKind, section: Mapping[str, Any], setting: str, languages: Iterable[str] | None) -> list:
+    """The rows of one evaluation part, config section ``setting`` (a data source: README, "Data sources"), in
+    ``languages`` (``eval.languages``; None: all). A section's own ``languages`` are the ones the set has (a set
+    split by language: its parts); with both, their overlap is read, and none is an error."""
+    source = Source.from_config(section, setting)
+    own = section.get("languages")
+    wanted = list(own) if own is not None else languages
+    if own is not None and languages is not None:
+        wanted = [code for code in own if code in set(languages)]
+        if not wanted:
+            raise ConfigError(f"{setting}.languages: none of eval.languages ({', '.join(languages)}) is among the "
+                              f"set's languages ({', '.join(own)})")
+    return load_rows(kind, source, wanted, require_languages=source.split_by_language)[0]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from congrad.data.formats import read_json_lines
+from congrad.data.sources import read_json_lines
 from congrad.data.prompts import Prompt
 from congrad.errors import BadRowError, CongradError
 from congrad.utils.io import write_json, write_jsonl
