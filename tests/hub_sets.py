@@ -37,6 +37,17 @@ def x_alpacaeval(root: Path, per_language: int = 3) -> Path:
     return write_hub_set(root, {"default": splits})
 
 
+def x_alpacaeval10(root: Path, languages=("de", "fr", "es", "it", "ru", "zh", "ja", "ar", "ko", "th"),
+                   per_language: int = 2) -> Path:
+    """X-AlpacaEval's ten-language extension (GitHub): ``{lang}.json``, a JSON list of ``{"id", "dataset",
+    "instruction"}``."""
+    root.mkdir(parents=True, exist_ok=True)
+    for lang in languages:
+        rows = [{"id": i, "dataset": "helpful_base", "instruction": f"{lang} instruction {i}"} for i in range(per_language)]
+        (root / f"{lang}.json").write_text(json.dumps(rows, ensure_ascii=False, indent=2), encoding="utf-8")
+    return root
+
+
 def m_arenahard(root: Path, languages=("en", "de", "zh", "ar"), per_language: int = 3) -> Path:
     """``CohereForAI/m-ArenaHard``: one config per language, split ``test``; ``question_id``, ``category``,
     ``cluster``, ``prompt``."""

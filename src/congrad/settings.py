@@ -328,6 +328,7 @@ EVAL = {
     **{f"eval.{part}.enabled": boolean for part in ("pairs", "win_rate", "nll", "harness")},
     **{key: rule for part in ("pairs", "win_rate", "nll") for key, rule in source_settings(f"eval.{part}").items()},
     **{f"eval.{part}.languages": languages for part in ("pairs", "win_rate", "nll")},
+    "eval.win_rate.against": choice(("baseline", "reference")),
     "eval.win_rate.generation.temperature": number(0),
     "eval.win_rate.generation.top_p": number(0, 1, lo_open=True),
     "eval.win_rate.generation.top_k": integer(0),

@@ -3,7 +3,8 @@
 - *Preference accuracy and margin* on held-out pairs: the implicit reward β·(log π − log π_baseline) of the
   chosen answer against the rejected one (exactly equal is a tie, counted apart).
 - *Win rate*: the policy and the baseline answer the held-out prompts with the same sampling settings and
-  seed; the judge compares every pair of answers twice, once in each order (a judge's preference for a
+  seed (or, with ``eval.win_rate.against=reference``, the policy's answer meets the prompt's reference answer,
+  as AlpacaEval's ``reference_outputs``); the judge compares every pair of answers twice, once in each order (a judge's preference for a
   position cancels out); each judgement is a win, tie or loss for the policy; win rate =
   (wins + ties/2) / judgements, with a bootstrap 95% CI over prompts.
 - *Language fidelity*: the share of the policy's answers whose language (py3langid) is the prompt's.
@@ -28,9 +29,8 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from congrad.data.eval_sets import load_reference_texts
-from congrad.data.formats import load_preference_rows
-from congrad.data.prompts import load_prompts
+from congrad.data.eval_sets import read_eval_part
+from congrad.data.formats import PREFERENCE, PROMPTS, REFERENCE_TEXTS
 from congrad.errors import ConfigError
 from congrad.evaluation import metrics
 from congrad.evaluation.harness import Harness
@@ -62,23 +62,19 @@ class EvalSets:
 
 
 def load_eval_sets(eval_cfg: DictConfig, work_dir: str | Path, seed: int = 0) -> EvalSets:
-    """Every enabled part's file, limited to each part's ``per_language`` first rows of a language and to
-    ``eval.languages``; a missing file is an error naming its key. The harness tasks generated for local
-    files go into ``work_dir``."""
-    loaders = {"pairs": lambda path: load_preference_rows(path)[0], "win_rate": load_prompts,
-               "nll": load_reference_texts}
-    parts = {}
-    for part, load in loaders.items():
-        section = eval_cfg[part]
-        if not section.enabled:
-            parts[part] = None
-            continue
-        path = section.get("path")
-        if not path or not Path(path).exists():
-            raise ConfigError(f"eval.{part}.path: {path} does not exist "
-                              f"(give a file, or switch the part off: eval.{part}.enabled=false)")
-        parts[part] = _first_per_language(load(path), section.get("per_language"))
+    """Every enabled part, read as a data source from its section (README, "Data sources"; ``per_language``: the
+    first N rows of a language) and limited to ``eval.languages``; a missing file is an error naming its key.
+    The harness tasks generated for local files go into ``work_dir``."""
+    kinds = {"pairs": PREFERENCE, "win_rate": PROMPTS, "nll": REFERENCE_TEXTS}
     languages = None if eval_cfg.languages is None else list(eval_cfg.languages)
+    parts = {part: read_eval_part(kind, eval_cfg[part], f"eval.{part}", languages) if eval_cfg[part].enabled
+             else None for part, kind in kinds.items()}
+    if parts["win_rate"] is not None and eval_cfg.win_rate.get("against", "baseline") == "reference":
+        lacking = [p for p in parts["win_rate"] if p.reference is None]
+        if lacking:
+            raise ConfigError(f"eval.win_rate.against=reference: {len(lacking)} of {len(parts['win_rate'])} prompts "
+                              f"have no reference answer (the first: id {lacking[0].id}); give each a `reference` "
+                              "(or name its field in eval.win_rate.columns.reference)")
     harness = Harness(eval_cfg.harness, work_dir, languages, seed) if eval_cfg.harness.enabled else None
     sets = EvalSets(parts["pairs"], parts["win_rate"], parts["nll"], harness)
     sets = sets if languages is None else _only(sets, languages)
@@ -97,18 +93,6 @@ def _only(sets: EvalSets, languages: Sequence[str]) -> EvalSets:
         raise ConfigError(f"eval.languages: no evaluation rows for {', '.join(sorted(missing))}")
     pick = (lambda rows: None if rows is None else [r for r in rows if r.language in keep])
     return EvalSets(pick(sets.pairs), pick(sets.prompts), pick(sets.texts), sets.harness)
-
-
-def _first_per_language(rows: list, per_language: int | None) -> list:
-    if per_language is None:
-        return rows
-    taken: dict[str, int] = defaultdict(int)
-    out = []
-    for row in rows:
-        if taken[row.language] < per_language:
-            taken[row.language] += 1
-            out.append(row)
-    return out
 
 
 def model_config(model_cfg: DictConfig, adapters: Sequence[str]) -> DictConfig:
@@ -174,6 +158,8 @@ class Evaluator:
             "baseline": {"adapters": list(self.eval_cfg.baseline_adapters or [])},
             "languages": per_language,
         }
+        if self.sets.prompts is not None:  # whose answers the win rate compares the policy's with
+            results["baseline"]["win_rate_against"] = self.eval_cfg.win_rate.get("against", "baseline")
         if self.sets.harness is not None and self.sets.harness.tasks:
             results["harness"] = self._harness(policy, baseline, tokenizer, per_language)
         # the seen group is every language trained on (that eval.languages asks for), also one without
@@ -223,7 +209,10 @@ class Evaluator:
                                       progress=False)
             return [responses[0] for responses in generator.generate(texts, sampling, desc="eval: generate")]
 
-        ours, theirs = self._both("answers", [policy, baseline], answer)
+        if section.get("against", "baseline") == "reference":  # AlpacaEval's reference_outputs
+            ours, theirs = answer(policy), [p.reference for p in prompts]
+        else:
+            ours, theirs = self._both("answers", [policy, baseline], answer)
         judge_generator = TextGenerator(baseline, tokenizer, batch_size=self.eval_cfg.batch_size,
                                         device=str(self.device), progress=False)
         comparisons = [Comparison(p.prompt, p.language, a, b) for p, a, b in zip(prompts, ours, theirs)]
