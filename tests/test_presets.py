@@ -115,3 +115,17 @@ def test_eval_paper_composes_the_hub_sets_for_the_ten_languages(compose_config, 
     assert {p.language for p in sets.prompts} == {t.language for t in sets.texts} == set(TEN)
     assert set(TEN) <= set(sets.languages)
 
+
+def test_source_settings_are_checked_before_anything_loads(compose_config):
+    from congrad.errors import ConfigError
+    from congrad.settings import check_settings
+
+    check_settings(compose_config("train", ["+experiment=llama3_10lang"]))
+    cfg = compose_config("train", ["+experiment=tiny_self_reward", "+self_reward.prompts.language=Frenglish",
+                                   "eval.win_rate.against=policy", "+eval.nll.columns.text=[1]",
+                                   "self_reward.prompts.per_iteration=0"])
+    with pytest.raises(ConfigError) as caught:
+        check_settings(cfg)
+    keys = [line.strip().split("=")[0] for line in str(caught.value).splitlines()[1:]]
+    assert keys == ["self_reward.prompts.language", "self_reward.prompts.per_iteration", "eval.nll.columns",
+                    "eval.win_rate.against"]

@@ -256,3 +256,22 @@ def test_generations_are_reused_only_when_complete_and_made_from_the_same_source
             assert reusable_generations(tmp_path, source) is None
         assert "generating it again" in caplog.records[-1].getMessage()
 
+
+def test_each_iteration_takes_a_disjoint_seeded_slice_of_the_pool():
+    from congrad.data.prompts import iteration_slices
+    from congrad.errors import ConfigError
+
+    pool = load_prompts(str(SHIPPED_PROMPTS), languages=["de", "zh"])  # 24 per language
+    slices = iteration_slices(pool, 5, 4, seed=3)
+    assert [len(s) for s in slices] == [10] * 4
+    for piece in slices:
+        assert sum(p.language == "de" for p in piece) == 5 and sum(p.language == "zh" for p in piece) == 5
+        assert piece == [p for p in pool if p in piece], "pool order within a slice"
+    ids = [p.id for piece in slices for p in piece]
+    assert len(ids) == len(set(ids)) == 40, "disjoint"
+    assert slices == iteration_slices(pool, 5, 4, seed=3), "a resumed run takes the same slices"
+    assert slices != iteration_slices(pool, 5, 4, seed=4)
+    assert iteration_slices(pool, None, 2, seed=3) == [pool, pool]
+    with pytest.raises(ConfigError, match=r"per_iteration=5: 5 iterations need 25 prompts per language; the pool "
+                                          r"has 24 in de, 24 in zh"):
+        iteration_slices(pool, 5, 5, seed=3)

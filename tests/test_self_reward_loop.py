@@ -10,7 +10,7 @@ from congrad.data.formats import load_preference_rows
 from congrad.run import train
 from conftest import SMALL_EVAL
 
-pytestmark = pytest.mark.slow(seconds=8)
+pytestmark = pytest.mark.slow(seconds=20)
 
 TINY = [
     "+experiment=tiny_self_reward", "iterations=2", "data.languages=[en,de,zh,ar]",
@@ -54,3 +54,22 @@ def test_two_iterations_leave_every_artifact(compose_config, tmp_path):
     first, second = (json.loads((tmp_path / f"iteration_{t}" / "iteration.json").read_text()) for t in (1, 2))
     assert first["reference"]["merged_adapters"] == []
     assert second["reference"]["merged_adapters"] == [str(tmp_path / "iteration_1" / "adapter")]
+
+
+def test_new_prompts_each_iteration_and_the_initial_policy_as_reference(compose_config, tmp_path):
+    """self_reward.prompts.per_iteration: disjoint slices of the pool; reference=initial: iteration 2 goes on
+    training iteration 1's adapter over the unmerged base (π_0 stays the reference), and π_3 is π_0 with
+    iteration 2's adapter."""
+    overrides = [o for o in TINY if not o.startswith("eval.")] + [
+        "self_reward.prompts.per_language=null", "self_reward.prompts.per_iteration=2", "self_reward.reference=initial",
+        "~eval"]
+    train(compose_config("train", overrides, resolve=False))
+    prompts = [{(g["language"], g["prompt"]) for g in read_jsonl(tmp_path / f"iteration_{t}" / "generations.jsonl")}
+               for t in (1, 2)]
+    assert len(prompts[0]) == len(prompts[1]) == 8 and not prompts[0] & prompts[1]
+    first, second = (json.loads((tmp_path / f"iteration_{t}" / "iteration.json").read_text()) for t in (1, 2))
+    assert first["reference"]["merged_adapters"] == second["reference"]["merged_adapters"] == []
+    assert first["trained_from"] is None and second["trained_from"] == str(tmp_path / "iteration_1" / "adapter")
+    # what evaluate.py run_dir=... merges for each iteration's policy: π_0's adapters, then the iteration's
+    assert [[*info["reference"]["merged_adapters"], info["adapter"]] for info in (first, second)] == [
+        [str(tmp_path / "iteration_1" / "adapter")], [str(tmp_path / "iteration_2" / "adapter")]]

@@ -93,3 +93,25 @@ def test_the_saved_adapter_names_its_base_and_rebuilds_the_trained_policy(
         assert not torch.allclose(bare(input_ids=ids).logits, trained, atol=1e-3)
         # and training moved the policy away from where it started
         assert not torch.allclose(starting_policy(tokenizer, start_adapter)(input_ids=ids).logits, trained, atol=1e-4)
+
+
+def test_init_from_goes_on_training_the_adapter_with_the_base_as_reference(compose_config, start_adapter, pairs_file):
+    """model.lora.init_from (the loop's reference=initial): the policy is the base with the adapter active and
+    trainable, unmerged, so the disabled adapter, the DPO reference, is the base itself."""
+    import hydra
+
+    cfg = compose_config("train", [f"data.path={pairs_file}", f"+model.lora.init_from={start_adapter}"])
+    tokenizer, policy = build_policy(cfg.model)
+    dm = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer)
+    dm.setup()
+    chosen = next(iter(dm.val_dataloader()))
+    base = build_tiny_llama(tokenizer).eval()
+    policy.eval()
+    assert torch.allclose(logps(policy, chosen), logps(starting_policy(tokenizer, start_adapter), chosen), atol=1e-5)
+    with policy.disable_adapter():
+        assert torch.allclose(logps(policy, chosen), logps(base, chosen), atol=1e-5)
+    trainable = {name for name, p in policy.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name for name in trainable)
+    start = PeftModel.from_pretrained(build_tiny_llama(tokenizer), start_adapter)
+    loaded = dict(start.named_parameters())
+    assert all(torch.equal(p, loaded[name]) for name, p in policy.named_parameters() if "lora_B" in name)

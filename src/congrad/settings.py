@@ -288,6 +288,8 @@ SELF_REWARD = {
     "self_reward.prompts.languages": languages,
     "self_reward.prompts.per_language": optional(integer(1)),
     "self_reward.prompts.on_bad_row": choice(ON_BAD_ROW),
+    "self_reward.prompts.per_iteration": optional(integer(1)),
+    "self_reward.reference": choice(("previous", "initial")),
     "self_reward.generation.num_responses": integer(2),
     "self_reward.generation.temperature": number(0),
     "self_reward.generation.top_p": number(0, 1, lo_open=True),

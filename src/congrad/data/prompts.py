@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from congrad.data.formats import PROMPTS, LoadReport, Prompt, load_rows
 from congrad.data.sources import Source
 from congrad.data.synthetic import DEFAULT_LANGUAGES, TOPICS, load_templates
+from congrad.errors import ConfigError
 from congrad.utils.io import write_jsonl
 
 SHIPPED_PATH = Path("data/prompts_tiny.jsonl")
@@ -41,6 +43,30 @@ def read_prompts(path: str, *, languages: Iterable[str] | str | None = None, set
 def load_prompts(path: str, **options: Any) -> list[Prompt]:
     """:func:`read_prompts` without the report."""
     return read_prompts(path, **options)[0]
+
+
+def iteration_slices(prompts: list[Prompt], per_iteration: int | None, iterations: int, seed: int,
+                     setting: str = "self_reward.prompts.per_iteration") -> list[list[Prompt]]:
+    """The prompts of each of ``iterations`` iterations: every prompt in each (``per_iteration`` None), or
+    disjoint slices of ``per_iteration`` prompts per language, cut from the language's prompts shuffled by
+    ``seed`` (the same slices in a resumed run), each slice in pool order. A language with too few prompts for
+    every iteration is an error naming it."""
+    if per_iteration is None:
+        return [list(prompts)] * iterations
+    by_language: dict[str, list[int]] = {}
+    for position, prompt in enumerate(prompts):
+        by_language.setdefault(prompt.language, []).append(position)
+    short = {lang: len(pos) for lang, pos in by_language.items() if len(pos) < per_iteration * iterations}
+    if short:
+        raise ConfigError(f"{setting}={per_iteration}: {iterations} iterations need {per_iteration * iterations} "
+                          "prompts per language; the pool has " + ", ".join(f"{n} in {lang}" for lang, n in
+                                                                            sorted(short.items())))
+    order = {lang: random.Random(f"{seed}:{lang}").sample(pos, len(pos)) for lang, pos in by_language.items()}
+    slices = []
+    for t in range(iterations):
+        taken = {i for pos in order.values() for i in pos[t * per_iteration:(t + 1) * per_iteration]}
+        slices.append([prompts[i] for i in sorted(taken)])
+    return slices
 
 
 def make_prompt_rows(languages: Iterable[str] = DEFAULT_LANGUAGES) -> list[dict]:

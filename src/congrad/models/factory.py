@@ -142,6 +142,10 @@ def starting_adapters(model_cfg: DictConfig) -> list[str]:
     return adapters
 
 
+# the LoRA settings that name a trained adapter rather than shape a fresh one
+LORA_SOURCES = ("adapter_path", "init_from")
+
+
 def build_policy(model_cfg: DictConfig, tokenizer=None):
     """``(tokenizer, policy)`` from the ``model`` config group.
 
@@ -151,7 +155,8 @@ def build_policy(model_cfg: DictConfig, tokenizer=None):
     fresh adapter. The starting
     policy is then the disabled adapter, which makes it the DPO reference: training from a trained adapter
     (``lora.adapter_path``) keeps the policy it starts from as the reference, as TRL does, and trains a new
-    adapter on top of it, as each iteration of the self-rewarding loop does.
+    adapter on top of it, as each iteration of the self-rewarding loop does. ``lora.init_from`` instead goes on
+    training that adapter (its settings and weights), unmerged: the reference stays the model under it.
     """
     if tokenizer is None:
         tokenizer = hydra.utils.instantiate(model_cfg.tokenizer)
@@ -162,6 +167,10 @@ def build_policy(model_cfg: DictConfig, tokenizer=None):
         model.config.use_cache = False
         model.enable_input_require_grads()  # frozen embeddings + checkpointing: keep a grad path to the adapters
     lora = model_cfg.get("lora")
-    if lora is not None:
-        model = apply_lora(model, **{key: value for key, value in lora.items() if key != "adapter_path"})
+    if lora is not None and lora.get("init_from"):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, lora.init_from, is_trainable=True)
+    elif lora is not None:
+        model = apply_lora(model, **{key: value for key, value in lora.items() if key not in LORA_SOURCES})
     return tokenizer, model

@@ -3,8 +3,12 @@ DPO, each in ``<run dir>/iteration_<t>/``.
 
 Iteration t starts from π_t: the base model with the adapters of iterations 1..t-1 merged into it, in
 order, and a fresh LoRA on top, so the disabled adapter (the DPO reference) is π_t and the trained
-adapter gives π_{t+1}. ``iteration_<t>/iteration.json`` names the adapters π_t is made of; it is written
-last, and marks the iteration finished. A run restarted in the same run directory
+adapter gives π_{t+1} (``self_reward.reference=previous``, as Self-Rewarding LMs). With
+``self_reward.reference=initial`` (OpenRLHF, RLHFlow) the reference stays π_0: every iteration goes on
+training the previous iteration's adapter on the unmerged base, so π_{t+1} is π_0 with iteration t's adapter.
+Each iteration's prompts are its slice of the pool (``self_reward.prompts.per_iteration``:
+:func:`congrad.data.prompts.iteration_slices`). ``iteration_<t>/iteration.json`` names the adapters the
+reference is made of; it is written last, and marks the iteration finished. A run restarted in the same run directory
 (``hydra.run.dir=DIR``) skips finished iterations; in an unfinished one it reuses ``generations.jsonl``
 when it is what this run would generate (:mod:`congrad.selfreward.reuse`; pairs are rebuilt from it) and
 trains again from π_t. SIGTERM or Ctrl-C while generating and judging, or while training, ends the run with
@@ -25,7 +29,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from congrad.data.prompts import load_prompts
+from congrad.data.prompts import iteration_slices, load_prompts
 from congrad.errors import CongradError, Interrupted
 from congrad.evaluation.callback import evaluation_callbacks
 from congrad.evaluation.outputs import log_results
@@ -52,12 +56,15 @@ DONE = "iteration.json"
 def run_self_reward(cfg: DictConfig) -> dict[str, float]:
     """Run the iterations that are not finished yet; return the final metrics of the last one run."""
     run_dir = Path(cfg.paths.output_dir)
-    prompts = load_prompts(**cfg.self_reward.prompts)
+    pool = load_prompts(**cfg.self_reward.prompts)
+    slices = iteration_slices(pool, cfg.self_reward.prompts.get("per_iteration"), cfg.iterations, cfg.seed)
     judge = hydra.utils.instantiate(cfg.judge)
     if isinstance(judge, RuleJudge):
         log.warning(RULE_JUDGE_NOTE)
     # trained adapters to start from are part of π_1, merged like the adapters of the iterations
     adapters = starting_adapters(cfg.model)
+    initial = cfg.self_reward.get("reference", "previous") == "initial"
+    trained: str | None = None  # with reference=initial: the one adapter every iteration trains on
     metrics: dict[str, float] = {}
     for t in range(1, cfg.iterations + 1):
         it_dir = run_dir / f"iteration_{t}"
@@ -66,8 +73,11 @@ def run_self_reward(cfg: DictConfig) -> dict[str, float]:
             log.info("iteration %d: finished before, skipped", t)
         else:
             with cost.recording(it_dir / cost.FILE):
-                metrics = run_iteration(cfg, t, it_dir, adapters, prompts, judge)
-        adapters.append(str(it_dir / "adapter"))
+                metrics = run_iteration(cfg, t, it_dir, adapters, slices[t - 1], judge, trained)
+        if initial:
+            trained = str(it_dir / "adapter")
+        else:
+            adapters.append(str(it_dir / "adapter"))
     costs = [run_dir / f"iteration_{t}" / cost.FILE for t in range(1, cfg.iterations + 1)]
     write_json(run_dir / cost.FILE, cost.total(json.loads(path.read_text(encoding="utf-8"))
                                                for path in costs if path.is_file()))
@@ -95,11 +105,14 @@ def log_evaluation_curve(cfg: DictConfig, run_dir: Path) -> None:
             log_results(loggers, json.loads(path.read_text(encoding="utf-8")), step=t)
 
 
-def run_iteration(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str], prompts, judge) -> dict[str, float]:
+def run_iteration(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str], prompts, judge,
+                  trained: str | None = None) -> dict[str, float]:
+    """Iteration t from π_t: the base with ``adapters`` merged and a fresh LoRA (the reference: π_t), or with
+    ``trained`` (reference=initial, from iteration 2) that adapter trained on (the reference: π_0)."""
     start = time.time()
-    icfg = iteration_config(cfg, t, it_dir, adapters)
+    icfg = iteration_config(cfg, t, it_dir, adapters, trained)
     sr = cfg.self_reward
-    source = generations_source(cfg, prompts, adapters)
+    source = generations_source(cfg, prompts, [*adapters, *([trained] if trained else [])])
     generations = reusable_generations(it_dir, source)  # before the model loads: a mismatch is one line
     pl.seed_everything(cfg.seed + t)  # π_t's fresh adapter: the same in a rerun that skipped iterations
     tokenizer, policy = build_policy(icfg.model)
@@ -138,6 +151,7 @@ def run_iteration(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str], pr
     write_json(it_dir / DONE, {
         "iteration": t,
         "reference": {"base": OmegaConf.to_container(cfg.model.backbone, resolve=True), "merged_adapters": adapters},
+        "trained_from": trained,  # the adapter this iteration went on training (reference=initial), else null
         "adapter": str(it_dir / "adapter"),
         "judge": report["judge"],
         "pairs": len(pairs),
@@ -160,9 +174,11 @@ def _resumable(t: int, it_dir: Path, phase: str, reused: bool):
             "reference policy)")) from None
 
 
-def iteration_config(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str]) -> DictConfig:
-    """``cfg`` for the fit of iteration t: outputs in ``it_dir``, data = its pairs, the policy π_t, and
-    one W&B run per iteration, grouped by the run (or the sweep's group).
+def iteration_config(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str],
+                     trained: str | None = None) -> DictConfig:
+    """``cfg`` for the fit of iteration t: outputs in ``it_dir``, data = its pairs, the policy π_t (``adapters``
+    merged, and ``trained``, an adapter to go on training, with reference=initial), and one W&B run per
+    iteration, grouped by the run (or the sweep's group).
 
     ``cfg`` comes unresolved, as Hydra hands it over: the outputs of callbacks and loggers follow
     ``paths.output_dir`` through interpolation."""
@@ -174,6 +190,7 @@ def iteration_config(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str])
         icfg.model.merge_adapters = list(adapters)
         if icfg.model.get("lora") is not None:
             icfg.model.lora.adapter_path = None
+            icfg.model.lora.init_from = trained
         icfg.ckpt_path = None
         wandb = OmegaConf.select(icfg, "logger.wandb")
         if wandb is not None:
