@@ -3,6 +3,7 @@ download, and the estimate answers the questions it is for (does it fit; what ch
 and a smaller scoring batch change). Its accuracy is measured by bench/memory.py --plan."""
 
 import json
+import math
 import sys
 
 import pytest
@@ -104,3 +105,43 @@ def test_the_flops_of_an_epochs_pass_and_of_its_training(compose_config, capsys)
     assert every.sketch - f.sketch == pytest.approx(tokens * 2 * matmul + 10000 * matmul, rel=1e-9)
     main(["+experiment=llama3_10lang"])
     assert "ConGrad pass / training                                         1.33" in capsys.readouterr().out
+
+
+def test_the_work_of_every_self_rewarding_iteration(tmp_path, capsys):
+    """llama3_10lang: 2,000 Aya prompts in each of 10 languages (the cap: the hub's rows per language are not
+    shipped), K=4, the policy judging 3 times with 256 tokens, answers of 512 tokens; 10% of the pairs held
+    out, 75% of the rest kept, batches of 4 accumulated 8 times, 2 epochs."""
+    out = tmp_path / "plan.json"
+    assert main(["+experiment=llama3_10lang", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "self-rewarding work per iteration (pool CohereForAI/aya_dataset" in text and "102,400,000" in text
+    prompts = 10 * 2000
+    kept = math.ceil(0.75 * (prompts - prompts // 10))
+    steps = 2 * math.ceil(math.ceil(kept / 4) / 8)
+    assert json.loads(out.read_text())["iterations"] == [
+        {"iteration": t, "prompts": prompts, "responses": 4 * prompts, "judge_calls": 3 * 4 * prompts,
+         "tokens_to_generate": 4 * prompts * 512 + 3 * 4 * prompts * 256, "candidate_pairs": prompts,
+         "congrad_passes": 2, "training_steps": steps} for t in (1, 2, 3)]
+
+
+def test_the_shipped_pool_row_counts_are_the_files(compose_config):
+    """The tiny pool's rows in conf/prompts/tiny.yaml, which the plan uses, count the shipped file's lines."""
+    from collections import Counter
+
+    cfg = compose_config("train", ["+experiment=tiny_self_reward"])
+    lines = [json.loads(line) for line in open(cfg.self_reward.prompts.path, encoding="utf-8")]
+    assert dict(cfg.self_reward.prompts.rows) == dict(Counter(row["language"] for row in lines))
+
+
+def test_slices_of_a_pool_too_small_for_every_iteration_are_named(capsys):
+    assert main(["+experiment=tiny_self_reward", "iterations=3", "self_reward.prompts.per_language=null",
+                 "self_reward.prompts.per_iteration=10"]) == 0
+    text = capsys.readouterr().out
+    assert "too few prompts in ar, de, en, es, fr, hi, it, ja, ko, pt, ru, zh for 3 slices" in text
+    assert main(["+experiment=tiny_self_reward", "iterations=2", "self_reward.prompts.per_language=null",
+                 "self_reward.prompts.per_iteration=10", "data.languages=[de,zh]"]) == 0
+    text = capsys.readouterr().out
+    assert "too few" not in text and "de 24, zh 24 prompts per language, from the preset's rows" in text
+    lines = text.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["iteration", "prompts"])
+    assert lines[header + 1].split()[:4] == ["1", "20", "80", "80"]  # 2 x 10 prompts, K=4, the rule judge scores each response once

@@ -1,4 +1,5 @@
-"""Know before you launch: the estimated peak memory per GPU of a configured run, from the config alone.
+"""Know before you launch: the estimated peak memory per GPU of a configured run, from the config alone, and
+for the self-rewarding loop the work of each iteration (:mod:`congrad.selfreward.work`).
 
     python -m congrad.plan +experiment=llama3_10lang
     python -m congrad.plan +experiment=llama3_10lang trainer.devices=4 --gpu-memory 80
@@ -438,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from congrad.selfreward.work import iteration_work, pool, work_lines
     from congrad.settings import check_settings
 
     cfg = _compose(overrides)
@@ -445,11 +447,13 @@ def main(argv: list[str] | None = None) -> int:
     shape, st = settings_from_config(cfg, candidates=args.candidates)
     est = estimate(shape, st)
     text, ok = report(cfg, shape, st, est, args.gpu_memory)
-    print(text)
+    loop = cfg.get("self_reward") is not None and cfg.data.get("path") is None and cfg.iterations > 0
+    print(text + ("\n\n" + "\n".join(work_lines(cfg)) if loop else ""))
     if args.json:
         write_json(args.json, {"shape": asdict(shape), "settings": asdict(st), "estimate": asdict(est),
                                "flops": {**asdict(flops(shape, st)), "ratio": flops(shape, st).ratio},
-                               "gpu_memory_gib": args.gpu_memory, "fits": ok})
+                               "gpu_memory_gib": args.gpu_memory, "fits": ok,
+                               "iterations": [asdict(w) for w in iteration_work(cfg, pool(cfg))] if loop else []})
     return 0 if ok else DOES_NOT_FIT
 
 
