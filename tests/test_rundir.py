@@ -16,6 +16,7 @@ import pytest
 from congrad.data.synthetic import make_preference_rows
 from congrad.errors import CongradError
 from congrad.rundir import RunDirectory, claim
+from congrad.utils.fileset import locked_directory
 from congrad.utils.io import write_jsonl
 from conftest import ROOT
 
@@ -135,18 +136,25 @@ def test_two_train_py_on_one_directory_and_a_run_into_a_finished_one(tmp_path):
     assert refused.stderr.strip().splitlines()[-1].startswith(f"error: hydra.run.dir={run} holds a finished run")
     assert (run / "eval" / "results.json").read_text() == "the earlier run"
 
+    # a second train.py while a run holds the directory (held here, so the first cannot finish too soon)
+    with locked_directory(run, "the test"):
+        start = time.time()
+        second = run_py("train", *common, "overwrite=true", "seed=7")
+        assert second.returncode == 2, second.stderr[-3000:]
+        assert second.stderr.strip().splitlines()[-1].startswith(
+            f"error: hydra.run.dir={run} is in use by pid {os.getpid()} on {socket.gethostname()}, started ")
+        assert time.time() - start < 30
+    assert (run / "eval" / "results.json").read_text() == "the earlier run", "the refused run wrote nothing"
+
     first = run_py("train", *common, "overwrite=true", wait=False)
     try:
         deadline = time.time() + 120
         while f"pid {first.pid} " not in ((run / ".lock").read_text() if (run / ".lock").exists() else ""):
             assert first.poll() is None and time.time() < deadline, first.stdout.read()[-3000:]
             time.sleep(0.05)
-        start = time.time()
-        second = run_py("train", *common, "overwrite=true", "seed=7")
-        assert second.returncode == 2, second.stderr[-3000:]
-        assert second.stderr.strip().splitlines()[-1].startswith(
-            f"error: hydra.run.dir={run} is in use by pid {first.pid} on {socket.gethostname()}, started ")
-        assert time.time() - start < 30
+        with pytest.raises(CongradError, match=f"in use by pid {first.pid} "):  # train.py holds it while it runs
+            with locked_directory(run, f"hydra.run.dir={run}"):
+                pass
         assert first.wait(timeout=240) == 0, first.stdout.read()[-3000:]
     finally:
         if first.poll() is None:
