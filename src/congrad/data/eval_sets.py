@@ -28,18 +28,21 @@ from typing import Any
 from congrad.data.formats import MULTIPLE_CHOICE, REFERENCE_TEXTS, MultipleChoice, ReferenceText, RowKind, load_rows
 from congrad.data.sources import Source
 from congrad.errors import ConfigError
-from congrad.data.synthetic import DEFAULT_LANGUAGES, HELDOUT_TOPICS, load_templates, make_preference_rows
+from congrad.data.synthetic import DEFAULT_LANGUAGES, HELDOUT_TOPICS, load_templates, make_preference_rows, style_rules
 from congrad.utils.io import write_jsonl
 
 SHIPPED_DIR = Path("data/eval")
 EVAL_SEED = 1000  # the training sets use seed 0
 PAIRS_PER_LANGUAGE = 16
+SET_NAMES = ("pairs", "prompts", "reference_texts", "multiple_choice")
 
 
 # ---- generation of the shipped sets ---------------------------------------------------------------
 def make_eval_pairs(languages: Iterable[str] = DEFAULT_LANGUAGES, per_language: int = PAIRS_PER_LANGUAGE,
-                    seed: int = EVAL_SEED) -> list[dict]:
-    rows = make_preference_rows(languages, per_language, seed, topics=HELDOUT_TOPICS)
+                    seed: int = EVAL_SEED, **style) -> list[dict]:
+    """Held-out pairs; ``style`` (``style``, ``style_share``) as in :func:`make_preference_rows`, for the
+    held-out side of a set whose languages follow opposite style rules."""
+    rows = make_preference_rows(languages, per_language, seed, topics=HELDOUT_TOPICS, **style)
     for row in rows:
         row["id"] = f"eval-{row['id']}"
         del row["flipped"]
@@ -127,10 +130,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write the shipped evaluation sets (held-out topics).")
     parser.add_argument("--out", type=Path, default=SHIPPED_DIR)
     parser.add_argument("--languages", nargs="+", default=list(DEFAULT_LANGUAGES))
+    parser.add_argument("--sets", nargs="+", choices=SET_NAMES, default=list(SET_NAMES), help="default: all four")
+    parser.add_argument("--verbose-languages", nargs="*", default=[], help="pairs: languages whose rule is 'verbose'")
+    parser.add_argument("--concise-languages", nargs="*", default=[], help="pairs: languages whose rule is 'concise'")
+    parser.add_argument("--style-share", type=float, default=0.0, help="pairs: share of style-contrast pairs in them")
     args = parser.parse_args(argv)
-    sets = {"pairs.jsonl": make_eval_pairs(args.languages), "prompts.jsonl": make_eval_prompts(args.languages),
-            "reference_texts.jsonl": make_reference_texts(args.languages),
-            "multiple_choice.jsonl": make_multiple_choice(args.languages)}
+    style = {"style": style_rules(args.verbose_languages, args.concise_languages), "style_share": args.style_share}
+    makers = {"pairs": lambda: make_eval_pairs(args.languages, **style),
+              "prompts": lambda: make_eval_prompts(args.languages),
+              "reference_texts": lambda: make_reference_texts(args.languages),
+              "multiple_choice": lambda: make_multiple_choice(args.languages)}
+    sets = {f"{name}.jsonl": makers[name]() for name in args.sets}
     for name, rows in sets.items():
         write_jsonl(args.out / name, rows)
         print(f"wrote {len(rows)} rows in {len(args.languages)} languages to {args.out / name}")

@@ -14,6 +14,14 @@ prompt's language; ``rejected`` is one of four realistic failure modes:
 A known share of pairs can be flipped (chosen and rejected swapped, ``"flipped": true``) in chosen
 languages, which plants conflicting preference signal for benchmarks of the filter.
 
+Languages can also be given opposite but internally consistent style rules (``style``: ``verbose`` or
+``concise`` per language): every chosen answer of such a language is written with its longest answer
+template (``verbose``: e.g. "Good question! {fact} I hope this helps.") or its shortest (``concise``: the
+fact alone), and a share of its pairs (``style_share``) contrast the two styles of the same correct
+answer (``"contrast": "style"``) instead of a correct answer against a failure mode (``"quality"``). Two
+groups of languages with opposite rules make a set whose languages really disagree; flips then fall on
+quality pairs only, so a flipped pair is mislabelled by every language's rule.
+
 ``python -m congrad.data.synthetic --out data/tiny_multilingual.jsonl`` writes the shipped file.
 """
 
@@ -37,6 +45,8 @@ TOPICS = ("photosynthesis", "rainbow", "water_cycle", "volcano", "gravity", "vac
 HELDOUT_TOPICS = ("earthquake", "lightning", "fossil", "solar_eclipse")
 """The topics of the evaluation sets (``heldout_topics`` in a text table), never in a training set."""
 FAILURE_MODES = ("wrong_language", "refusal", "off_topic", "repetition")
+STYLES = ("verbose", "concise")
+"""The style rules a language can be given: the chosen answer uses the longest / the shortest answer template."""
 CONVERSATIONAL_SHARE = 0.25
 DEFAULT_PAIRS_PER_LANGUAGE = 40
 SHIPPED_PATH = Path("data/tiny_multilingual.jsonl")
@@ -149,6 +159,8 @@ def make_preference_rows(
     flip_fraction: float = 0.0,
     flip_languages: Iterable[str] | None = None,
     topics: Iterable[str] = TOPICS,
+    style: dict[str, str] | None = None,
+    style_share: float = 0.0,
 ) -> list[dict]:
     """Preference rows in the preference-data format (``id``, ``prompt``, ``chosen``, ``rejected``,
     ``language``) plus ``flipped``, grouped by language in the order given.
@@ -159,6 +171,10 @@ def make_preference_rows(
     completion). In each language of ``flip_languages`` (``None``: every language) exactly
     ``round(flip_fraction * pairs_per_language)`` rows, chosen at random, have chosen and rejected swapped.
     ``topics``: :data:`TOPICS` for training sets, :data:`HELDOUT_TOPICS` for evaluation sets.
+    ``style``: a language -> ``verbose`` | ``concise`` rule for some languages (module docstring); in those,
+    ``round(style_share * pairs_per_language)`` rows contrast the two styles, their rows carry ``contrast``,
+    and flips fall on the other (quality) rows only. Languages without a rule are generated as without
+    ``style`` (the same rows, byte for byte).
     """
     languages = list(languages)
     templates = load_templates()
@@ -167,13 +183,20 @@ def make_preference_rows(
         raise CongradError(f"no text table for languages {unknown} in {tables_dir()}; available: {sorted(templates)}")
     if not 0.0 <= flip_fraction <= 1.0:
         raise CongradError(f"flip_fraction must be in [0, 1], got {flip_fraction}")
+    style = dict(style or {})
+    bad_style = sorted(f"{code}={rule}" for code, rule in style.items() if rule not in STYLES)
+    if bad_style:
+        raise CongradError(f"style rules must be {' or '.join(STYLES)}, got {', '.join(bad_style)}")
+    if not 0.0 <= style_share <= 1.0:
+        raise CongradError(f"style_share must be in [0, 1], got {style_share}")
     flipped_in = set(languages if flip_languages is None else flip_languages)
     rows = []
     for language in languages:
-        language_rows = _language_rows(language, pairs_per_language, seed, tuple(topics))
+        language_rows = _language_rows(language, pairs_per_language, seed, tuple(topics),
+                                       style.get(language), style_share)
         if language in flipped_in:
             _flip(
-                language_rows,
+                [row for row in language_rows if row.get("contrast") != "style"],
                 round(flip_fraction * pairs_per_language),
                 random.Random(f"{seed}:{language}:flip"),
             )
@@ -181,19 +204,31 @@ def make_preference_rows(
     return rows
 
 
-def _language_rows(language: str, n: int, seed: int, topics: tuple[str, ...]) -> list[dict]:
+def _language_rows(language: str, n: int, seed: int, topics: tuple[str, ...], style: str | None = None,
+                   style_share: float = 0.0) -> list[dict]:
     rng = random.Random(f"{seed}:{language}")
     t = load_templates()[language]
     combos = [(topic, prompt) for topic in topics for prompt in t.prompts]
     order: list[tuple[str, str]] = []
     while len(order) < n:  # every (topic, prompt) once before any repeats
         order.extend(rng.sample(combos, len(combos)))
+    # the style rows come from a stream of their own, so the draws below are those of a language without a rule
+    style_rng = random.Random(f"{seed}:{language}:style")
+    style_rows = set(style_rng.sample(range(n), round(style_share * n))) if style else set()
+    by_length = sorted(t.answers, key=len)
+    preferred, other = (by_length[-1], by_length[0]) if style == "verbose" else (by_length[0], by_length[-1])
     rows = []
     for k, (topic, prompt_template) in enumerate(order[:n]):
         phrase, fact = t.topics[topic]
         prompt = prompt_template.format(topic=phrase)
         chosen = rng.choice(t.answers).format(fact=fact)
         rejected = _rejected(language, topic, rng.choice(FAILURE_MODES), rng)
+        extra = {}
+        if style:
+            chosen = preferred.format(fact=fact)
+            if k in style_rows:
+                rejected = other.format(fact=fact)
+            extra = {"contrast": "style" if k in style_rows else "quality"}
         if rng.random() < CONVERSATIONAL_SHARE:
             prompt = [{"role": "system", "content": t.system}, {"role": "user", "content": prompt}]
             chosen = [{"role": "assistant", "content": chosen}]
@@ -206,6 +241,7 @@ def _language_rows(language: str, n: int, seed: int, topics: tuple[str, ...]) ->
                 "chosen": chosen,
                 "rejected": rejected,
                 "flipped": False,
+                **extra,
             }
         )
     return rows
@@ -235,6 +271,15 @@ def _flip(rows: list[dict], count: int, rng: random.Random) -> None:
         row["flipped"] = True
 
 
+def style_rules(verbose: Iterable[str], concise: Iterable[str]) -> dict[str, str]:
+    """The ``style`` argument of :func:`make_preference_rows` from two lists of languages."""
+    verbose, concise = list(verbose), list(concise)
+    both = sorted(set(verbose) & set(concise))
+    if both:
+        raise CongradError(f"languages {', '.join(both)} are given both style rules")
+    return {**{code: "verbose" for code in verbose}, **{code: "concise" for code in concise}}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=SHIPPED_PATH)
@@ -243,9 +288,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--flip-fraction", type=float, default=0.0)
     parser.add_argument("--flip-languages", nargs="*", default=None, help="default: every language")
+    parser.add_argument("--verbose-languages", nargs="*", default=[], help="languages whose rule is 'verbose'")
+    parser.add_argument("--concise-languages", nargs="*", default=[], help="languages whose rule is 'concise'")
+    parser.add_argument("--style-share", type=float, default=0.0, help="share of style-contrast pairs in them")
     args = parser.parse_args(argv)
     rows = make_preference_rows(
-        args.languages, args.pairs_per_language, args.seed, args.flip_fraction, args.flip_languages
+        args.languages, args.pairs_per_language, args.seed, args.flip_fraction, args.flip_languages,
+        style=style_rules(args.verbose_languages, args.concise_languages), style_share=args.style_share,
     )
     write_jsonl(args.out, rows)
     print(f"wrote {len(rows)} pairs in {len(args.languages)} languages to {args.out}")
