@@ -19,18 +19,30 @@ first epoch; with one epoch it is the only one), the kept set of every arm from 
 epoch from the same initialisation and in the same data order on each arm's pairs, and the evaluation of
 each trained policy against the base model (``congrad.evaluation``): held-out preference accuracy,
 language fidelity of greedy answers, NLL delta, win rate by the rule judge. Arms: all pairs, pcgrad, mean,
-none (own language), random (same size, same rule), each filter also with ``filter.per_language=true``;
-run arm by arm over the seeds (``--arms`` picks them and their order), and an arm whose kept set equals an
-earlier arm's of the same seed takes that arm's evaluation instead of training the same thing twice. Every run is written as ``<out>/arms/<arm>-s<seed>/`` (``eval/`` + ``.hydra/config.yaml``), so
-``python -m congrad.report <out>/arms`` makes the table.
+none (own language), random (same size, same rule), each filter also with ``filter.per_language=true``, and
+the two made by hand: ``clean`` (every pair but the planted flips) and ``clean-random`` (a random subset of
+``clean`` as large as pcgrad's kept set). Run arm by arm over the seeds, or with ``--by-seed`` every arm of a
+seed before the next (``--arms`` picks them and their order); an arm whose kept set equals an earlier arm's of
+the same seed takes that arm's evaluation instead of training the same thing twice. Every run is written as
+``<out>/arms/<arm>-s<seed>/`` (``eval/`` + ``.hydra/config.yaml``); a rerun on the same ``--out`` skips the
+finished ones and reuses the kept sets (``kept_sets.json``; what each pass saw: ``passes.json``), so a study
+can be stopped and resumed or extended by seeds and arms. The tables (``bench/study_tables.py``, also
+written to ``<out>/tables.md``) name arms by their directory: ``congrad.report`` reads the arm from the
+config, where ``all``, ``clean`` and ``clean-random`` are alike (no filter callback).
+
+Interference (``--alone LANG ...``): per language, DPO on that language's clean pairs alone, evaluated on
+that language, next to the joint ``clean`` arm (``<out>/alone/<lang>-s<seed>/``).
 
     python bench/realmodel.py                   # the study: scoring ~2 h on one core, then ~8 min per arm on 2
     python bench/realmodel.py --quick           # the tiny random-init model, a minute: checks the script
+    python bench/realmodel.py --experiment gemma3_270m_study --skip-scoring --by-seed --seeds 0 1 \
+        --arms all pcgrad clean clean-random --out /work/study/round2    # the second round (README "Results")
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import shutil
@@ -52,18 +64,21 @@ from congrad.filtering.sketch_pass import sketch_candidates  # noqa: E402
 from congrad.filtering.sketching import PerPairSketcher  # noqa: E402
 from congrad.judging.rule import RuleJudge  # noqa: E402
 from congrad.kernels import count_sketch  # noqa: E402
-from congrad.report import main as report_main  # noqa: E402
 from congrad.training import build_pieces  # noqa: E402
 from congrad.utils.io import write_json  # noqa: E402
 from congrad.utils.project import compose_config, project_root  # noqa: E402
+import study_tables  # noqa: E402  (after common: it sets the offline environment)
 
 SCORED = ["pcgrad", "mean", "gradvac", "none", "random"]
 FILTER_ARMS = ["pcgrad", "mean", "none", "random"]
 FLIP_LANGUAGES = ["de", "ru", "hi"]
+DATA_ARMS = ["clean", "clean-random"]
+"""Kept sets made by hand: every pair but the planted flips (what a perfect filter keeps), and a random subset
+of it as large as pcgrad's kept set of the same seed (removing flips vs training on fewer pairs)."""
 
 
 def config(args, seed: int, out: Path):
-    overrides = ["+experiment=gemma3_270m_arms", f"seed={seed}", *args.override]
+    overrides = [f"+experiment={args.experiment}", f"seed={seed}", *args.override]
     if args.quick:
         overrides += ["model=tiny", "~model.tokenizer.chat_template", "eval.win_rate.generation.max_new_tokens=8"]
     cfg = compose_config("train", overrides, output_dir=out)
@@ -158,32 +173,59 @@ def print_quality(q: dict, widths: list[int]) -> None:
 
 
 # ---- part 2: downstream arms ---------------------------------------------------------------------------
-ARMS = ["all"] + [f"{a}{suffix}" for suffix in ("", "-pl") for a in FILTER_ARMS]
+ARMS = ["all"] + [f"{a}{suffix}" for suffix in ("", "-pl") for a in FILTER_ARMS] + DATA_ARMS
 
 
 def arm_settings(name: str) -> tuple[str | None, bool]:
-    """(aggregator or None for all pairs, per_language) of an arm name such as ``pcgrad-pl``."""
+    """(aggregator or None for a kept set made without a filter, per_language) of an arm name such as
+    ``pcgrad-pl``."""
     if name not in ARMS:
         raise SystemExit(f"unknown arm {name!r}; arms: {', '.join(ARMS)}")
-    return (None if name == "all" else name.removesuffix("-pl")), name.endswith("-pl")
+    return (None if name == "all" or name in DATA_ARMS else name.removesuffix("-pl")), name.endswith("-pl")
 
 
-def kept_sets(cfg, pieces, arms: list[str]) -> dict[str, list[int]]:
-    module, datamodule = pieces.module, pieces.datamodule
-    sketcher = PerPairSketcher.from_config(module, cfg.sketch)
-    sketches = sketch_candidates(sketcher, datamodule.candidate_dataloader(cfg.sketch.batch_size), torch.device("cpu"),
-                                 progress=False)
-    languages = [row.language for row in datamodule.train_rows]
-    kept = {}
-    for name in arms:
+def precision_context(cfg):
+    """The sketch pass and the evaluation under the precision the trainer trains in: bf16 autocast for
+    ``trainer.precision=bf16-mixed`` (on a CPU with AMX the matrix products run several times faster)."""
+    if str(cfg.trainer.get("precision", "32-true")).startswith("bf16"):
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def filter_pass(cfg, pieces) -> tuple[torch.Tensor, list[str]]:
+    """The sketches [N, w] of every training pair (one batched pass) and the pairs' languages."""
+    sketcher = PerPairSketcher.from_config(pieces.module, cfg.sketch)
+    with precision_context(cfg):
+        sketches = sketch_candidates(sketcher, pieces.datamodule.candidate_dataloader(cfg.sketch.batch_size),
+                                     torch.device("cpu"), progress=False)
+    return sketches.float(), [row.language for row in pieces.datamodule.train_rows]
+
+
+def kept_sets(cfg, sketches: torch.Tensor, rows) -> tuple[dict[str, list[int]], dict]:
+    """Every arm's kept set (all of :data:`ARMS`) from one pass's sketches, and what the pass saw: the
+    language × language cosines of the aggregates before and after surgery (pcgrad), each arm's kept pairs
+    per language and flipped pairs kept."""
+    languages = [row.language for row in rows]
+    flipped = [bool(row.raw.get("flipped")) for row in rows]
+    clean = [i for i, f in enumerate(flipped) if not f]
+    kept: dict[str, list[int]] = {"all": list(range(len(rows))), "clean": clean}
+    info: dict = {}
+    for name in ARMS:
         agg, per_language = arm_settings(name)
         if agg is None:
-            kept[name] = list(range(len(languages)))
             continue
         settings = {**dict(cfg.filter), "aggregator": agg, "per_language": per_language}
         result = ConGrad(**settings).step(sketches, languages)
         kept[name] = result.kept.nonzero().flatten().tolist()
-    return kept
+        if name == "pcgrad":
+            info.update(aggregate_languages=result.aggregate_languages, cosine_before=result.cosine_before.tolist(),
+                        cosine_after=result.cosine_after.tolist())
+    order = torch.randperm(len(clean), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
+    kept["clean-random"] = sorted(clean[i] for i in order[: len(kept["pcgrad"])])
+    info["kept_per_language"] = {name: {lang: sum(languages[i] == lang for i in k) for lang in sorted(set(languages))}
+                                 for name, k in kept.items()}
+    info["flipped_kept"] = {name: sum(flipped[i] for i in k) for name, k in kept.items()}
+    return kept, info
 
 
 def run_arm(cfg, evaluator: Evaluator, name: str, kept: list[int], out: Path, same_as: str | None = None) -> dict:
@@ -207,15 +249,116 @@ def run_arm(cfg, evaluator: Evaluator, name: str, kept: list[int], out: Path, sa
     return results
 
 
-def train_and_evaluate(cfg, evaluator: Evaluator, name: str, kept: list[int], run_dir: Path) -> dict:
+def train_and_evaluate(cfg, evaluator: Evaluator, name: str, kept, run_dir: Path,
+                       seen: list[str] | None = None, **trainer_overrides) -> dict:
+    """Train on ``kept`` (indices of the training rows, or a function of the rows that returns them) and
+    evaluate the trained policy; the run's train and evaluation seconds go into its results."""
+    t0 = time.perf_counter()
     pieces = setup(cfg)
+    kept = kept(pieces.datamodule.train_rows) if callable(kept) else kept
     pieces.datamodule.set_active_indices(kept)
-    make_trainer(cfg, run_dir / "trainer", max_epochs=1).fit(pieces.module, datamodule=pieces.datamodule)
+    make_trainer(cfg, run_dir / "trainer", **{"max_epochs": 1, **trainer_overrides}).fit(
+        pieces.module, datamodule=pieces.datamodule)
+    t1 = time.perf_counter()
     flipped = sum(bool(pieces.datamodule.train_rows[i].raw.get("flipped")) for i in kept)
-    description = {"arm": name, "seed": cfg.seed, "pairs": len(kept), "flipped": flipped}
-    results, generations = evaluator.evaluate(pieces.tokenizer, pieces.module.policy, description, cfg.eval.seen)
+    description = {"arm": name, "seed": cfg.seed, "pairs": len(kept), "flipped": flipped,
+                   "train_seconds": round(t1 - t0, 1)}
+    with precision_context(cfg):
+        results, generations = evaluator.evaluate(pieces.tokenizer, pieces.module.policy, description,
+                                                  cfg.eval.seen if seen is None else seen)
+    results["policy"]["eval_seconds"] = round(time.perf_counter() - t1, 1)
     write_outputs(run_dir / "eval", results, generations)
     return results
+
+
+def seed_kept_sets(args, configs: dict, out: Path) -> dict[int, dict[str, list[int]]]:
+    """Per seed, every arm's kept set: from ``kept_sets.json`` when an earlier run on ``out`` made them, else
+    from one sketch pass at that seed's initialisation (its sketches saved in ``sketches/``, what it saw in
+    ``passes.json``)."""
+    saved = json.loads((out / "kept_sets.json").read_text()) if (out / "kept_sets.json").is_file() else {}
+    passes = json.loads((out / "passes.json").read_text()) if (out / "passes.json").is_file() else {}
+    kept = {}
+    for seed in args.seeds:
+        if not all(f"{a}-s{seed}" in saved for a in args.arms):
+            t0 = time.perf_counter()
+            pieces = setup(configs[seed])
+            sketches, _ = filter_pass(configs[seed], pieces)
+            (out / "sketches").mkdir(exist_ok=True)
+            torch.save(sketches, out / "sketches" / f"s{seed}.pt")
+            sets, info = kept_sets(configs[seed], sketches, pieces.datamodule.train_rows)
+            passes[f"s{seed}"] = {**info, "seconds": round(time.perf_counter() - t0, 1)}
+            saved.update({f"{a}-s{seed}": k for a, k in sets.items()})
+            write_json(out / "passes.json", passes)
+            write_json(out / "kept_sets.json", saved)
+            print(f"seed {seed}: sketch pass {passes[f's{seed}']['seconds']:.0f} s; kept "
+                  + ", ".join(f"{a} {len(k)} ({info['flipped_kept'][a]} flipped)" for a, k in sets.items()),
+                  flush=True)
+        kept[seed] = {a: saved[f"{a}-s{seed}"] for a in args.arms}
+    return kept
+
+
+def run_arms(args, out: Path, t_start: float) -> dict:
+    """Every arm × seed, trained and evaluated into ``<out>/arms/<arm>-s<seed>/``; finished runs are kept."""
+    configs = {seed: config(args, seed, out) for seed in args.seeds}
+    evaluator = Evaluator(configs[args.seeds[0]], RuleJudge(), out / "arms")  # one baseline (the base model)
+    summary = {}
+    # arm by arm over the seeds (a run cut short has every arm it reached in full), or with --by-seed seed by
+    # seed over the arms (it has every arm, paired, for the seeds it reached); the kept sets of a seed are made
+    # when its first run comes up
+    order = ([(a, s) for s in args.seeds for a in args.arms] if args.by_seed
+             else [(a, s) for a in args.arms for s in args.seeds])
+    kept: dict[int, dict[str, list[int]]] = {}
+    for name, seed in order:
+        t0 = time.perf_counter()
+        if seed not in kept:
+            kept.update(seed_kept_sets(argparse.Namespace(**{**vars(args), "seeds": [seed]}), configs, out))
+        done = out / "arms" / f"{name}-s{seed}" / "eval" / "results.json"
+        same_as = next((a for a in args.arms[: args.arms.index(name)] if kept[seed][a] == kept[seed][name]), None)
+        if done.is_file():
+            results = json.loads(done.read_text())
+        else:
+            results = run_arm(configs[seed], evaluator, name, kept[seed][name], out, same_as)
+        summary[f"{name}-s{seed}"] = {"pairs": len(kept[seed][name]), "same_kept_set_as": same_as,
+                                      "seen": results["seen"], "unseen": results["unseen"]}
+        print(f"seed {seed} {name:<12} {len(kept[seed][name]):4d} pairs  seen acc "
+              f"{results['seen'].get('preference_accuracy', float('nan')):.3f}  unseen acc "
+              f"{results['unseen'].get('preference_accuracy', float('nan')):.3f}  "
+              f"({time.perf_counter() - t0:.0f} s, total {time.perf_counter() - t_start:.0f} s"
+              f"{', same kept set as ' + same_as if same_as else ''})", flush=True)
+    return summary
+
+
+def run_alone(args, out: Path, t_start: float) -> dict:
+    """Interference: per language of ``--alone``, DPO on that language's clean pairs alone, one epoch (each pair
+    seen once, as in the joint ``clean`` arm), evaluated on that language only, into
+    ``<out>/alone/<lang>-s<seed>/``. The scheduler's warm-up is off: with 3-4 steps a warm-up would
+    leave the run at a fraction of the learning rate the joint run trains each language's pairs with."""
+    summary = {}
+    for lang in args.alone:
+        evaluator = None
+        for seed in args.seeds:
+            t0 = time.perf_counter()
+            run_dir = out / "alone" / f"{lang}-s{seed}"
+            done = run_dir / "eval" / "results.json"
+            if done.is_file():
+                results = json.loads(done.read_text())
+            else:
+                cfg = config(args, seed, out)
+                with open_dict(cfg):
+                    cfg.eval.languages, cfg.eval.seen = [lang], [lang]
+                    cfg.dpo.scheduler.num_warmup_steps = 0
+                evaluator = evaluator or Evaluator(cfg, RuleJudge(), out / "alone")  # its rows, its baseline once
+
+                def clean_pairs_of(rows, lang=lang):
+                    return [i for i, row in enumerate(rows) if row.language == lang and not row.raw.get("flipped")]
+
+                results = train_and_evaluate(cfg, evaluator, f"alone-{lang}", clean_pairs_of, run_dir, seen=[lang])
+                OmegaConf.save(cfg, run_dir / "config.yaml")
+            summary[f"{lang}-s{seed}"] = results["languages"][lang]
+            accuracy = results["languages"][lang].get("preference_accuracy", float("nan"))
+            print(f"seed {seed} alone {lang}  acc {accuracy:.3f}"
+                  f"  ({time.perf_counter() - t0:.0f} s, total {time.perf_counter() - t_start:.0f} s)", flush=True)
+    return summary
 
 
 def main() -> None:
@@ -226,6 +369,12 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=ARMS, help=f"in this order (default: {' '.join(ARMS)})")
     parser.add_argument("--skip-scoring", action="store_true")
     parser.add_argument("--skip-arms", action="store_true")
+    parser.add_argument("--by-seed", action="store_true", help="every arm of a seed before the next seed")
+    parser.add_argument("--experiment", default="gemma3_270m_arms", help="the conf/experiment/ set-up")
+    parser.add_argument("--alone", nargs="*", default=[], metavar="LANG",
+                        help="interference: also train on each of these languages alone (clean pairs)")
+    parser.add_argument("--groups", nargs="*", default=[], metavar="NAME=LANG,LANG",
+                        help="also tabulate these groups of languages (e.g. verbose=en,de,ru,zh)")
     parser.add_argument("--out", type=Path, default=None, help="default: logs/realmodel/<date>_<time>")
     parser.add_argument("--quick", action="store_true", help="the tiny random-init model, one seed: a smoke run")
     parser.add_argument("override", nargs="*", default=[], help="extra Hydra overrides of the experiment")
@@ -254,39 +403,11 @@ def main() -> None:
         write_json(out / "summary.json", summary)
 
     if not args.skip_arms:
-        summary["arms"] = {}
-        configs = {seed: config(args, seed, out) for seed in args.seeds}
-        # one baseline (the base model) for every arm
-        evaluator = Evaluator(configs[args.seeds[0]], RuleJudge(), out / "arms")
-        # per seed, made when a seed's first arm comes up; a rerun on the same --out takes the kept sets and the
-        # finished arms of the runs before it (a study can be stopped and resumed, or extended by seeds or arms)
-        saved = json.loads((out / "kept_sets.json").read_text()) if (out / "kept_sets.json").is_file() else {}
-        kept: dict[int, dict[str, list[int]]] = {}
-        for seed in args.seeds:
-            if all(f"{a}-s{seed}" in saved for a in args.arms):
-                kept[seed] = {a: saved[f"{a}-s{seed}"] for a in args.arms}
-        for name in args.arms:  # arm by arm over the seeds: a run cut short still has every arm it reached in full
-            for seed in args.seeds:
-                t0 = time.perf_counter()
-                if seed not in kept:
-                    kept[seed] = kept_sets(configs[seed], setup(configs[seed]), args.arms)
-                    saved.update({f"{a}-s{seed}": k for a, k in kept[seed].items()})
-                    write_json(out / "kept_sets.json", saved)
-                done = out / "arms" / f"{name}-s{seed}" / "eval" / "results.json"
-                same_as = next((a for a in args.arms[: args.arms.index(name)] if kept[seed][a] == kept[seed][name]), None)
-                if done.is_file():
-                    results = json.loads(done.read_text())
-                else:
-                    results = run_arm(configs[seed], evaluator, name, kept[seed][name], out, same_as)
-                summary["arms"][f"{name}-s{seed}"] = {"pairs": len(kept[seed][name]), "same_kept_set_as": same_as,
-                                                      "seen": results["seen"], "unseen": results["unseen"]}
-                print(f"seed {seed} {name:<10} {len(kept[seed][name]):4d} pairs  seen acc "
-                      f"{results['seen'].get('preference_accuracy', float('nan')):.3f}  unseen acc "
-                      f"{results['unseen'].get('preference_accuracy', float('nan')):.3f}  "
-                      f"({time.perf_counter() - t0:.0f} s, total {time.perf_counter() - t_start:.0f} s"
-                      f"{', same kept set as ' + same_as if same_as else ''})", flush=True)
-                write_json(out / "summary.json", summary)
-        report_main([str(out / "arms"), "--no-wandb"])
+        summary["arms"] = run_arms(args, out, t_start)
+    if args.alone:
+        summary["alone"] = run_alone(args, out, t_start)
+    if not args.skip_arms or args.alone:
+        print(study_tables.write_tables(out, groups=args.groups), flush=True)
     summary["total_seconds"] = round(time.perf_counter() - t_start, 1)
     write_json(out / "summary.json", summary)
     print(f"\n[total: {summary['total_seconds']} s] {out}")
