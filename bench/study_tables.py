@@ -92,15 +92,15 @@ def passes_table(out: Path, groups: dict[str, list[str]]) -> str:
                 mins.append(min(cells))
         lines.append(f"| {label} | {_mean_sd(means)} | {_mean_sd(mins)} |")
     arms = list(next(iter(passes.values()))["flipped_kept"])
-    lines += ["", "| arm | pairs kept | flipped kept | " + " | ".join(f"kept in {g}" for g in groups) + " |",
+    lines += ["", "| " + " | ".join(["arm", "pairs kept", "flipped kept", *(f"kept in {g}" for g in groups)]) + " |",
               "|---|---|---|" + "---|" * len(groups)]
     for arm in arms:
         sizes = [len(kept[f"{arm}-s{s}"]) for s in seeds if f"{arm}-s{s}" in kept]
         flips = [passes[f"s{s}"]["flipped_kept"][arm] for s in seeds]
         per_group = [[sum(passes[f"s{s}"]["kept_per_language"][arm].get(lang, 0) for lang in groups[g]) for s in seeds]
                      for g in groups]
-        lines.append(f"| {arm} | {'/'.join(map(str, sizes))} | {'/'.join(map(str, flips))} | "
-                     + " | ".join("/".join(map(str, v)) for v in per_group) + " |")
+        cells = ["/".join(map(str, sizes)), "/".join(map(str, flips)), *("/".join(map(str, v)) for v in per_group)]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     if all(f"{a}-s{s}" in kept for a in ("pcgrad", "mean") for s in seeds):
         diffs = [len(set(kept[f"pcgrad-s{s}"]) ^ set(kept[f"mean-s{s}"])) for s in seeds]
         lines += ["", f"pairs in exactly one of the pcgrad and mean kept sets, per seed: {'/'.join(map(str, diffs))}"]
