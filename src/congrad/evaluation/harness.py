@@ -51,7 +51,6 @@ SHIPPED_TASK = "congrad_mc"
 SHIPPED_DATA = "data/eval/multiple_choice.jsonl"
 GENERATED_DIR = "harness_tasks"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_LOCALE = re.compile(r"^([A-Za-z]{2})[_-][A-Za-z]{2}$")
 
 
 @dataclass(frozen=True)
@@ -191,18 +190,17 @@ def _leaves(node: _Node) -> list[_Node]:
 
 def _language(leaf: _Node, table: Mapping[str, str]) -> str:
     """The ISO 639-1 code of a task: its ``dataset_kwargs.language`` (congrad's local tasks) or its dataset
-    config (``dataset_name``): a code of ``eval.harness.dataset_languages``, an ISO 639-1 code or a locale."""
-    from congrad.data.languages import is_iso_639_1
+    config (``dataset_name``): a code of ``eval.harness.dataset_languages``, else any form
+    :func:`congrad.data.languages.normalize_language` reads (ISO codes, locales, FLORES codes)."""
+    from congrad.data.languages import normalize_language
 
     kwargs = leaf.cfg.get("dataset_kwargs") or {}
     code = kwargs.get("language") or leaf.cfg.get("dataset_name")
     if code in table:
         return table[code]
-    if is_iso_639_1(code):
-        return code
-    locale = _LOCALE.match(code) if isinstance(code, str) else None
-    if locale and is_iso_639_1(locale.group(1).lower()):
-        return locale.group(1).lower()
+    language = normalize_language(code)
+    if language is not None and language.code is not None:
+        return language.code
     raise ConfigError(f"eval.harness.tasks: the lm-eval task {leaf.name} reads the dataset config {code!r}, whose "
                       f"language is not known: add eval.harness.dataset_languages.{code}=<ISO 639-1 code>")
 
