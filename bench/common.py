@@ -57,21 +57,28 @@ def exact_gradients(cfg, module, datamodule) -> torch.Tensor:
     laid end to end — the vectors the sketches compress."""
     sketcher = PerPairSketcher.from_config(module, cfg.sketch)
     with train_mode_without_dropout(module.policy):  # as in the sketch pass
-        return torch.cat([sketcher.exact_gradients(batch)
-                          for batch in datamodule.candidate_dataloader(cfg.sketch.batch_size)])
+        return torch.cat(
+            [sketcher.exact_gradients(batch) for batch in datamodule.candidate_dataloader(cfg.sketch.batch_size)]
+        )
 
 
 def filter_results(cfg, vectors: torch.Tensor, languages: list[str], aggregators: list[str], **settings) -> dict:
     """The ConGrad pass of every aggregator over the same vectors (sketches, or exact gradients), with
     ``cfg.filter`` and ``settings`` (e.g. ``per_language=True``) over it."""
     filter_cfg = {**dict(cfg.filter), **settings}
-    return {agg: ConGrad(**{**filter_cfg, "aggregator": agg}).step(vectors, languages)
-            for agg in aggregators}
+    return {agg: ConGrad(**{**filter_cfg, "aggregator": agg}).step(vectors, languages) for agg in aggregators}
 
 
 def make_trainer(cfg, out_dir: Path, **overrides) -> pl.Trainer:
     """A bare Trainer of ``cfg.trainer``: no logger, callbacks or checkpoints (the studies fix the kept set)."""
     return hydra.utils.instantiate(
-        cfg.trainer, default_root_dir=str(out_dir), logger=False, callbacks=[], enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, **overrides,
+        cfg.trainer,
+        default_root_dir=str(out_dir),
+        logger=False,
+        callbacks=[],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **overrides,
     )

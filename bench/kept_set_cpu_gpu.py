@@ -18,8 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def scores(out_dir: Path, device: str, overrides: list[str]) -> list[dict]:
-    subprocess.run([sys.executable, str(ROOT / "filter.py"), f"output_dir={out_dir}", f"device={device}", *overrides],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "filter.py"), f"output_dir={out_dir}", f"device={device}", *overrides],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return [row for _, row in read_json_lines(out_dir / "scores.jsonl")]
 
 
@@ -33,8 +37,10 @@ def main() -> None:
         other = scores(Path(tmp) / args.device, args.device, args.overrides)
     same = [a["kept"] for a in cpu] == [b["kept"] for b in other]
     diff = max(abs(a["score"] - b["score"]) for a, b in zip(cpu, other) if a["score"] is not None)
-    print(f"{len(cpu)} pairs; cpu vs {args.device}: kept sets {'identical' if same else 'DIFFER'}; "
-          f"max |score difference| {diff:.2e}")
+    print(
+        f"{len(cpu)} pairs; cpu vs {args.device}: kept sets {'identical' if same else 'DIFFER'}; "
+        f"max |score difference| {diff:.2e}"
+    )
     sys.exit(0 if same else 1)
 
 

@@ -126,9 +126,11 @@ def measure_case(dtype, rows, dim, width, device, timer):
     t_index = timer(index_add)
     t_cold = None
     if device == "cpu":
+
         def cold():
             reference.clear_hash_cache()
             kernels.count_sketch(x, width, SEED)
+
         t_cold = timer(cold)
         reference.clear_hash_cache()
     ours = kernels.count_sketch(x, width, SEED)  # the three agree (index_add_ is the reference's method)
@@ -138,10 +140,18 @@ def measure_case(dtype, rows, dim, width, device, timer):
     if t_cold is not None:
         seconds["cold"] = t_cold
     gbs = {k: nbytes / t / 1e9 for k, t in seconds.items()}
-    return {"dtype": dname(dtype), "rows": rows, "D": dim, "width": width, "bytes": nbytes,
-            "seconds": seconds, "GB/s": gbs,
-            "ours/read": gbs["ours"] / gbs["read"], "ours/index_add_": gbs["ours"] / gbs["index_add_"],
-            "cold/index_add_": gbs["cold"] / gbs["index_add_"] if "cold" in gbs else None}
+    return {
+        "dtype": dname(dtype),
+        "rows": rows,
+        "D": dim,
+        "width": width,
+        "bytes": nbytes,
+        "seconds": seconds,
+        "GB/s": gbs,
+        "ours/read": gbs["ours"] / gbs["read"],
+        "ours/index_add_": gbs["ours"] / gbs["index_add_"],
+        "cold/index_add_": gbs["cold"] / gbs["index_add_"] if "cold" in gbs else None,
+    }
 
 
 def sweep(device, timer):
@@ -157,26 +167,53 @@ def sweep(device, timer):
             for num_warps in (4, 8):
                 for target in (1024, 2048, 4096):
                     for fraction in (1 / 16, 1 / 8):
+
                         def run():
                             return triton_kernel._count_sketch_triton(
-                                x, width, SEED, block=block, num_warps=num_warps, target_programs=target,
-                                max_workspace_fraction=fraction)
+                                x,
+                                width,
+                                SEED,
+                                block=block,
+                                num_warps=num_warps,
+                                target_programs=target,
+                                max_workspace_fraction=fraction,
+                            )
+
                         torch.testing.assert_close(run(), default, rtol=1e-4, atol=1e-3 * (dim / width) ** 0.5)
                         t = timer(run)
-                        r = {"case": label, "block": block, "num_warps": num_warps, "target_programs": target,
-                             "max_workspace_fraction": fraction, "GB/s": nbytes / t / 1e9, "of read": t_read / t,
-                             "launch": triton_kernel.plan(dim, width, 0, x.element_size(), block=block,
-                                                          num_warps=num_warps, target_programs=target,
-                                                          max_workspace_fraction=fraction).__dict__}
+                        r = {
+                            "case": label,
+                            "block": block,
+                            "num_warps": num_warps,
+                            "target_programs": target,
+                            "max_workspace_fraction": fraction,
+                            "GB/s": nbytes / t / 1e9,
+                            "of read": t_read / t,
+                            "launch": triton_kernel.plan(
+                                dim,
+                                width,
+                                0,
+                                x.element_size(),
+                                block=block,
+                                num_warps=num_warps,
+                                target_programs=target,
+                                max_workspace_fraction=fraction,
+                            ).__dict__,
+                        }
                         rows_out.append(r)
-                        print(f"  {label:24s} BLOCK={block:5d} warps={num_warps} target={target:5d} "
-                              f"ws<={fraction:.3f}  splits={r['launch']['splits']:4d}  {r['GB/s']:8.0f} GB/s  "
-                              f"{100 * r['of read']:5.1f}% of read", flush=True)
+                        print(
+                            f"  {label:24s} BLOCK={block:5d} warps={num_warps} target={target:5d} "
+                            f"ws<={fraction:.3f}  splits={r['launch']['splits']:4d}  {r['GB/s']:8.0f} GB/s  "
+                            f"{100 * r['of read']:5.1f}% of read",
+                            flush=True,
+                        )
         del x, default
         best = max((r for r in rows_out if r["case"] == label), key=lambda r: r["GB/s"])
-        print(f"  best for {label}: BLOCK={best['block']} warps={best['num_warps']} "
-              f"target={best['target_programs']} ws<={best['max_workspace_fraction']:.3f} "
-              f"{best['GB/s']:.0f} GB/s ({100 * best['of read']:.1f}% of read)")
+        print(
+            f"  best for {label}: BLOCK={best['block']} warps={best['num_warps']} "
+            f"target={best['target_programs']} ws<={best['max_workspace_fraction']:.3f} "
+            f"{best['GB/s']:.0f} GB/s ({100 * best['of read']:.1f}% of read)"
+        )
     return rows_out
 
 
@@ -189,8 +226,12 @@ def main(argv=None) -> int:
     ap.add_argument("--sweep", action="store_true", help="also time other launch configurations (GPU)")
     ap.add_argument("--json", metavar="PATH", help="write all figures to PATH as JSON")
     ap.add_argument("--budget", type=float, default=None, help="seconds of timed repetitions per measurement")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (default on CPU: 1, stable figures on a shared machine)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default on CPU: 1, stable figures on a shared machine)",
+    )
     args = ap.parse_args(argv)
 
     cuda = torch.cuda.is_available()
@@ -201,13 +242,17 @@ def main(argv=None) -> int:
     timer = Timer(cuda, args.budget if args.budget is not None else (0.25 if cuda else 0.5))
     try:
         import triton
+
         triton_version = triton.__version__
     except ImportError:
         triton_version = "not installed"
     header = {
-        "device": torch.cuda.get_device_name() if cuda else f"CPU ({platform.processor() or platform.machine()}, "
-                                                              f"{torch.get_num_threads()} threads)",
-        "torch": torch.__version__, "triton": triton_version, "python": platform.python_version(),
+        "device": torch.cuda.get_device_name()
+        if cuda
+        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "python": platform.python_version(),
         "grid": "full" if full else "quick",
         "ours": "Triton kernel" if cuda else "torch reference (no CUDA device: the Triton kernel is not timed)",
     }
@@ -215,8 +260,10 @@ def main(argv=None) -> int:
         print(f"# {k}: {v}")
 
     results = []
-    print(f"{'case':30s} {'ours':>9s} {'index_add_':>11s} {'read':>9s}   {'ours/read':>9s} {'ours/index_add_':>15s}"
-          + ("   launch" if cuda else f" {'cold/index_add_':>15s}"))
+    print(
+        f"{'case':30s} {'ours':>9s} {'index_add_':>11s} {'read':>9s}   {'ours/read':>9s} {'ours/index_add_':>15s}"
+        + ("   launch" if cuda else f" {'cold/index_add_':>15s}")
+    )
     print(f"{'':30s} {'GB/s':>9s} {'GB/s':>11s} {'GB/s':>9s}")
     for dtype, rows, dim, width in grid(full):
         r = measure_case(dtype, rows, dim, width, device, timer)
@@ -225,9 +272,12 @@ def main(argv=None) -> int:
         label = f"{dname(dtype)} {shape} w={p2(width)}"
         g = r["GB/s"]
         launch = triton_kernel.launch_summary(dim, width, 0, dtype, rows) if cuda else ""
-        print(f"{label:30s} {g['ours']:9.3g} {g['index_add_']:11.3g} {g['read']:9.4g}   "
-              f"{100 * r['ours/read']:8.1f}% {r['ours/index_add_']:14.3g}x   "
-              + (launch if cuda else f"{r['cold/index_add_']:14.3g}x"), flush=True)
+        print(
+            f"{label:30s} {g['ours']:9.3g} {g['index_add_']:11.3g} {g['read']:9.4g}   "
+            f"{100 * r['ours/read']:8.1f}% {r['ours/index_add_']:14.3g}x   "
+            + (launch if cuda else f"{r['cold/index_add_']:14.3g}x"),
+            flush=True,
+        )
         if cuda:
             torch.cuda.empty_cache()
 
@@ -239,16 +289,25 @@ def main(argv=None) -> int:
         else:
             print("# goals (D=2^27 unless batched; ratios against read in the same run)")
             for label, dtype, rows, dim, width, min_read, min_index in GOALS:
-                r = next((r for r in results if (r["dtype"], r["rows"], r["D"], r["width"]) ==
-                          (dname(dtype), rows, dim, width)), None)
+                r = next(
+                    (
+                        r
+                        for r in results
+                        if (r["dtype"], r["rows"], r["D"], r["width"]) == (dname(dtype), rows, dim, width)
+                    ),
+                    None,
+                )
                 if r is None:
                     r = measure_case(dtype, rows, dim, width, device, timer)
                 ok = r["ours/read"] >= min_read and (min_index is None or r["ours/index_add_"] >= min_index)
                 need = f">= {100 * min_read:.0f}% of read" + (f", >= {min_index:.0f}x index_add_" if min_index else "")
-                print(f"{'PASS' if ok else 'FAIL'}  {label:24s} {100 * r['ours/read']:5.1f}% of read, "
-                      f"{r['ours/index_add_']:5.1f}x index_add_   (goal {need})")
-                goals.append({"goal": label, "pass": ok, "ours/read": r["ours/read"],
-                              "ours/index_add_": r["ours/index_add_"]})
+                print(
+                    f"{'PASS' if ok else 'FAIL'}  {label:24s} {100 * r['ours/read']:5.1f}% of read, "
+                    f"{r['ours/index_add_']:5.1f}x index_add_   (goal {need})"
+                )
+                goals.append(
+                    {"goal": label, "pass": ok, "ours/read": r["ours/read"], "ours/index_add_": r["ours/index_add_"]}
+                )
                 status |= 0 if ok else 1
 
     sweep_rows = []

@@ -57,14 +57,42 @@ HERE = Path(__file__).resolve().parent
 
 PRESETS = {
     # hidden, intermediate, layers, heads, kv heads, vocab, dtype
-    "small": dict(hidden_size=256, intermediate_size=896, num_hidden_layers=4, num_attention_heads=4,
-                  num_key_value_heads=1, vocab=2048, dtype="float32"),
-    "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-               num_key_value_heads=8, vocab=128256, dtype="bfloat16"),
-    "3b": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
-               num_key_value_heads=8, vocab=128256, dtype="bfloat16"),
-    "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-               num_key_value_heads=8, vocab=128256, dtype="bfloat16"),
+    "small": dict(
+        hidden_size=256,
+        intermediate_size=896,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        vocab=2048,
+        dtype="float32",
+    ),
+    "1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab=128256,
+        dtype="bfloat16",
+    ),
+    "3b": dict(
+        hidden_size=3072,
+        intermediate_size=8192,
+        num_hidden_layers=28,
+        num_attention_heads=24,
+        num_key_value_heads=8,
+        vocab=128256,
+        dtype="bfloat16",
+    ),
+    "8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab=128256,
+        dtype="bfloat16",
+    ),
 }
 
 
@@ -88,10 +116,16 @@ def overrides_for(preset: str, layers: int | None, checkpointing: bool, extra: l
     if layers is not None:
         p["num_hidden_layers"] = layers
     out = [f"model.backbone.{k}={v}" for k, v in p.items()]
-    out += ["model.backbone.max_position_embeddings=8192", f"model.backbone.dtype={dtype}",
-            "model.backbone.attn_implementation=sdpa", "model.tokenizer._target_=memory.SizedVocab",
-            f"model.tokenizer.vocab_size={vocab}", f"model.gradient_checkpointing={str(checkpointing).lower()}",
-            "model.lora.r=16", "model.lora.alpha=32"]
+    out += [
+        "model.backbone.max_position_embeddings=8192",
+        f"model.backbone.dtype={dtype}",
+        "model.backbone.attn_implementation=sdpa",
+        "model.tokenizer._target_=memory.SizedVocab",
+        f"model.tokenizer.vocab_size={vocab}",
+        f"model.gradient_checkpointing={str(checkpointing).lower()}",
+        "model.lora.r=16",
+        "model.lora.alpha=32",
+    ]
     return out + list(extra)
 
 
@@ -169,9 +203,11 @@ def child(spec: dict) -> dict:
         sketcher = PerPairSketcher.from_config(module, cfg.sketch)
         handles, held = [], []
         if mode == "held":
+
             def keep(mod, args, output):
                 if torch.is_grad_enabled():
                     held.append(args[0].detach())
+
             handles = [o.module.register_forward_hook(keep) for o in sketcher.owners]
 
         def op():
@@ -195,15 +231,23 @@ def child(spec: dict) -> dict:
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) - resting
     else:
-        resting = (_tensor_bytes(module.parameters()) + _tensor_bytes(module.buffers()) + _tensor_bytes(state)
-                   + cs_reference.hash_cache_bytes())
+        resting = (
+            _tensor_bytes(module.parameters())
+            + _tensor_bytes(module.buffers())
+            + _tensor_bytes(state)
+            + cs_reference.hash_cache_bytes()
+        )
         peak = _cpu_peak(op)
     return {"resting": resting, "peak_above": peak, "peak": resting + peak, "rss_peak_above": max(0, rss)}
 
 
 def run_child(spec: dict) -> dict:
-    result = subprocess.run([sys.executable, str(HERE / "memory.py"), "--child", json.dumps(spec)],
-                            capture_output=True, text=True, cwd=HERE.parent)
+    result = subprocess.run(
+        [sys.executable, str(HERE / "memory.py"), "--child", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        cwd=HERE.parent,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"measurement {spec['mode']} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -243,12 +287,16 @@ def main() -> None:
     modes = ["train", "sketch"] + (["held"] if args.held else []) + (["reference"] if args.reference else [])
     p = PRESETS[preset]
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} thread(s)"
-    print(f"# {where}; preset {preset}: hidden {p['hidden_size']}, intermediate {p['intermediate_size']}, "
-          f"{args.layers or p['num_hidden_layers']} layers, heads {p['num_attention_heads']}/"
-          f"{p['num_key_value_heads']}, vocab {p['vocab']}, {p['dtype']}, LoRA r=16 on all linear layers; "
-          f"torch {torch.__version__}" + (f"; overrides: {' '.join(args.override)}" if args.override else ""))
-    print(f"# peak = resting + the operation's peak above it (MiB); "
-          f"{'max_memory_allocated' if device.type == 'cuda' else 'tensor allocations (profiler)'}")
+    print(
+        f"# {where}; preset {preset}: hidden {p['hidden_size']}, intermediate {p['intermediate_size']}, "
+        f"{args.layers or p['num_hidden_layers']} layers, heads {p['num_attention_heads']}/"
+        f"{p['num_key_value_heads']}, vocab {p['vocab']}, {p['dtype']}, LoRA r=16 on all linear layers; "
+        f"torch {torch.__version__}" + (f"; overrides: {' '.join(args.override)}" if args.override else "")
+    )
+    print(
+        f"# peak = resting + the operation's peak above it (MiB); "
+        f"{'max_memory_allocated' if device.type == 'cuda' else 'tensor allocations (profiler)'}"
+    )
     rows, failed = [], False
     for shape in shapes:
         pairs, tokens = (int(v) for v in shape.lower().split("x"))
@@ -256,27 +304,38 @@ def main() -> None:
             overrides = overrides_for(preset, args.layers, ckpt == "on", args.override)
             figures = {}
             for mode in modes:
-                spec = {"mode": mode, "device": str(device), "overrides": overrides, "pairs": pairs,
-                        "tokens": tokens, "threads": args.threads}
+                spec = {
+                    "mode": mode,
+                    "device": str(device),
+                    "overrides": overrides,
+                    "pairs": pairs,
+                    "tokens": tokens,
+                    "threads": args.threads,
+                }
                 figures[mode] = run_child(spec)
             estimate = _estimates(overrides, pairs, tokens, device) if args.plan else {}
-            rows.append({"pairs": pairs, "tokens": tokens, "checkpointing": ckpt, "figures": figures,
-                         "plan": estimate})
+            rows.append({"pairs": pairs, "tokens": tokens, "checkpointing": ckpt, "figures": figures, "plan": estimate})
             print(f"\n{pairs} pairs x {tokens} tokens, gradient checkpointing {ckpt}")
-            print(f"{'':12}{'resting':>10}{'peak':>10}{'above':>10}{'rss above':>10}{'x train':>9}"
-                  + (f"{'plan':>10}{'plan err':>10}" if estimate else ""))
+            print(
+                f"{'':12}{'resting':>10}{'peak':>10}{'above':>10}{'rss above':>10}{'x train':>9}"
+                + (f"{'plan':>10}{'plan err':>10}" if estimate else "")
+            )
             train = figures["train"]["peak"]
             for mode, f in figures.items():
-                line = (f"{mode:<12}{mib(f['resting'])}{mib(f['peak'])}{mib(f['peak_above'])}"
-                        f"{mib(f['rss_peak_above'])}{f['peak'] / train:9.2f}")
+                line = (
+                    f"{mode:<12}{mib(f['resting'])}{mib(f['peak'])}{mib(f['peak_above'])}"
+                    f"{mib(f['rss_peak_above'])}{f['peak'] / train:9.2f}"
+                )
                 if mode in estimate:
                     line += f"{mib(estimate[mode])}{100 * (estimate[mode] / f['peak'] - 1):9.1f}%"
                 print(line, flush=True)
             ratio = figures["sketch"]["peak"] / train
             if ckpt == "on":
                 failed |= ratio > 1.2
-                print(f"{'PASS' if ratio <= 1.2 else 'FAIL'}  sketch pass / training step = {ratio:.2f} "
-                      f"with checkpointing (goal <= 1.2)")
+                print(
+                    f"{'PASS' if ratio <= 1.2 else 'FAIL'}  sketch pass / training step = {ratio:.2f} "
+                    f"with checkpointing (goal <= 1.2)"
+                )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"preset": preset, "device": str(device), "cases": rows}, indent=1))

@@ -49,17 +49,25 @@ from congrad.utils.project import compose_config  # noqa: E402
 PRESETS = {
     "tiny": [],
     "small": [
-        "model.backbone.hidden_size=256", "model.backbone.intermediate_size=688",
-        "model.backbone.num_hidden_layers=4", "model.backbone.num_attention_heads=8",
-        "model.backbone.num_key_value_heads=4", "model.backbone.max_position_embeddings=2048",
+        "model.backbone.hidden_size=256",
+        "model.backbone.intermediate_size=688",
+        "model.backbone.num_hidden_layers=4",
+        "model.backbone.num_attention_heads=8",
+        "model.backbone.num_key_value_heads=4",
+        "model.backbone.max_position_embeddings=2048",
     ],
     # the layer shapes of Llama-3.2-1B (16 layers there), bf16 weights, float32 adapters
     "1b": [
-        "model.backbone.hidden_size=2048", "model.backbone.intermediate_size=8192",
-        "model.backbone.num_hidden_layers=8", "model.backbone.num_attention_heads=32",
-        "model.backbone.num_key_value_heads=8", "model.backbone.max_position_embeddings=4096",
-        "model.backbone.dtype=bfloat16", "model.backbone.attn_implementation=sdpa",
-        "model.lora.r=16", "model.lora.alpha=32",
+        "model.backbone.hidden_size=2048",
+        "model.backbone.intermediate_size=8192",
+        "model.backbone.num_hidden_layers=8",
+        "model.backbone.num_attention_heads=32",
+        "model.backbone.num_key_value_heads=8",
+        "model.backbone.max_position_embeddings=4096",
+        "model.backbone.dtype=bfloat16",
+        "model.backbone.attn_implementation=sdpa",
+        "model.lora.r=16",
+        "model.lora.alpha=32",
     ],
 }
 
@@ -125,12 +133,16 @@ def bench_shape(module, cfg, pairs: int, tokens: int, args, device: torch.device
     policy.eval()
     width, seed = args.width or cfg.sketch.width, cfg.sketch.seed
     chunk = int(cfg.sketch.chunk_mb * 2**20)
-    sketchers = {m: PerPairSketcher(module, width, seed, params=cfg.sketch.params, method=m, chunk_bytes=chunk)
-                 for m in ("hooks", "loop") if m in args.methods}
+    sketchers = {
+        m: PerPairSketcher(module, width, seed, params=cfg.sketch.params, method=m, chunk_bytes=chunk)
+        for m in ("hooks", "loop")
+        if m in args.methods
+    }
     for params in args.params:
         if params != cfg.sketch.params and "hooks" in args.methods:
-            sketchers[f"hooks[{params}]"] = PerPairSketcher(module, width, seed, params=params, method="hooks",
-                                                            chunk_bytes=chunk)
+            sketchers[f"hooks[{params}]"] = PerPairSketcher(
+                module, width, seed, params=params, method="hooks", chunk_bytes=chunk
+            )
     ref = module.reference_logps(batch)
 
     def plain():
@@ -156,14 +168,19 @@ def bench_shape(module, cfg, pairs: int, tokens: int, args, device: torch.device
     med = {name: statistics.median(ts) for name, ts in times.items()}
     base = med.get("plain")
     sizes = ", ".join(f"{name}: {len(s.slots)} tensors, {s.dim:,} coordinates" for name, s in sketchers.items())
-    print(f"\nB={pairs} pairs x T={tokens} tokens ({2 * pairs} sequences), width {width}, median of {args.reps}; "
-          f"{sizes}")
-    print(f"{'':<15}{'s/batch':>10}{'pairs/s':>10}{'x plain':>9}{'min s':>9}{'max s':>9}"
-          + (f"{'peak GiB':>10}" if peak else ""))
+    print(
+        f"\nB={pairs} pairs x T={tokens} tokens ({2 * pairs} sequences), width {width}, median of {args.reps}; {sizes}"
+    )
+    print(
+        f"{'':<15}{'s/batch':>10}{'pairs/s':>10}{'x plain':>9}{'min s':>9}{'max s':>9}"
+        + (f"{'peak GiB':>10}" if peak else "")
+    )
     for name, t in med.items():
         ratio = f"{t / base:9.2f}" if base else f"{'-':>9}"
-        print(f"{name:<15}{t:10.4f}{pairs / t:10.1f}{ratio}{min(times[name]):9.4f}{max(times[name]):9.4f}"
-              + (f"{peak[name]:10.2f}" if peak else ""))
+        print(
+            f"{name:<15}{t:10.4f}{pairs / t:10.1f}{ratio}{min(times[name]):9.4f}{max(times[name]):9.4f}"
+            + (f"{peak[name]:10.2f}" if peak else "")
+        )
 
     for name in med:
         if name.startswith("hooks[") and "hooks" in med:
@@ -175,26 +192,36 @@ def bench_shape(module, cfg, pairs: int, tokens: int, args, device: torch.device
         total = sum(timed(lambda: probe(batch, ref), device) for _ in range(args.breakdown_reps))
         n = args.breakdown_reps
         hook, sketch = totals["sketch hook"] / n, totals["count_sketch"] / n
-        print(f"hooks breakdown (instrumented, mean of {n}): total {total / n:.4f} s = "
-              f"fwd+bwd+bookkeeping {total / n - hook:.4f} s + sketch hook {hook:.4f} s "
-              f"[{totals['hook calls'] / n:.0f} calls: bmm/reshape {hook - sketch:.4f} s, "
-              f"count_sketch {sketch:.4f} s in {totals['count_sketch calls'] / n:.0f} calls]")
+        print(
+            f"hooks breakdown (instrumented, mean of {n}): total {total / n:.4f} s = "
+            f"fwd+bwd+bookkeeping {total / n - hook:.4f} s + sketch hook {hook:.4f} s "
+            f"[{totals['hook calls'] / n:.0f} calls: bmm/reshape {hook - sketch:.4f} s, "
+            f"count_sketch {sketch:.4f} s in {totals['count_sketch calls'] / n:.0f} calls]"
+        )
         if base:
-            print(f"  as multiples of plain: rest {(total / n - hook) / base:.2f}, bmm/reshape "
-                  f"{(hook - sketch) / base:.2f}, count_sketch {sketch / base:.2f}")
+            print(
+                f"  as multiples of plain: rest {(total / n - hook) / base:.2f}, bmm/reshape "
+                f"{(hook - sketch) / base:.2f}, count_sketch {sketch / base:.2f}"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="cpu | cuda | auto")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                        help="model size (default: tiny on CPU, 1b on CUDA)")
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default=None, help="model size (default: tiny on CPU, 1b on CUDA)"
+    )
     parser.add_argument("--layers", type=int, default=None, help="override the preset's number of layers")
-    parser.add_argument("--shapes", nargs="+", default=None,
-                        help="BxT pairs x tokens (default: 16x128 on CPU, 8x512 16x256 on CUDA)")
+    parser.add_argument(
+        "--shapes", nargs="+", default=None, help="BxT pairs x tokens (default: 16x128 on CPU, 8x512 16x256 on CUDA)"
+    )
     parser.add_argument("--methods", nargs="+", default=["plain", "hooks", "loop"])
-    parser.add_argument("--params", nargs="+", default=["lora", "all"],
-                        help="sketch.params values timed with hooks (besides the config's, which hooks/loop use)")
+    parser.add_argument(
+        "--params",
+        nargs="+",
+        default=["lora", "all"],
+        help="sketch.params values timed with hooks (besides the config's, which hooks/loop use)",
+    )
     parser.add_argument("--width", type=int, default=None, help="sketch width (default: conf/sketch)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--reps", type=int, default=7)
@@ -221,9 +248,11 @@ def main() -> None:
     n_params = sum(p.numel() for p in module.policy.parameters())
     n_lora = sum(p.numel() for n, p in module.policy.named_parameters() if "lora_" in n)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} thread(s)"
-    print(f"{where}; preset {preset}: hidden {backbone.hidden_size}, intermediate {backbone.intermediate_size}, "
-          f"{backbone.num_hidden_layers} layers, {backbone.dtype}, {backbone.attn_implementation} attention; "
-          f"{n_params / 1e6:.1f}M parameters, LoRA r={cfg.model.lora.r}: {n_lora / 1e6:.2f}M; torch {torch.__version__}")
+    print(
+        f"{where}; preset {preset}: hidden {backbone.hidden_size}, intermediate {backbone.intermediate_size}, "
+        f"{backbone.num_hidden_layers} layers, {backbone.dtype}, {backbone.attn_implementation} attention; "
+        f"{n_params / 1e6:.1f}M parameters, LoRA r={cfg.model.lora.r}: {n_lora / 1e6:.2f}M; torch {torch.__version__}"
+    )
     for shape in shapes:
         pairs, tokens = (int(v) for v in shape.lower().split("x"))
         bench_shape(module, cfg, pairs, tokens, args, device)

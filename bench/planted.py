@@ -81,8 +81,13 @@ def make_data(args, out_dir: Path) -> tuple[Path, Path]:
 
 def config(args, seed: int, data_path: Path, out_dir: Path):
     overrides = [
-        f"seed={seed}", f"data.path={data_path}", "data.val_fraction=0", "~callbacks", "~logger",
-        f"paths.output_dir={out_dir}", f"filter.keep_ratio={args.keep_ratio}",
+        f"seed={seed}",
+        f"data.path={data_path}",
+        "data.val_fraction=0",
+        "~callbacks",
+        "~logger",
+        f"paths.output_dir={out_dir}",
+        f"filter.keep_ratio={args.keep_ratio}",
     ]
     if args.epochs is not None:
         overrides.append(f"trainer.max_epochs={args.epochs}")
@@ -102,8 +107,12 @@ def sketcher_for(cfg, module, width: int) -> PerPairSketcher:
 
 
 def score_kept(cfg, module, datamodule, width: int, aggregator: str) -> list[int]:
-    sketches = sketch_candidates(sketcher_for(cfg, module, width), datamodule.candidate_dataloader(cfg.sketch.batch_size),
-                                 torch.device("cpu"), progress=False)
+    sketches = sketch_candidates(
+        sketcher_for(cfg, module, width),
+        datamodule.candidate_dataloader(cfg.sketch.batch_size),
+        torch.device("cpu"),
+        progress=False,
+    )
     languages = [row.language for row in datamodule.train_rows]
     result = filter_results(cfg, sketches, languages, [aggregator])[aggregator]
     return result.kept.nonzero().flatten().tolist()
@@ -125,9 +134,15 @@ def scoring_part(args, train_path: Path, tmp: Path) -> None:
     flipped = torch.tensor([bool(row.raw.get("flipped")) for row in rows])
     in_flip_langs = torch.tensor([lang in args.flip_languages for lang in languages])
     clean = ~flipped
-    point = f"after {args.warmup_steps} DPO warm-up steps" if args.warmup_steps else "at the reference point (random init, policy = reference)"
-    print(f"\n== Part 1: scoring {len(rows)} pairs ({int(flipped.sum())} flipped: "
-          f"{args.flip_fraction:.0%} of {', '.join(args.flip_languages)}), tiny model {point}, seed {seed}")
+    point = (
+        f"after {args.warmup_steps} DPO warm-up steps"
+        if args.warmup_steps
+        else "at the reference point (random init, policy = reference)"
+    )
+    print(
+        f"\n== Part 1: scoring {len(rows)} pairs ({int(flipped.sum())} flipped: "
+        f"{args.flip_fraction:.0%} of {', '.join(args.flip_languages)}), tiny model {point}, seed {seed}"
+    )
 
     t0 = time.perf_counter()
     exact = exact_gradients(cfg, module, datamodule)
@@ -138,13 +153,16 @@ def scoring_part(args, train_path: Path, tmp: Path) -> None:
     for width in args.widths:
         sketcher = sketcher_for(cfg, module, width)
         t0 = time.perf_counter()
-        sketches = sketch_candidates(sketcher, datamodule.candidate_dataloader(cfg.sketch.batch_size),
-                                     torch.device("cpu"), progress=False)
+        sketches = sketch_candidates(
+            sketcher, datamodule.candidate_dataloader(cfg.sketch.batch_size), torch.device("cpu"), progress=False
+        )
         timings[width] = time.perf_counter() - t0
         sketches_at[width] = sketches
         results[width] = filter_results(cfg, sketches, languages, args.aggregators)
-    print(f"sketch method {sketcher.method}, {cfg.sketch.kind} sketch of d = {exact.shape[1]} LoRA gradient "
-          f"coordinates ({int((exact.abs().sum(0) > 0).sum())} nonzero)")
+    print(
+        f"sketch method {sketcher.method}, {cfg.sketch.kind} sketch of d = {exact.shape[1]} LoRA gradient "
+        f"coordinates ({int((exact.abs().sum(0) > 0).sum())} nonzero)"
+    )
     ref_width = args.ref_width if args.ref_width in sketches_at else args.widths[-1]
     oracle = count_sketch(exact, ref_width, cfg.sketch.seed) if cfg.sketch.kind == "count" else None
     if oracle is not None:
@@ -153,8 +171,13 @@ def scoring_part(args, train_path: Path, tmp: Path) -> None:
 
     generator = torch.Generator().manual_seed(seed)
     random_scores = torch.rand(len(rows), generator=generator)
-    random_kept = select(random_scores, languages, keep_ratio=args.keep_ratio,
-                         per_language=cfg.filter.per_language, min_per_language=cfg.filter.min_per_language)
+    random_kept = select(
+        random_scores,
+        languages,
+        keep_ratio=args.keep_ratio,
+        per_language=cfg.filter.per_language,
+        min_per_language=cfg.filter.min_per_language,
+    )
 
     columns = [*args.widths, "exact"]
     header = "".join(f"{('w=' + str(c)) if c != 'exact' else 'exact':>9}" for c in columns)
@@ -174,15 +197,22 @@ def scoring_part(args, train_path: Path, tmp: Path) -> None:
     print(f"\nSpearman of sketched vs exact-gradient scores")
     print(f"{'aggregator':<12}" + "".join(f"{'w=' + str(w):>9}" for w in args.widths))
     for agg in args.aggregators:
-        print(f"{agg:<12}" + "".join(f"{spearman(results[w][agg].scores, results['exact'][agg].scores):9.3f}"
-                                     for w in args.widths))
-    print(f"{'time (s)':<12}" + "".join(f"{timings[w]:9.1f}" for w in args.widths)
-          + f"   (exact gradients: {timings['exact']:.1f} s)")
+        print(
+            f"{agg:<12}"
+            + "".join(f"{spearman(results[w][agg].scores, results['exact'][agg].scores):9.3f}" for w in args.widths)
+        )
+    print(
+        f"{'time (s)':<12}"
+        + "".join(f"{timings[w]:9.1f}" for w in args.widths)
+        + f"   (exact gradients: {timings['exact']:.1f} s)"
+    )
 
     n_flip, n_clean = int(flipped.sum()), int(clean.sum())
     scope = "within each language" if cfg.filter.per_language else "global"
-    print(f"\nkeep_ratio {args.keep_ratio} ({scope}, min_per_language {cfg.filter.min_per_language}): share of "
-          f"flipped / clean pairs dropped")
+    print(
+        f"\nkeep_ratio {args.keep_ratio} ({scope}, min_per_language {cfg.filter.min_per_language}): share of "
+        f"flipped / clean pairs dropped"
+    )
     print(f"{'aggregator':<12}" + "".join(f"{('w=' + str(c)) if c != 'exact' else 'exact':>14}" for c in columns))
 
     def dropped(kept):
@@ -244,14 +274,15 @@ def training_part(args, train_path: Path, heldout_path: Path, tmp: Path) -> None
         flipped = [bool(row.raw.get("flipped")) for row in datamodule.train_rows]
         kept = score_kept(cfg, module, datamodule, args.ref_width, "pcgrad")
         shuffled = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-        subsets = {"all pairs": list(range(n)), "ConGrad-kept": kept, "random subset": sorted(shuffled[:len(kept)])}
+        subsets = {"all pairs": list(range(n)), "ConGrad-kept": kept, "random subset": sorted(shuffled[: len(kept)])}
         for arm, indices in subsets.items():
             module, datamodule = setup(cfg, seed)  # the same initialisation for every arm
             datamodule.set_active_indices(indices)
             trainer = make_trainer(cfg, tmp / f"train_{seed}")
             trainer.fit(module, datamodule=datamodule)
-            heldout = hydra.utils.instantiate(cfg.data, tokenizer=datamodule.tokenizer, path=str(heldout_path),
-                                              languages=None)
+            heldout = hydra.utils.instantiate(
+                cfg.data, tokenizer=datamodule.tokenizer, path=str(heldout_path), languages=None
+            )
             heldout.setup("fit")
             by_lang = accuracy_by_language(module, heldout)
             heldout_sizes = {g: sum(len(by_lang.get(lang, [])) for lang in langs) for g, langs in groups.items()}
@@ -263,9 +294,11 @@ def training_part(args, train_path: Path, heldout_path: Path, tmp: Path) -> None
         print(f"  seed {seed} done ({time.perf_counter() - t_start:.0f} s)", flush=True)
 
     epochs = cfg.trainer.max_epochs
-    print(f"\nheld-out preference accuracy on clean pairs (implicit reward chosen > rejected), mean ± sd over "
-          f"seeds {args.seeds}; {epochs} epochs, batch {cfg.data.batch_size}, lr {cfg.dpo.optimizer.lr}, "
-          f"beta {cfg.dpo.beta}")
+    print(
+        f"\nheld-out preference accuracy on clean pairs (implicit reward chosen > rejected), mean ± sd over "
+        f"seeds {args.seeds}; {epochs} epochs, batch {cfg.data.batch_size}, lr {cfg.dpo.optimizer.lr}, "
+        f"beta {cfg.dpo.beta}"
+    )
     names = list(groups)
     print(f"{'arm':<15}{'pairs':>6}{'flipped':>9}" + "".join(f"{g + f' ({heldout_sizes[g]})':>26}" for g in names))
     for arm in arms:
@@ -277,22 +310,38 @@ def training_part(args, train_path: Path, heldout_path: Path, tmp: Path) -> None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=60, help="training pairs per seen language")
-    parser.add_argument("--heldout-pairs", type=int, default=40, help="held-out pairs drawn per language "
-                        "(before removing those that also occur in training)")
+    parser.add_argument(
+        "--heldout-pairs",
+        type=int,
+        default=40,
+        help="held-out pairs drawn per language (before removing those that also occur in training)",
+    )
     parser.add_argument("--flip-fraction", type=float, default=0.25)
     parser.add_argument("--flip-languages", nargs="+", default=["de", "ru", "hi"])
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--widths", type=int, nargs="+", default=[256, 1024, 4096, 16384])
     parser.add_argument("--ref-width", type=int, default=4096, help="width of the training arm's filter")
-    parser.add_argument("--aggregators", nargs="+", default=["pcgrad", "mean", "none"],
-                        help="also: gradvac (equal to pcgrad at filter.gradvac_target=0)")
+    parser.add_argument(
+        "--aggregators",
+        nargs="+",
+        default=["pcgrad", "mean", "none"],
+        help="also: gradvac (equal to pcgrad at filter.gradvac_target=0)",
+    )
     parser.add_argument("--keep-ratio", type=float, default=0.75)
-    parser.add_argument("--warmup-steps", type=int, default=0,
-                        help="DPO steps on all pairs before scoring (0: score at the reference point)")
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=0,
+        help="DPO steps on all pairs before scoring (0: score at the reference point)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: conf/trainer)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (the tiny model gains nothing from more, and oversubscribes)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (the tiny model gains nothing from more, and oversubscribes)",
+    )
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--quick", action="store_true", help="small smoke run of every part")
     parser.add_argument("override", nargs="*", default=[], help="extra Hydra overrides of conf/train.yaml")

@@ -112,8 +112,15 @@ def score_quality(cfg, pieces, widths: list[int], label: str) -> dict:
     check = float((batched.cpu() - reference).norm() / reference.norm())
 
     vectors = {"exact": exact, **{w: count_sketch(exact, w, cfg.sketch.seed) for w in widths}}
-    out = {"label": label, "pairs": len(rows), "flipped": int(flipped.sum()), "d": exact.shape[1],
-           "exact_pass_seconds": round(seconds, 1), "batched_vs_exact_sketch_rel_error": check, "by": {}}
+    out = {
+        "label": label,
+        "pairs": len(rows),
+        "flipped": int(flipped.sum()),
+        "d": exact.shape[1],
+        "exact_pass_seconds": round(seconds, 1),
+        "batched_vs_exact_sketch_rel_error": check,
+        "by": {},
+    }
     for key, vecs in vectors.items():
         per_global = filter_results(cfg, vecs, languages, SCORED, per_language=False)
         per_language = filter_results(cfg, vecs, languages, SCORED, per_language=True)
@@ -131,31 +138,43 @@ def score_quality(cfg, pieces, widths: list[int], label: str) -> dict:
             out["by"].setdefault(str(key), {})[agg] = entry
         if key == "exact":
             out_exact = {agg: per_global[agg].scores for agg in SCORED}
-            out["cosine_before_surgery"] = {"languages": per_global["pcgrad"].aggregate_languages,
-                                            "matrix": per_global["pcgrad"].cosine_before.tolist()}
+            out["cosine_before_surgery"] = {
+                "languages": per_global["pcgrad"].aggregate_languages,
+                "matrix": per_global["pcgrad"].cosine_before.tolist(),
+            }
     norms = exact.norm(dim=1)
     with torch.no_grad():
-        weights = torch.cat([1 - torch.exp(-module.pair_losses(b)["loss"])  # σ(−h): the gradient's DPO weight
-                             for b in datamodule.candidate_dataloader(cfg.sketch.batch_size)])
+        weights = torch.cat(
+            [
+                1 - torch.exp(-module.pair_losses(b)["loss"])  # σ(−h): the gradient's DPO weight
+                for b in datamodule.candidate_dataloader(cfg.sketch.batch_size)
+            ]
+        )
     out["gradient_norm_mean"] = {"clean": float(norms[~flipped].mean()), "flipped": float(norms[flipped].mean())}
     out["dpo_weight_mean"] = {"clean": float(weights[~flipped].mean()), "flipped": float(weights[flipped].mean())}
     # the aggregates from unit-norm gradients (one vote per pair) and from raw sums
     out["auroc_pcgrad_exact_by_normalize"] = {
-        str(normalize).lower(): auroc(filter_results(cfg, exact, languages, ["pcgrad"], per_language=False,
-                                                     normalize=normalize)["pcgrad"].scores, ~flipped)
+        str(normalize).lower(): auroc(
+            filter_results(cfg, exact, languages, ["pcgrad"], per_language=False, normalize=normalize)["pcgrad"].scores,
+            ~flipped,
+        )
         for normalize in (True, False)
     }
     return out
 
 
 def print_quality(q: dict, widths: list[int]) -> None:
-    print(f"\n== scoring {q['pairs']} pairs ({q['flipped']} flipped in {', '.join(FLIP_LANGUAGES)}), {q['label']}; "
-          f"d = {q['d']} LoRA coordinates; exact pass {q['exact_pass_seconds']} s; batched sketch vs sketch of "
-          f"the exact gradient: relative error {q['batched_vs_exact_sketch_rel_error']:.1e}")
+    print(
+        f"\n== scoring {q['pairs']} pairs ({q['flipped']} flipped in {', '.join(FLIP_LANGUAGES)}), {q['label']}; "
+        f"d = {q['d']} LoRA coordinates; exact pass {q['exact_pass_seconds']} s; batched sketch vs sketch of "
+        f"the exact gradient: relative error {q['batched_vs_exact_sketch_rel_error']:.1e}"
+    )
     columns = [str(w) for w in widths] + ["exact"]
-    for title, key in (("AUROC clean vs flipped (all pairs)", "auroc"),
-                       ("AUROC within de/ru/hi", "auroc_in_flipped_languages"),
-                       ("Spearman sketched vs exact scores", "spearman_vs_exact")):
+    for title, key in (
+        ("AUROC clean vs flipped (all pairs)", "auroc"),
+        ("AUROC within de/ru/hi", "auroc_in_flipped_languages"),
+        ("Spearman sketched vs exact scores", "spearman_vs_exact"),
+    ):
         print(f"\n{title}\n{'aggregator':<11}" + "".join(f"{'w=' + c if c != 'exact' else c:>10}" for c in columns))
         for agg in SCORED:
             print(f"{agg:<11}" + "".join(f"{q['by'][c][agg].get(key, float('nan')):10.3f}" for c in columns))
@@ -164,12 +183,17 @@ def print_quality(q: dict, widths: list[int]) -> None:
     for agg in SCORED:
         e = q["by"][c][agg]
         g, p = e["dropped_flipped_clean_global"], e["dropped_flipped_clean_per_language"]
-        print(f"  {agg:<9} {g[0]:5.0%} / {g[1]:4.0%}   |  {p[0]:5.0%} / {p[1]:4.0%}   kept: "
-              + ", ".join(f"{k} {v}" for k, v in e["kept_per_language_global"].items()))
-    print(f"mean gradient norm clean {q['gradient_norm_mean']['clean']:.3g}, flipped {q['gradient_norm_mean']['flipped']:.3g}; "
-          f"mean DPO weight σ(−h) clean {q['dpo_weight_mean']['clean']:.3f}, flipped {q['dpo_weight_mean']['flipped']:.3f}; "
-          "exact pcgrad AUROC with filter.normalize=true {true:.3f}, false {false:.3f}"
-          .format(**q["auroc_pcgrad_exact_by_normalize"]))
+        print(
+            f"  {agg:<9} {g[0]:5.0%} / {g[1]:4.0%}   |  {p[0]:5.0%} / {p[1]:4.0%}   kept: "
+            + ", ".join(f"{k} {v}" for k, v in e["kept_per_language_global"].items())
+        )
+    print(
+        f"mean gradient norm clean {q['gradient_norm_mean']['clean']:.3g}, flipped {q['gradient_norm_mean']['flipped']:.3g}; "
+        f"mean DPO weight σ(−h) clean {q['dpo_weight_mean']['clean']:.3f}, flipped {q['dpo_weight_mean']['flipped']:.3f}; "
+        "exact pcgrad AUROC with filter.normalize=true {true:.3f}, false {false:.3f}".format(
+            **q["auroc_pcgrad_exact_by_normalize"]
+        )
+    )
 
 
 # ---- part 2: downstream arms ---------------------------------------------------------------------------
@@ -196,8 +220,9 @@ def filter_pass(cfg, pieces) -> tuple[torch.Tensor, list[str]]:
     """The sketches [N, w] of every training pair (one batched pass) and the pairs' languages."""
     sketcher = PerPairSketcher.from_config(pieces.module, cfg.sketch)
     with precision_context(cfg):
-        sketches = sketch_candidates(sketcher, pieces.datamodule.candidate_dataloader(cfg.sketch.batch_size),
-                                     torch.device("cpu"), progress=False)
+        sketches = sketch_candidates(
+            sketcher, pieces.datamodule.candidate_dataloader(cfg.sketch.batch_size), torch.device("cpu"), progress=False
+        )
     return sketches.float(), [row.language for row in pieces.datamodule.train_rows]
 
 
@@ -218,12 +243,17 @@ def kept_sets(cfg, sketches: torch.Tensor, rows) -> tuple[dict[str, list[int]], 
         result = ConGrad(**settings).step(sketches, languages)
         kept[name] = result.kept.nonzero().flatten().tolist()
         if name == "pcgrad":
-            info.update(aggregate_languages=result.aggregate_languages, cosine_before=result.cosine_before.tolist(),
-                        cosine_after=result.cosine_after.tolist())
+            info.update(
+                aggregate_languages=result.aggregate_languages,
+                cosine_before=result.cosine_before.tolist(),
+                cosine_after=result.cosine_after.tolist(),
+            )
     order = torch.randperm(len(clean), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     kept["clean-random"] = sorted(clean[i] for i in order[: len(kept["pcgrad"])])
-    info["kept_per_language"] = {name: {lang: sum(languages[i] == lang for i in k) for lang in sorted(set(languages))}
-                                 for name, k in kept.items()}
+    info["kept_per_language"] = {
+        name: {lang: sum(languages[i] == lang for i in k) for lang in sorted(set(languages))}
+        for name, k in kept.items()
+    }
     info["flipped_kept"] = {name: sum(flipped[i] for i in k) for name, k in kept.items()}
     return kept, info
 
@@ -249,8 +279,9 @@ def run_arm(cfg, evaluator: Evaluator, name: str, kept: list[int], out: Path, sa
     return results
 
 
-def train_and_evaluate(cfg, evaluator: Evaluator, name: str, kept, run_dir: Path,
-                       seen: list[str] | None = None, **trainer_overrides) -> dict:
+def train_and_evaluate(
+    cfg, evaluator: Evaluator, name: str, kept, run_dir: Path, seen: list[str] | None = None, **trainer_overrides
+) -> dict:
     """Train on ``kept`` (indices of the training rows, or a function of the rows that returns them) and
     evaluate the trained policy; the run's train and evaluation seconds go into its results."""
     t0 = time.perf_counter()
@@ -258,14 +289,21 @@ def train_and_evaluate(cfg, evaluator: Evaluator, name: str, kept, run_dir: Path
     kept = kept(pieces.datamodule.train_rows) if callable(kept) else kept
     pieces.datamodule.set_active_indices(kept)
     make_trainer(cfg, run_dir / "trainer", **{"max_epochs": 1, **trainer_overrides}).fit(
-        pieces.module, datamodule=pieces.datamodule)
+        pieces.module, datamodule=pieces.datamodule
+    )
     t1 = time.perf_counter()
     flipped = sum(bool(pieces.datamodule.train_rows[i].raw.get("flipped")) for i in kept)
-    description = {"arm": name, "seed": cfg.seed, "pairs": len(kept), "flipped": flipped,
-                   "train_seconds": round(t1 - t0, 1)}
+    description = {
+        "arm": name,
+        "seed": cfg.seed,
+        "pairs": len(kept),
+        "flipped": flipped,
+        "train_seconds": round(t1 - t0, 1),
+    }
     with precision_context(cfg):
-        results, generations = evaluator.evaluate(pieces.tokenizer, pieces.module.policy, description,
-                                                  cfg.eval.seen if seen is None else seen)
+        results, generations = evaluator.evaluate(
+            pieces.tokenizer, pieces.module.policy, description, cfg.eval.seen if seen is None else seen
+        )
     results["policy"]["eval_seconds"] = round(time.perf_counter() - t1, 1)
     write_outputs(run_dir / "eval", results, generations)
     return results
@@ -290,9 +328,11 @@ def seed_kept_sets(args, configs: dict, out: Path) -> dict[int, dict[str, list[i
             saved.update({f"{a}-s{seed}": k for a, k in sets.items()})
             write_json(out / "passes.json", passes)
             write_json(out / "kept_sets.json", saved)
-            print(f"seed {seed}: sketch pass {passes[f's{seed}']['seconds']:.0f} s; kept "
-                  + ", ".join(f"{a} {len(k)} ({info['flipped_kept'][a]} flipped)" for a, k in sets.items()),
-                  flush=True)
+            print(
+                f"seed {seed}: sketch pass {passes[f's{seed}']['seconds']:.0f} s; kept "
+                + ", ".join(f"{a} {len(k)} ({info['flipped_kept'][a]} flipped)" for a, k in sets.items()),
+                flush=True,
+            )
         kept[seed] = {a: saved[f"{a}-s{seed}"] for a in args.arms}
     return kept
 
@@ -305,8 +345,11 @@ def run_arms(args, out: Path, t_start: float) -> dict:
     # arm by arm over the seeds (a run cut short has every arm it reached in full), or with --by-seed seed by
     # seed over the arms (it has every arm, paired, for the seeds it reached); the kept sets of a seed are made
     # when its first run comes up
-    order = ([(a, s) for s in args.seeds for a in args.arms] if args.by_seed
-             else [(a, s) for a in args.arms for s in args.seeds])
+    order = (
+        [(a, s) for s in args.seeds for a in args.arms]
+        if args.by_seed
+        else [(a, s) for a in args.arms for s in args.seeds]
+    )
     kept: dict[int, dict[str, list[int]]] = {}
     for name, seed in order:
         t0 = time.perf_counter()
@@ -318,13 +361,20 @@ def run_arms(args, out: Path, t_start: float) -> dict:
             results = json.loads(done.read_text())
         else:
             results = run_arm(configs[seed], evaluator, name, kept[seed][name], out, same_as)
-        summary[f"{name}-s{seed}"] = {"pairs": len(kept[seed][name]), "same_kept_set_as": same_as,
-                                      "seen": results["seen"], "unseen": results["unseen"]}
-        print(f"seed {seed} {name:<12} {len(kept[seed][name]):4d} pairs  seen acc "
-              f"{results['seen'].get('preference_accuracy', float('nan')):.3f}  unseen acc "
-              f"{results['unseen'].get('preference_accuracy', float('nan')):.3f}  "
-              f"({time.perf_counter() - t0:.0f} s, total {time.perf_counter() - t_start:.0f} s"
-              f"{', same kept set as ' + same_as if same_as else ''})", flush=True)
+        summary[f"{name}-s{seed}"] = {
+            "pairs": len(kept[seed][name]),
+            "same_kept_set_as": same_as,
+            "seen": results["seen"],
+            "unseen": results["unseen"],
+        }
+        print(
+            f"seed {seed} {name:<12} {len(kept[seed][name]):4d} pairs  seen acc "
+            f"{results['seen'].get('preference_accuracy', float('nan')):.3f}  unseen acc "
+            f"{results['unseen'].get('preference_accuracy', float('nan')):.3f}  "
+            f"({time.perf_counter() - t0:.0f} s, total {time.perf_counter() - t_start:.0f} s"
+            f"{', same kept set as ' + same_as if same_as else ''})",
+            flush=True,
+        )
     return summary
 
 
@@ -356,8 +406,11 @@ def run_alone(args, out: Path, t_start: float) -> dict:
                 OmegaConf.save(cfg, run_dir / "config.yaml")
             summary[f"{lang}-s{seed}"] = results["languages"][lang]
             accuracy = results["languages"][lang].get("preference_accuracy", float("nan"))
-            print(f"seed {seed} alone {lang}  acc {accuracy:.3f}"
-                  f"  ({time.perf_counter() - t0:.0f} s, total {time.perf_counter() - t_start:.0f} s)", flush=True)
+            print(
+                f"seed {seed} alone {lang}  acc {accuracy:.3f}"
+                f"  ({time.perf_counter() - t0:.0f} s, total {time.perf_counter() - t_start:.0f} s)",
+                flush=True,
+            )
     return summary
 
 
@@ -371,10 +424,20 @@ def main() -> None:
     parser.add_argument("--skip-arms", action="store_true")
     parser.add_argument("--by-seed", action="store_true", help="every arm of a seed before the next seed")
     parser.add_argument("--experiment", default="gemma3_270m_arms", help="the conf/experiment/ set-up")
-    parser.add_argument("--alone", nargs="*", default=[], metavar="LANG",
-                        help="interference: also train on each of these languages alone (clean pairs)")
-    parser.add_argument("--groups", nargs="*", default=[], metavar="NAME=LANG,LANG",
-                        help="also tabulate these groups of languages (e.g. verbose=en,de,ru,zh)")
+    parser.add_argument(
+        "--alone",
+        nargs="*",
+        default=[],
+        metavar="LANG",
+        help="interference: also train on each of these languages alone (clean pairs)",
+    )
+    parser.add_argument(
+        "--groups",
+        nargs="*",
+        default=[],
+        metavar="NAME=LANG,LANG",
+        help="also tabulate these groups of languages (e.g. verbose=en,de,ru,zh)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="default: logs/realmodel/<date>_<time>")
     parser.add_argument("--quick", action="store_true", help="the tiny random-init model, one seed: a smoke run")
     parser.add_argument("override", nargs="*", default=[], help="extra Hydra overrides of the experiment")
@@ -393,10 +456,14 @@ def main() -> None:
     if not args.skip_scoring:
         cfg = config(args, args.seeds[0], out)
         pieces = setup(cfg)
-        summary["reference_point"] = score_quality(cfg, pieces, args.widths, "at the reference point (policy = reference)")
+        summary["reference_point"] = score_quality(
+            cfg, pieces, args.widths, "at the reference point (policy = reference)"
+        )
         print_quality(summary["reference_point"], args.widths)
         make_trainer(cfg, out / "warmup", max_steps=args.warmup_steps).fit(pieces.module, datamodule=pieces.datamodule)
-        summary["after_warmup"] = score_quality(cfg, pieces, args.widths, f"after {args.warmup_steps} DPO steps on all pairs")
+        summary["after_warmup"] = score_quality(
+            cfg, pieces, args.widths, f"after {args.warmup_steps} DPO steps on all pairs"
+        )
         print_quality(summary["after_warmup"], args.widths)
         summary["scoring_seconds"] = round(time.perf_counter() - t_start, 1)
         print(f"\n[scoring: {summary['scoring_seconds']} s]", flush=True)

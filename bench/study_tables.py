@@ -49,11 +49,19 @@ def group_tables(out: Path, groups: dict[str, list[str]]) -> str:
     runs, parts = _runs(out / "arms"), []
     names = list(groups)
     for first, second in zip(names[::2], names[1::2] + [None] * (len(names) % 2)):
-        views = [Run(r.path, r.arm, r.seed, {"seen": macro(r.results["languages"], groups[first]),
-                                             "unseen": macro(r.results["languages"], groups.get(second, []))})
-                 for r in runs]
-        text = markdown(summarise(views)).replace(
-            "### seen languages", f"### {first} ({', '.join(groups[first])})")
+        views = [
+            Run(
+                r.path,
+                r.arm,
+                r.seed,
+                {
+                    "seen": macro(r.results["languages"], groups[first]),
+                    "unseen": macro(r.results["languages"], groups.get(second, [])),
+                },
+            )
+            for r in runs
+        ]
+        text = markdown(summarise(views)).replace("### seen languages", f"### {first} ({', '.join(groups[first])})")
         if second:
             text = text.replace("### unseen languages", f"### {second} ({', '.join(groups[second])})")
         parts.append(text)
@@ -78,27 +86,40 @@ def passes_table(out: Path, groups: dict[str, list[str]]) -> str:
     lines = [f"Sketch passes at the reference point, seeds {', '.join(map(str, seeds))} (mean ± sd over seeds).", ""]
     blocks = {"all languages": None, **{f"within {g}": (g, g) for g in groups}}
     names = list(groups)
-    blocks.update({f"{a} × {b}": (a, b) for i, a in enumerate(names) for b in names[i + 1:]})
+    blocks.update({f"{a} × {b}": (a, b) for i, a in enumerate(names) for b in names[i + 1 :]})
     lines += ["| aggregate cosines (before surgery) | mean | min |", "|---|---|---|"]
     for label, pair in blocks.items():
         means, mins = [], []
         for p in passes.values():
             langs, matrix = p["aggregate_languages"], p["cosine_before"]
-            cells = [matrix[i][j] for i, a in enumerate(langs) for j, b in enumerate(langs) if i < j
-                     and (pair is None or (a in groups[pair[0]] and b in groups[pair[1]])
-                          or (a in groups[pair[1]] and b in groups[pair[0]]))]
+            cells = [
+                matrix[i][j]
+                for i, a in enumerate(langs)
+                for j, b in enumerate(langs)
+                if i < j
+                and (
+                    pair is None
+                    or (a in groups[pair[0]] and b in groups[pair[1]])
+                    or (a in groups[pair[1]] and b in groups[pair[0]])
+                )
+            ]
             if cells:
                 means.append(statistics.mean(cells))
                 mins.append(min(cells))
         lines.append(f"| {label} | {_mean_sd(means)} | {_mean_sd(mins)} |")
     arms = list(next(iter(passes.values()))["flipped_kept"])
-    lines += ["", "| " + " | ".join(["arm", "pairs kept", "flipped kept", *(f"kept in {g}" for g in groups)]) + " |",
-              "|---|---|---|" + "---|" * len(groups)]
+    lines += [
+        "",
+        "| " + " | ".join(["arm", "pairs kept", "flipped kept", *(f"kept in {g}" for g in groups)]) + " |",
+        "|---|---|---|" + "---|" * len(groups),
+    ]
     for arm in arms:
         sizes = [len(kept[f"{arm}-s{s}"]) for s in seeds if f"{arm}-s{s}" in kept]
         flips = [passes[f"s{s}"]["flipped_kept"][arm] for s in seeds]
-        per_group = [[sum(passes[f"s{s}"]["kept_per_language"][arm].get(lang, 0) for lang in groups[g]) for s in seeds]
-                     for g in groups]
+        per_group = [
+            [sum(passes[f"s{s}"]["kept_per_language"][arm].get(lang, 0) for lang in groups[g]) for s in seeds]
+            for g in groups
+        ]
         cells = ["/".join(map(str, sizes)), "/".join(map(str, flips)), *("/".join(map(str, v)) for v in per_group)]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     if all(f"{a}-s{s}" in kept for a in ("pcgrad", "mean") for s in seeds):
@@ -117,21 +138,33 @@ def interference_table(out: Path) -> str:
     joint = {r.seed: r for r in _runs(out / "arms") if r.arm == JOINT_ARM}
     languages = sorted({r.arm for r in alone}, key=[r.arm for r in alone].index)
     metrics = [m for m in METRICS if any(m in r.results["languages"][r.arm] for r in alone)]
-    lines = [f"Joint ({JOINT_ARM} arm) − alone, per language: mean [95% t-interval] over the seeds both have; "
-             "* marks an interval that excludes 0.", "",
-             "| language | seeds | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    lines = [
+        f"Joint ({JOINT_ARM} arm) − alone, per language: mean [95% t-interval] over the seeds both have; "
+        "* marks an interval that excludes 0.",
+        "",
+        "| language | seeds | " + " | ".join(metrics) + " |",
+        "|---|---|" + "---|" * len(metrics),
+    ]
     for lang in languages:
-        runs = [Run(r.path, BASELINE_ARM, r.seed, {"seen": r.results["languages"][lang]})
-                for r in alone if r.arm == lang]
-        runs += [Run(joint[r.seed].path, "joint", r.seed, {"seen": joint[r.seed].results["languages"][lang]})
-                 for r in runs if r.seed in joint]
+        runs = [
+            Run(r.path, BASELINE_ARM, r.seed, {"seen": r.results["languages"][lang]}) for r in alone if r.arm == lang
+        ]
+        runs += [
+            Run(joint[r.seed].path, "joint", r.seed, {"seen": joint[r.seed].results["languages"][lang]})
+            for r in runs
+            if r.seed in joint
+        ]
         rows = {row["metric"]: row for row in summarise(runs) if row["arm"] == "joint" and "diff" in row}
         seeds = len({r.seed for r in runs if r.arm == "joint"})
         cells = []
         for m in metrics:
             row = rows.get(m)
-            cells.append("-" if row is None else f"{row['diff']:+.3f} [{row['diff_low']:+.3f}, {row['diff_high']:+.3f}]"
-                         + ("" if row["within_noise"] else " *"))
+            cells.append(
+                "-"
+                if row is None
+                else f"{row['diff']:+.3f} [{row['diff_low']:+.3f}, {row['diff_high']:+.3f}]"
+                + ("" if row["within_noise"] else " *")
+            )
         lines.append(f"| {lang} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -139,8 +172,12 @@ def interference_table(out: Path) -> str:
 def write_tables(out: Path, groups: list[str] | dict[str, list[str]] = ()) -> str:
     """Every table the directory has data for, as one markdown text (also written to ``<out>/tables.md``)."""
     groups = parse_groups(groups) if not isinstance(groups, dict) else groups
-    parts = [arms_table(out), group_tables(out, groups) if groups else "", passes_table(out, groups),
-             interference_table(out)]
+    parts = [
+        arms_table(out),
+        group_tables(out, groups) if groups else "",
+        passes_table(out, groups),
+        interference_table(out),
+    ]
     text = "\n".join(p for p in parts if p)
     (out / "tables.md").write_text(text, encoding="utf-8")
     return text

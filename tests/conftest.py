@@ -13,8 +13,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 # a small evaluation after training (where the evaluation itself is not what a test checks)
-SMALL_EVAL = ["eval.pairs.per_language=2", "eval.win_rate.per_language=1", "eval.win_rate.generation.max_new_tokens=6",
-              "eval.nll.per_language=1", "eval.harness.limit=1", "eval.win_rate.bootstrap=100"]
+SMALL_EVAL = [
+    "eval.pairs.per_language=2",
+    "eval.win_rate.per_language=1",
+    "eval.win_rate.generation.max_new_tokens=6",
+    "eval.nll.per_language=1",
+    "eval.harness.limit=1",
+    "eval.win_rate.bootstrap=100",
+]
 
 # Under pytest-xdist (the README runs `-n 2`) every worker, and each process it starts, computes on one
 # thread: two workers on two cores, rather than four threads contending for them.
@@ -32,6 +38,7 @@ if not torch.cuda.is_available():
 def pytest_collection_modifyitems(items):
     """The end-to-end modules (``pytest.mark.slow(seconds=...)``, about what one takes on 2 cores) run first,
     longest first: with ``-n 2 --dist loadfile`` the two workers then finish at about the same time."""
+
     def cost(item):
         marker = item.get_closest_marker("slow")
         return -marker.kwargs.get("seconds", 1) if marker else 0
@@ -73,11 +80,11 @@ def wandb_exit_codes(directory, wait_s: float = 15.0) -> dict[str, int | None]:
             if room < 7:  # the rest of a block too short for a header is padding
                 pos += room
                 continue
-            _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+            _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
             if kind == 0:
                 pos += room
                 continue
-            chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+            chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
             if kind == 1:
                 yield chunk
             elif kind == 2:

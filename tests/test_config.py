@@ -36,8 +36,14 @@ def test_every_experiment_composes(experiment, compose_config):
     assert cfg.task_name == experiment
     # a self-rewarding experiment trains on the pairs it makes from prompts; the others on data.path
     data_key = "self_reward.prompts.path" if cfg.get("self_reward") else "data.path"
-    for key in (data_key, "model.tokenizer._target_", "dpo.optimizer.lr", "trainer.max_epochs",
-                "sketch.width", "filter.aggregator"):
+    for key in (
+        data_key,
+        "model.tokenizer._target_",
+        "dpo.optimizer.lr",
+        "trainer.max_epochs",
+        "sketch.width",
+        "filter.aggregator",
+    ):
         assert OmegaConf.select(cfg, key) is not None, key
     # ~eval drops the evaluation whole, also where the experiment sets some of it (an eval preset), and the
     # settings check passes on what is left
@@ -89,8 +95,16 @@ def test_every_trainer_writes_checkpoints_atomically(compose_config, trainer, tm
 def test_filter_config_composes_and_overrides_reach_the_groups(compose_config):
     cfg = compose_config(
         "filter",
-        ["output_dir=out", "data.path=x.jsonl", "filter.aggregator=mean", "sketch.width=16384",
-         "sketch.params=lora", "filter.keep_ratio=null", "filter.threshold=0.1", "data.on_bad_row=skip"],
+        [
+            "output_dir=out",
+            "data.path=x.jsonl",
+            "filter.aggregator=mean",
+            "sketch.width=16384",
+            "sketch.params=lora",
+            "filter.keep_ratio=null",
+            "filter.threshold=0.1",
+            "data.on_bad_row=skip",
+        ],
     )
     assert (cfg.output_dir, cfg.data.path, cfg.filter.aggregator, cfg.sketch.width) == ("out", "x.jsonl", "mean", 16384)
     assert cfg.data.val_fraction == 0.0 and cfg.filter.threshold == 0.1 and cfg.data.on_bad_row == "skip"
@@ -105,7 +119,10 @@ def test_unloadable_model_stops_with_a_clear_message(tmp_path, hub_env):
     start = time.time()
     result = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "+experiment=llama3_10lang", f"hydra.run.dir={tmp_path}"],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HOME": str(tmp_path / "hf"), **hub_env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HOME": str(tmp_path / "hf"), **hub_env},
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert "meta-llama/Meta-Llama-3-8B-Instruct" in result.stderr
@@ -139,8 +156,13 @@ def test_a_leading_tilde_of_any_setting_is_the_home_directory(monkeypatch, tmp_p
     from omegaconf import read_write
 
     monkeypatch.setenv("HOME", str(tmp_path))
-    overrides = ["data.path='~/pairs.jsonl'", "ckpt_path='~'", "+model.merge_adapters=['~/a','x~/b']",
-                 "hydra.run.dir='~/runs/1'", "sketch.params=lora"]
+    overrides = [
+        "data.path='~/pairs.jsonl'",
+        "ckpt_path='~'",
+        "+model.merge_adapters=['~/a','x~/b']",
+        "hydra.run.dir='~/runs/1'",
+        "sketch.params=lora",
+    ]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     callback = hydra.utils.instantiate(cfg.hydra.callbacks.run_paths)
@@ -156,6 +178,9 @@ def test_a_leading_tilde_of_any_setting_is_the_home_directory(monkeypatch, tmp_p
         sweep.hydra.overrides.task = ["data.path='~/a.jsonl','~/b.jsonl'", "~eval", "seed=0,1"]
         sweep.hydra.overrides.hydra = ["hydra.sweep.dir='~/sweep'"]
     callback.on_multirun_start(sweep)
-    assert list(sweep.hydra.overrides.task) == [f"data.path='{tmp_path}/a.jsonl','{tmp_path}/b.jsonl'", "~eval",
-                                                "seed=0,1"]
+    assert list(sweep.hydra.overrides.task) == [
+        f"data.path='{tmp_path}/a.jsonl','{tmp_path}/b.jsonl'",
+        "~eval",
+        "seed=0,1",
+    ]
     assert list(sweep.hydra.overrides.hydra) == [f"hydra.sweep.dir='{tmp_path}/sweep'"]

@@ -36,8 +36,9 @@ def test_nested_stages_are_exclusive_and_add_up_to_the_wall_time():
 
 def test_the_total_sums_the_parts_and_recomputes_the_ratio():
     def part(train, sketch, sent):
-        return cost.summarize({"train": train, "sketch": sketch}, train + sketch + 1.0, {"generate": 10},
-                              {"sent": sent}, 100, 2)
+        return cost.summarize(
+            {"train": train, "sketch": sketch}, train + sketch + 1.0, {"generate": 10}, {"sent": sent}, 100, 2
+        )
 
     summed = cost.total([part(4.0, 1.0, 3), part(6.0, 4.0, 5)])
     assert summed["seconds"]["train"] == 10.0 and summed["seconds"]["total"] == 17.0

@@ -60,14 +60,33 @@ def close(a, b, d=1, width=256):
 @pytest.mark.parametrize("seed", [0, 1, -1, 2**63 + 5])
 def test_hash_identical_in_torch_and_triton(width, seed):
     gen = torch.Generator().manual_seed(width + seed % 1000)
-    edges = torch.tensor([0, 1, width - 1, width, width + 1, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**32 + 1,
-                          (2**32) * width - 1, (2**32) * width, 2**40, 2**41 + 12345, 2**62])
-    coords = torch.cat([
-        torch.arange(0, 3000),
-        torch.randint(0, 2**42, (3000,), generator=gen),
-        torch.randint(2**32 - 100, 2**32 + 100, (200,), generator=gen),
-        edges,
-    ])
+    edges = torch.tensor(
+        [
+            0,
+            1,
+            width - 1,
+            width,
+            width + 1,
+            2**31 - 1,
+            2**31,
+            2**32 - 1,
+            2**32,
+            2**32 + 1,
+            (2**32) * width - 1,
+            (2**32) * width,
+            2**40,
+            2**41 + 12345,
+            2**62,
+        ]
+    )
+    coords = torch.cat(
+        [
+            torch.arange(0, 3000),
+            torch.randint(0, 2**42, (3000,), generator=gen),
+            torch.randint(2**32 - 100, 2**32 + 100, (200,), generator=gen),
+            edges,
+        ]
+    )
     b_ref, s_ref = kernels.bucket_and_sign(coords, width, seed)
     b_tri, s_tri = triton_kernel.bucket_and_sign_triton(coords.to(DEVICE), width, seed)
     assert torch.equal(b_ref, b_tri.cpu())
@@ -112,13 +131,13 @@ def test_each_chunk_is_a_permutation_and_signs_are_balanced():
     width = 1024
     b, s = kernels.bucket_and_sign(torch.arange(64 * width), width, 3)
     for c in range(64):
-        assert torch.equal(b[c * width:(c + 1) * width].sort().values, torch.arange(width))
+        assert torch.equal(b[c * width : (c + 1) * width].sort().values, torch.arange(width))
     n = s.numel()
     assert abs(float(s.mean())) < 5 / math.sqrt(n)
     # neighbouring coordinates: no sign correlation
     assert abs(float((s[1:] * s[:-1]).mean())) < 5 / math.sqrt(n)
     # masks differ between chunks (not all chunks permuted alike)
-    assert len({tuple(b[c * width:c * width + 4].tolist()) for c in range(64)}) > 60
+    assert len({tuple(b[c * width : c * width + 4].tolist()) for c in range(64)}) > 60
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -168,8 +187,11 @@ def test_batched_rows_equal_single_rows_bitwise(splits):
     batched = triton_sketch(x, 256, 8, offset=40, splits=splits)
     for i in range(3):
         assert torch.equal(batched[i], triton_sketch(x[i], 256, 8, offset=40, splits=splits))
-        close(kernels.count_sketch_reference(x[i], 256, 8, offset=40),
-              kernels.count_sketch_reference(x, 256, 8, offset=40)[i], 3000)
+        close(
+            kernels.count_sketch_reference(x[i], 256, 8, offset=40),
+            kernels.count_sketch_reference(x, 256, 8, offset=40)[i],
+            3000,
+        )
 
 
 def test_deterministic():
@@ -254,7 +276,7 @@ def test_piecewise_accumulation_with_out():
     x = torch.randn(5000, generator=torch.Generator().manual_seed(10))
     out = torch.zeros(1024, device=DEVICE)
     for lo in range(0, 5000, 1234):
-        kernels.count_sketch(x[lo:lo + 1234].to(DEVICE), 1024, 6, offset=lo, out=out)
+        kernels.count_sketch(x[lo : lo + 1234].to(DEVICE), 1024, 6, offset=lo, out=out)
     close(out.cpu(), kernels.count_sketch_reference(x, 1024, 6), 5000, 1024)
 
 
@@ -384,7 +406,7 @@ def exact_variance(a, b, width, offset=0):
     """Variance of <S a, S b> for this layout, and the textbook count-sketch variance (float64)."""
     a, b = a.double(), b.double()
     full = (a @ a) * (b @ b) + (a @ b) ** 2 - 2 * (a * a * b * b).sum()
-    chunk = (torch.arange(offset, offset + a.numel()) >> int(math.log2(width)))
+    chunk = torch.arange(offset, offset + a.numel()) >> int(math.log2(width))
     chunk = chunk - chunk[0]
     nc = int(chunk[-1]) + 1
 
@@ -406,8 +428,13 @@ def _inputs(dim):
     strided = torch.zeros(dim)
     strided[::8] = torch.randn(dim // 8, generator=gen)  # mass on one residue class mod 8
     strided_b = strided + 0.3 * torch.randn(dim, generator=gen)
-    return {"gaussian": (a, b), "spike+constant": (spike_a, spike_b), "strided": (strided, strided_b),
-            "norm": (a, a), "norm spike+constant": (spike_a, spike_a)}
+    return {
+        "gaussian": (a, b),
+        "spike+constant": (spike_a, spike_b),
+        "strided": (strided, strided_b),
+        "norm": (a, a),
+        "norm spike+constant": (spike_a, spike_a),
+    }
 
 
 @pytest.mark.parametrize("offset", [0, 100])
@@ -515,8 +542,9 @@ def test_launches_compile_for_h100_without_a_gpu():
     way compiled Triton does: this drives real launches through Triton's runtime up to the cubin for sm_90."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    proc = subprocess.run([sys.executable, "-c", _LAUNCH_WITHOUT_GPU], env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _LAUNCH_WITHOUT_GPU], env=env, capture_output=True, text=True, timeout=300
+    )
     if proc.returncode == 0 and proc.stdout.startswith("SKIP"):
         pytest.skip(f"Triton runtime internals differ: {proc.stdout.strip()}")
     assert proc.returncode == 0 and "compiled" in proc.stdout, proc.stderr[-4000:]
@@ -578,4 +606,3 @@ def test_gpu_hash_identical_at_scale():
         b1, s1 = kernels.bucket_and_sign(coords, width, 99)
         b2, s2 = triton_kernel.bucket_and_sign_triton(coords, width, 99)
         assert torch.equal(b1, b2) and torch.equal(s1, s2)
-

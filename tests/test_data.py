@@ -33,9 +33,7 @@ def good_row(i: int, language: str = "de", **fields) -> dict:
 
 def write_lines(path: Path, lines: list) -> Path:
     path.write_text(
-        "".join(
-            (line if isinstance(line, str) else json.dumps(line, ensure_ascii=False)) + "\n" for line in lines
-        ),
+        "".join((line if isinstance(line, str) else json.dumps(line, ensure_ascii=False)) + "\n" for line in lines),
         encoding="utf-8",
     )
     return path
@@ -113,10 +111,16 @@ BAD_ROWS = {
     "invalid JSON": ('{"prompt": "Frage", "chosen": ', "<row>", "invalid JSON"),
     "not an object": ("[1, 2]", "<row>", "expected a JSON object, got list"),
     "duplicate id": (good_row(2, id="r0"), "id", "duplicate of row 1"),
-    "no preference": (good_row(2, chosen="Gleich.", rejected="Gleich."), "rejected",
-                      "identical to chosen: a pair without a preference"),
-    "no preference, two forms": (good_row(2, chosen="Gleich.", rejected=[{"role": "assistant", "content": "Gleich."}]),
-                                 "rejected", "identical to chosen"),
+    "no preference": (
+        good_row(2, chosen="Gleich.", rejected="Gleich."),
+        "rejected",
+        "identical to chosen: a pair without a preference",
+    ),
+    "no preference, two forms": (
+        good_row(2, chosen="Gleich.", rejected=[{"role": "assistant", "content": "Gleich."}]),
+        "rejected",
+        "identical to chosen",
+    ),
 }
 
 
@@ -323,15 +327,12 @@ def test_encode_conversational_pair_matches_the_string_form(tokenizer):
 
 def test_template_with_bos_gives_exactly_one_bos(bos_tokenizer):
     assert bos_tokenizer("x")["input_ids"][0] == bos_tokenizer.bos_token_id  # the trap: adding BOS again
-    enc = encode_pair(
-        bos_tokenizer, make_row("Что такое радуга?", "Оптическое явление.", "Не знаю."), 512, 256
-    )
+    enc = encode_pair(bos_tokenizer, make_row("Что такое радуга?", "Оптическое явление.", "Не знаю."), 512, 256)
     bos = bos_tokenizer.bos_token_id
     assert enc["prompt_ids"][0] == bos and enc["prompt_ids"].count(bos) == 1
     assert bos not in enc["chosen_ids"] and bos not in enc["rejected_ids"]
     assert (
-        enc["chosen_ids"][-1] == bos_tokenizer.eos_token_id
-        and enc["chosen_ids"].count(bos_tokenizer.eos_token_id) == 1
+        enc["chosen_ids"][-1] == bos_tokenizer.eos_token_id and enc["chosen_ids"].count(bos_tokenizer.eos_token_id) == 1
     )
 
 
@@ -369,9 +370,7 @@ def test_truncation_keeps_the_prompt_end_and_the_completion_start(tokenizer):
     assert enc["rejected_ids"] == full["rejected_ids"][:8]
     assert len(enc["prompt_ids"]) + max(len(enc["chosen_ids"]), len(enc["rejected_ids"])) <= 20
     n_prompt = len(full["prompt_ids"])
-    roomy = encode_pair(
-        tokenizer, row, max_length=n_prompt + len(full["chosen_ids"]), max_prompt_length=n_prompt
-    )
+    roomy = encode_pair(tokenizer, row, max_length=n_prompt + len(full["chosen_ids"]), max_prompt_length=n_prompt)
     assert roomy == full
 
 
@@ -395,9 +394,7 @@ def test_collate_marks_exactly_the_completion_tokens(tokenizer):
             2,
         ),
     ]
-    features = [
-        {**encode_pair(tokenizer, r, 512, 256), "index": 10 + r.index, "language": r.language} for r in rows
-    ]
+    features = [{**encode_pair(tokenizer, r, 512, 256), "index": 10 + r.index, "language": r.language} for r in rows]
     pad = tokenizer.pad_token_id
     batch = collate_pairs(features, pad)
     b = len(features)
@@ -405,12 +402,7 @@ def test_collate_marks_exactly_the_completion_tokens(tokenizer):
         (f["prompt_ids"], f["rejected_ids"]) for f in features
     ]
     width = max(len(p) + len(c) for p, c in sequences)
-    assert (
-        batch["input_ids"].shape
-        == batch["attention_mask"].shape
-        == batch["completion_mask"].shape
-        == (2 * b, width)
-    )
+    assert batch["input_ids"].shape == batch["attention_mask"].shape == batch["completion_mask"].shape == (2 * b, width)
     for r, (p, c) in enumerate(sequences):
         n_pad = width - len(p) - len(c)
         assert batch["input_ids"][r].tolist() == p + c + [pad] * n_pad
@@ -436,9 +428,7 @@ def synthetic_file(tmp_path_factory):
 
 
 def make_datamodule(tokenizer, path, **kwargs) -> PreferenceDataModule:
-    dm = PreferenceDataModule(
-        tokenizer, str(path), max_length=128, max_prompt_length=64, batch_size=5, **kwargs
-    )
+    dm = PreferenceDataModule(tokenizer, str(path), max_length=128, max_prompt_length=64, batch_size=5, **kwargs)
     dm.setup("fit")
     return dm
 
@@ -618,8 +608,10 @@ def test_line_and_paragraph_separators_inside_strings_stay_in_their_row(tmp_path
 
 
 def test_rows_are_named_by_their_line_blank_lines_counted(tmp_path):
-    path = write_lines(tmp_path / "x.jsonl", [good_row(0), "", good_row(1, chosen="a\u2028b"), "  ",
-                                              good_row(2, chosen=""), good_row(3, language="fr")])
+    path = write_lines(
+        tmp_path / "x.jsonl",
+        [good_row(0), "", good_row(1, chosen="a\u2028b"), "  ", good_row(2, chosen=""), good_row(3, language="fr")],
+    )
     with pytest.raises(BadRowError, match=r"x.jsonl: row 5: field 'chosen': empty string"):
         load_preference_rows(path)
     rows, report = load_preference_rows(path, on_bad_row="skip", languages=["de"])
@@ -653,8 +645,7 @@ def test_prompts_are_read_the_same_way(tmp_path):
     from congrad.data.prompts import load_prompts
 
     path = tmp_path / "p.jsonl"
-    path.write_bytes(json.dumps({"prompt": "a\u2028b", "language": "de"}, ensure_ascii=False).encode()
-                     + b"\n\n\xff\n")
+    path.write_bytes(json.dumps({"prompt": "a\u2028b", "language": "de"}, ensure_ascii=False).encode() + b"\n\n\xff\n")
     with pytest.raises(BadRowError, match=r"p.jsonl: row 3: field '<row>': not valid UTF-8"):
         load_prompts(str(path))
     assert [p.prompt for p in load_prompts(str(path), on_bad_row="skip")] == ["a\u2028b"]

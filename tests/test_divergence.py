@@ -10,8 +10,14 @@ from congrad.errors import NonFiniteError
 from congrad.training import fit
 from congrad.utils.io import write_jsonl
 
-QUIET = ["~logger", "callbacks.congrad.progress=false", "+trainer.enable_progress_bar=false", "sketch.width=1024",
-         "trainer.max_epochs=1", "data.batch_size=2"]
+QUIET = [
+    "~logger",
+    "callbacks.congrad.progress=false",
+    "+trainer.enable_progress_bar=false",
+    "sketch.width=1024",
+    "trainer.max_epochs=1",
+    "data.batch_size=2",
+]
 
 
 @pytest.fixture
@@ -27,8 +33,10 @@ def test_a_nan_loss_stops_the_run_and_leaves_the_last_good_checkpoint_and_adapte
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "adapter").mkdir()
-    good = {run_dir / "checkpoints" / "last.ckpt": b"the last good checkpoint",
-            run_dir / "adapter" / "adapter_model.safetensors": b"the last good adapter"}
+    good = {
+        run_dir / "checkpoints" / "last.ckpt": b"the last good checkpoint",
+        run_dir / "adapter" / "adapter_model.safetensors": b"the last good adapter",
+    }
     for path, content in good.items():
         path.write_bytes(content)
     cfg = compose_config("train", [f"data.path={pairs_file}", "dpo.optimizer.lr=1e20", *QUIET], output_dir=run_dir)
@@ -44,13 +52,23 @@ def test_a_nan_loss_stops_the_run_and_leaves_the_last_good_checkpoint_and_adapte
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
 
 
-def test_skipping_is_opt_in_counted_and_logged_and_a_policy_it_leaves_diverged_is_not_saved(compose_config, pairs_file,
-                                                                                            tmp_path, caplog):
+def test_skipping_is_opt_in_counted_and_logged_and_a_policy_it_leaves_diverged_is_not_saved(
+    compose_config, pairs_file, tmp_path, caplog
+):
     """lr=1e20 with dpo.on_nonfinite=skip: the non-finite steps are skipped, counted and warned about; the
     first step (finite) has already driven the weights to ~1e20, so at the end the run stops, exit 3, and no
     adapter is written: skipping steps never makes a diverged policy a trained one."""
-    cfg = compose_config("train", [f"data.path={pairs_file}", "dpo.optimizer.lr=1e20", "dpo.on_nonfinite=skip", *QUIET,
-                                   "callbacks.congrad=null", "trainer.reload_dataloaders_every_n_epochs=0"])
+    cfg = compose_config(
+        "train",
+        [
+            f"data.path={pairs_file}",
+            "dpo.optimizer.lr=1e20",
+            "dpo.on_nonfinite=skip",
+            *QUIET,
+            "callbacks.congrad=null",
+            "trainer.reload_dataloaders_every_n_epochs=0",
+        ],
+    )
     with caplog.at_level(logging.WARNING, logger="congrad"), pytest.raises(NonFiniteError) as raised:
         fit(cfg)
     assert any("(1 steps skipped so far; dpo.on_nonfinite=skip)" in r.getMessage() for r in caplog.records)
@@ -58,14 +76,16 @@ def test_skipping_is_opt_in_counted_and_logged_and_a_policy_it_leaves_diverged_i
     assert not (tmp_path / "adapter").exists()
 
 
-def test_divergence_on_the_last_step_stops_the_run_before_the_adapter_is_written(compose_config, pairs_file, tmp_path,
-                                                                                 caplog):
+def test_divergence_on_the_last_step_stops_the_run_before_the_adapter_is_written(
+    compose_config, pairs_file, tmp_path, caplog
+):
     """The two-step run of lr=1e20 (the ConGrad filter on): the last step turns the weights to ~1e20 with a
     finite loss, so no step fails; the validation loss after it is NaN. The run stops with exit 3 before the
     epoch's checkpoint and the adapter are written, and the growth warning gives the norm (computed in float64:
     in float32 it overflowed to "inf times")."""
-    cfg = compose_config("train", [f"data.path={pairs_file}", "dpo.optimizer.lr=1e20", *QUIET, "data.batch_size=4"],
-                         output_dir=tmp_path)
+    cfg = compose_config(
+        "train", [f"data.path={pairs_file}", "dpo.optimizer.lr=1e20", *QUIET, "data.batch_size=4"], output_dir=tmp_path
+    )
     with caplog.at_level(logging.WARNING, logger="congrad"), pytest.raises(NonFiniteError) as raised:
         fit(cfg)
     message = str(raised.value)
@@ -80,9 +100,17 @@ def test_divergence_on_the_last_step_stops_the_run_before_the_adapter_is_written
 def test_weights_past_the_bound_at_the_end_stop_the_run(compose_config, pairs_file, tmp_path, caplog):
     """lr=1e9 drives the LoRA weights to ~1e9 with a frozen loss and no NaN: a warning during the epoch, and at
     its end, before the checkpoint and the adapter, exit 3 naming the growth."""
-    cfg = compose_config("train", [f"data.path={pairs_file}", "dpo.optimizer.lr=1e9", *QUIET,
-                                   "callbacks.congrad=null", "trainer.reload_dataloaders_every_n_epochs=0"],
-                         output_dir=tmp_path)
+    cfg = compose_config(
+        "train",
+        [
+            f"data.path={pairs_file}",
+            "dpo.optimizer.lr=1e9",
+            *QUIET,
+            "callbacks.congrad=null",
+            "trainer.reload_dataloaders_every_n_epochs=0",
+        ],
+        output_dir=tmp_path,
+    )
     with caplog.at_level(logging.WARNING, logger="congrad"), pytest.raises(NonFiniteError) as raised:
         fit(cfg)
     warnings = [r.getMessage() for r in caplog.records if "norm of the trainable weights" in r.getMessage()]
@@ -93,8 +121,9 @@ def test_weights_past_the_bound_at_the_end_stop_the_run(compose_config, pairs_fi
     assert not (tmp_path / "adapter").exists() and not (tmp_path / "checkpoints").exists()
 
 
-def test_a_diverged_fit_finishes_its_wandb_run_as_failed_and_the_next_fit_gets_its_own(compose_config, pairs_file,
-                                                                                       tmp_path):
+def test_a_diverged_fit_finishes_its_wandb_run_as_failed_and_the_next_fit_gets_its_own(
+    compose_config, pairs_file, tmp_path
+):
     """Two fits in one process, as the jobs of a sweep or the iterations of the loop run: the first diverges
     (exit status 3). Its offline W&B run is finished with exit code 3 (complete, marked failed); the second
     fit logs into a run of its own, finished with 0."""

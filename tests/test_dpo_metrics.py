@@ -21,8 +21,16 @@ def features(n, seed=0):
     def ids(k):
         return torch.randint(2, VOCAB, (k,), generator=g).tolist()
 
-    return [{"prompt_ids": ids(2 + i % 3), "chosen_ids": ids(3 + i % 4), "rejected_ids": ids(2 + (i * 5) % 6),
-             "index": i, "language": ["de", "hi"][i % 2]} for i in range(n)]
+    return [
+        {
+            "prompt_ids": ids(2 + i % 3),
+            "chosen_ids": ids(3 + i % 4),
+            "rejected_ids": ids(2 + (i * 5) % 6),
+            "index": i,
+            "language": ["de", "hi"][i % 2],
+        }
+        for i in range(n)
+    ]
 
 
 def moved_module():
@@ -77,7 +85,8 @@ def test_sums_added_over_ranks_give_the_metrics_of_all_their_pairs():
     for name in METRIC_NAMES:
         assert metrics[name] == pytest.approx(whole[name].mean().item(), abs=1e-5), name
     assert metrics["rewards/margins"] != pytest.approx(
-        sum(trl_metrics(batch_sums(module.pair_losses(b), b))["rewards/margins"] for b in rank_batches) / 2, abs=1e-4)
+        sum(trl_metrics(batch_sums(module.pair_losses(b), b))["rewards/margins"] for b in rank_batches) / 2, abs=1e-4
+    )
     for side in ("chosen", "rejected"):
         assert metrics[f"logits/{side}"] == pytest.approx(mean_logits_by_loop(module.policy, pairs, side), abs=1e-5)
     non_padding = sum(2 * len(f["prompt_ids"]) + len(f["chosen_ids"]) + len(f["rejected_ids"]) for f in pairs)
@@ -89,8 +98,17 @@ def test_a_fit_logs_logits_and_the_running_token_count(compose_config, tmp_path)
     training pairs and grows at every step; logits/* are logged per step and per validation epoch."""
     path = tmp_path / "pairs.jsonl"
     write_jsonl(path, make_preference_rows(["en", "de"], pairs_per_language=12, seed=2))
-    cfg = compose_config("train", [f"data.path={path}", "data.batch_size=4", "~callbacks", "logger=csv",
-                                   "trainer.max_epochs=2", "trainer.log_every_n_steps=1"])
+    cfg = compose_config(
+        "train",
+        [
+            f"data.path={path}",
+            "data.batch_size=4",
+            "~callbacks",
+            "logger=csv",
+            "trainer.max_epochs=2",
+            "trainer.log_every_n_steps=1",
+        ],
+    )
     from congrad.training import fit
 
     fit(cfg)
@@ -100,8 +118,9 @@ def test_a_fit_logs_logits_and_the_running_token_count(compose_config, tmp_path)
     tokenizer = hydra.utils.instantiate(cfg.model.tokenizer)
     dm = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer)
     dm.setup()
-    per_epoch = sum(len(f["prompt_ids"]) * 2 + len(f["chosen_ids"]) + len(f["rejected_ids"])
-                    for f in dm._train_features)
+    per_epoch = sum(
+        len(f["prompt_ids"]) * 2 + len(f["chosen_ids"]) + len(f["rejected_ids"]) for f in dm._train_features
+    )
     assert num_tokens[-1] == 2 * per_epoch
     assert all(b > a for a, b in zip(num_tokens, num_tokens[1:])) and len(num_tokens) == 2 * -(-len(dm.train_rows) // 4)
     for stage in ("train", "val"):

@@ -22,8 +22,9 @@ class Vocab:
 
 
 def tiny_llama(seed=0):
-    return build_tiny_llama(Vocab(), hidden_size=32, intermediate_size=64, num_attention_heads=4,
-                            num_key_value_heads=2, init_seed=seed)
+    return build_tiny_llama(
+        Vocab(), hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2, init_seed=seed
+    )
 
 
 def make_batch(prompt_lens=(3, 5), chosen_lens=(4, 2), rejected_lens=(2, 6), seed=0):
@@ -40,8 +41,13 @@ def make_batch(prompt_lens=(3, 5), chosen_lens=(4, 2), rejected_lens=(2, 6), see
     comp = torch.zeros(len(rows), width, dtype=torch.long)
     for i, (r, m) in enumerate(zip(rows, masks)):
         ids[i, : len(r)], attn[i, : len(r)], comp[i, : len(r)] = r, 1, m
-    return {"input_ids": ids, "attention_mask": attn, "completion_mask": comp,
-            "index": torch.arange(len(prompt_lens)), "language": ["de", "hi"][: len(prompt_lens)]}
+    return {
+        "input_ids": ids,
+        "attention_mask": attn,
+        "completion_mask": comp,
+        "index": torch.arange(len(prompt_lens)),
+        "language": ["de", "hi"][: len(prompt_lens)],
+    }
 
 
 def test_sequence_logps_is_the_sum_over_completion_tokens():

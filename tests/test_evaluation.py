@@ -19,12 +19,35 @@ from congrad.judging.rule import RuleJudge
 from congrad.judging.verdicts import FIRST, SECOND, TIE, majority, parse_winner
 
 LANGS = ["de", "zh", "ar"]
-SMALL = [f"eval.languages=[{','.join(LANGS)}]", "eval.pairs.per_language=3", "eval.win_rate.per_language=2",
-         "eval.win_rate.generation.max_new_tokens=6", "eval.nll.per_language=2", "eval.harness.limit=2",
-         "eval.win_rate.bootstrap=200", "eval.device=cpu"]
-PER_LANGUAGE_KEYS = {"seen", "n_pairs", "preference_accuracy", "preference_ties", "reward_margin", "win_rate",
-                     "win_rate_ci", "wins", "ties", "losses", "unjudged", "language_fidelity", "nll_delta",
-                     "mc_accuracy", "mc_accuracy_baseline", "mc_delta", "mc_n"}
+SMALL = [
+    f"eval.languages=[{','.join(LANGS)}]",
+    "eval.pairs.per_language=3",
+    "eval.win_rate.per_language=2",
+    "eval.win_rate.generation.max_new_tokens=6",
+    "eval.nll.per_language=2",
+    "eval.harness.limit=2",
+    "eval.win_rate.bootstrap=200",
+    "eval.device=cpu",
+]
+PER_LANGUAGE_KEYS = {
+    "seen",
+    "n_pairs",
+    "preference_accuracy",
+    "preference_ties",
+    "reward_margin",
+    "win_rate",
+    "win_rate_ci",
+    "wins",
+    "ties",
+    "losses",
+    "unjudged",
+    "language_fidelity",
+    "nll_delta",
+    "mc_accuracy",
+    "mc_accuracy_baseline",
+    "mc_delta",
+    "mc_n",
+}
 
 
 class FirstPositionJudge:
@@ -69,15 +92,25 @@ def test_verdict_parsing_and_majority():
 def test_preference_stats_and_macro_means():
     stats = metrics.preference_stats(torch.tensor([0.5, -0.25, 0.0, 1.0]))
     assert stats == {"n_pairs": 4, "preference_accuracy": 0.5, "preference_ties": 1, "reward_margin": 0.3125}
-    per_language = {"de": {"seen": True, "win_rate": 0.25, "wins": 1, "win_rate_ci": [0, 1]},
-                    "fr": {"seen": True, "win_rate": 0.75, "wins": 3, "win_rate_ci": [0, 1]}}
+    per_language = {
+        "de": {"seen": True, "win_rate": 0.25, "wins": 1, "win_rate_ci": [0, 1]},
+        "fr": {"seen": True, "win_rate": 0.75, "wins": 3, "win_rate_ci": [0, 1]},
+    }
     assert metrics.macro(per_language, ["de", "fr"]) == {"win_rate": 0.5, "wins": 4.0, "languages": 2}
     # a language without held-out prompts, and one without any row: the means are over the others, and say so
     per_language["fr"] = {"seen": True, "nll_delta": 0.5}
     assert metrics.macro(per_language, ["de", "fr", "sw"]) == {
-        "win_rate": 0.25, "wins": 1.0, "nll_delta": 0.5, "languages": 3,
-        "missing": {"win_rate": ["fr", "sw"], "wins": ["fr", "sw"], "win_rate_ci": ["fr", "sw"],
-                    "nll_delta": ["de", "sw"]}}
+        "win_rate": 0.25,
+        "wins": 1.0,
+        "nll_delta": 0.5,
+        "languages": 3,
+        "missing": {
+            "win_rate": ["fr", "sw"],
+            "wins": ["fr", "sw"],
+            "win_rate_ci": ["fr", "sw"],
+            "nll_delta": ["de", "sw"],
+        },
+    }
 
 
 def test_bootstrap_ci_covers_the_true_rate_at_its_nominal_frequency():
@@ -90,7 +123,7 @@ def test_bootstrap_ci_covers_the_true_rate_at_its_nominal_frequency():
     for rep in range(reps):
         groups = []
         for p in true_rates:  # win with p - 0.1, tie with 0.2, loss otherwise: expected value p
-            draw = (lambda p=p: metrics.WIN if (u := rng.random()) < p - 0.1 else TIE if u < p + 0.1 else metrics.LOSS)
+            draw = lambda p=p: metrics.WIN if (u := rng.random()) < p - 0.1 else TIE if u < p + 0.1 else metrics.LOSS
             groups.append([[draw(), draw()] for _ in range(30)])
         low, high = metrics.bootstrap_ci(groups, n_boot=300, seed=rep)
         cover += low <= sum(true_rates) / len(true_rates) <= high
@@ -140,9 +173,16 @@ def test_preference_accuracy_rises_on_pairs_the_policy_was_trained_toward(eval_c
     from congrad.models.factory import build_policy
     from congrad.training import build_pieces
 
-    cfg = eval_cfg("eval.win_rate.enabled=false", "eval.nll.enabled=false", "eval.harness.enabled=false",
-                   "data.path=${eval.pairs.path}", "data.val_fraction=0", "data.languages=[de,zh,ar]",
-                   "dpo.optimizer.lr=5e-3", "dpo.scheduler=null")
+    cfg = eval_cfg(
+        "eval.win_rate.enabled=false",
+        "eval.nll.enabled=false",
+        "eval.harness.enabled=false",
+        "data.path=${eval.pairs.path}",
+        "data.val_fraction=0",
+        "data.languages=[de,zh,ar]",
+        "dpo.optimizer.lr=5e-3",
+        "dpo.scheduler=null",
+    )
     OmegaConf.resolve(cfg)
     torch.manual_seed(0)
     pieces = build_pieces(cfg)
@@ -184,8 +224,9 @@ def test_a_seen_mean_over_fewer_languages_than_the_group_says_so(eval_cfg, tmp_p
 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"id": "p1", "prompt": "Wie spät ist es?", "language": "de"}\n', encoding="utf-8")
-    cfg = eval_cfg(f"eval.win_rate.path={prompts}", "eval.nll.enabled=false", "eval.harness.enabled=false",
-                   "eval.languages=null")  # every language of the files (with eval.languages, only those count)
+    cfg = eval_cfg(
+        f"eval.win_rate.path={prompts}", "eval.nll.enabled=false", "eval.harness.enabled=false", "eval.languages=null"
+    )  # every language of the files (with eval.languages, only those count)
     results, _ = evaluate(cfg, RuleJudge(), seen=["de", "zh", "ar", "sw"])
     seen = results["seen"]
     assert seen["win_rate"] == results["languages"]["de"]["win_rate"]
@@ -199,7 +240,8 @@ def test_a_seen_mean_over_fewer_languages_than_the_group_says_so(eval_cfg, tmp_p
 
 
 def test_macro_ci_is_nan_free_and_ordered(eval_cfg):
-    results, _ = evaluate(eval_cfg("eval.pairs.enabled=false", "eval.nll.enabled=false", "eval.harness.enabled=false"),
-                          RuleJudge())
+    results, _ = evaluate(
+        eval_cfg("eval.pairs.enabled=false", "eval.nll.enabled=false", "eval.harness.enabled=false"), RuleJudge()
+    )
     low, high = results["seen"]["win_rate_ci"]
     assert not math.isnan(low) and low <= results["seen"]["win_rate"] <= high

@@ -54,7 +54,10 @@ def fit(cfg, max_epochs, ckpt_path=None, interrupt_after_epoch=None):
     pieces = build_pieces(cfg)
     recorder = ServedPairs(interrupt_after_epoch)
     trainer = hydra.utils.instantiate(
-        cfg.trainer, max_epochs=max_epochs, logger=False, enable_progress_bar=False,
+        cfg.trainer,
+        max_epochs=max_epochs,
+        logger=False,
+        enable_progress_bar=False,
         callbacks=instantiate_group(cfg.callbacks) + [recorder],
     )
     trainer.fit(pieces.module, datamodule=pieces.datamodule, ckpt_path=ckpt_path)
@@ -62,8 +65,14 @@ def fit(cfg, max_epochs, ckpt_path=None, interrupt_after_epoch=None):
 
 
 def test_prunes_every_epoch_serves_the_kept_set_and_resumes_with_the_same_state(compose_config, pairs_file, tmp_path):
-    overrides = [f"data.path={pairs_file}", "data.batch_size=8", "sketch.width=1024", "filter.keep_ratio=0.75",
-                 "filter.min_per_language=2", "callbacks.congrad.progress=false"]
+    overrides = [
+        f"data.path={pairs_file}",
+        "data.batch_size=8",
+        "sketch.width=1024",
+        "filter.keep_ratio=0.75",
+        "filter.min_per_language=2",
+        "callbacks.congrad.progress=false",
+    ]
     cfg = compose_config("train", overrides, output_dir=tmp_path / "uninterrupted")
     full, datamodule = fit(cfg, max_epochs=3)
     n = len(datamodule.train_rows)
@@ -126,9 +135,19 @@ def train_subprocess(run_dir, pairs, *extra):
 
     from conftest import ROOT
 
-    args = [sys.executable, str(ROOT / "train.py"), f"data.path={pairs}", "trainer.max_epochs=1",
-            "sketch.width=1024", "logger=csv", "trainer.log_every_n_steps=1", "~eval", "callbacks.congrad.progress=false",
-            f"hydra.run.dir={run_dir}", *extra]
+    args = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        f"data.path={pairs}",
+        "trainer.max_epochs=1",
+        "sketch.width=1024",
+        "logger=csv",
+        "trainer.log_every_n_steps=1",
+        "~eval",
+        "callbacks.congrad.progress=false",
+        f"hydra.run.dir={run_dir}",
+        *extra,
+    ]
     result = subprocess.run(args, capture_output=True, text=True, timeout=600, env=os.environ.copy())
     assert result.returncode == 0, result.stderr[-3000:]
     return [row for _, row in read_json_lines(run_dir / "filter" / "scores.jsonl")]
@@ -149,8 +168,9 @@ def last_num_tokens(run_dir) -> float:
         return [float(r["train/num_tokens"]) for r in csv.DictReader(f) if r.get("train/num_tokens")][-1]
 
 
-def test_ddp_ranks_share_the_scoring_and_keep_what_one_process_keeps(tmp_path, shared_pairs, single_process,
-                                                                     compose_config):
+def test_ddp_ranks_share_the_scoring_and_keep_what_one_process_keeps(
+    tmp_path, shared_pairs, single_process, compose_config
+):
     """Two CPU processes (gloo) each sketch every other candidate and all-gather: the scores and the kept
     set of the first pass equal a single process's. The per-step metrics cover both ranks' batches: the
     token count of the epoch is that of all kept pairs (one pair more at most, which the distributed
@@ -163,15 +183,18 @@ def test_ddp_ranks_share_the_scoring_and_keep_what_one_process_keeps(tmp_path, s
     cfg = compose_config("train", [f"data.path={shared_pairs}"])
     datamodule = hydra.utils.instantiate(cfg.data, tokenizer=hydra.utils.instantiate(cfg.model.tokenizer))
     datamodule.setup()
-    tokens = {row.id: 2 * len(f["prompt_ids"]) + len(f["chosen_ids"]) + len(f["rejected_ids"])
-              for row, f in zip(datamodule.train_rows, datamodule._train_features)}
+    tokens = {
+        row.id: 2 * len(f["prompt_ids"]) + len(f["chosen_ids"]) + len(f["rejected_ids"])
+        for row, f in zip(datamodule.train_rows, datamodule._train_features)
+    }
     kept_tokens = sum(tokens[s["id"]] for s in single if s["kept"])
     assert last_num_tokens(single_dir) == kept_tokens
     assert kept_tokens <= last_num_tokens(tmp_path / "ddp") <= kept_tokens + max(tokens.values())
 
 
-def test_fsdp_scores_like_one_process_and_its_checkpoint_resumes_on_one_process(tmp_path, shared_pairs,
-                                                                               single_process, compose_config):
+def test_fsdp_scores_like_one_process_and_its_checkpoint_resumes_on_one_process(
+    tmp_path, shared_pairs, single_process, compose_config
+):
     """trainer=fsdp on two CPU processes (gloo; FSDP2 shards weights, adapters and optimizer state): the
     first pass keeps what one process keeps. Its checkpoint is the full state, optimizer state keyed as one
     process keys it, and a one-process run resumes from it (2 -> 1 processes): the pass it runs first scores
@@ -182,8 +205,14 @@ def test_fsdp_scores_like_one_process_and_its_checkpoint_resumes_on_one_process(
     from congrad.filtering.sketch_pass import sketch_candidates
     from congrad.filtering.sketching import PerPairSketcher
 
-    fsdp = train_subprocess(tmp_path / "fsdp", shared_pairs, "trainer=fsdp", "trainer.accelerator=cpu",
-                            "trainer.precision=32-true", "trainer.devices=2")
+    fsdp = train_subprocess(
+        tmp_path / "fsdp",
+        shared_pairs,
+        "trainer=fsdp",
+        "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
+        "trainer.devices=2",
+    )
     _, single = single_process
     assert [s["kept"] for s in fsdp] == [s["kept"] for s in single]
     assert [s["score"] for s in fsdp] == pytest.approx([s["score"] for s in single], abs=1e-5)
@@ -206,8 +235,9 @@ def test_fsdp_scores_like_one_process_and_its_checkpoint_resumes_on_one_process(
     module.load_state_dict(checkpoint["state_dict"], strict=False)
     rows = pieces.datamodule.train_rows
     sketcher = PerPairSketcher.from_config(module, cfg.sketch)
-    sketches = sketch_candidates(sketcher, pieces.datamodule.candidate_dataloader(cfg.sketch.batch_size), "cpu",
-                                 progress=False)
+    sketches = sketch_candidates(
+        sketcher, pieces.datamodule.candidate_dataloader(cfg.sketch.batch_size), "cpu", progress=False
+    )
     congrad = ConGrad(**cfg.filter)
     congrad.load_state_dict(checkpoint["callbacks"]["ConGradCallback"]["filter"])  # passes seed the surgery order
     expected = congrad.step(sketches, [r.language for r in rows])

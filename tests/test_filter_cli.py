@@ -21,8 +21,13 @@ def run_filter(*overrides, log_dir=None):
     """filter.py as a user runs it; Hydra's log folder goes to ``log_dir`` (a temporary one by default), not
     into the repository's logs/."""
     log_dir = log_dir or tempfile.mkdtemp(prefix="filter-logs-")
-    return subprocess.run([sys.executable, str(ROOT / "filter.py"), f"hydra.run.dir={log_dir}", *overrides],
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.run(
+        [sys.executable, str(ROOT / "filter.py"), f"hydra.run.dir={log_dir}", *overrides],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def read_jsonl(path):
@@ -42,15 +47,26 @@ def pairs_with_bad_rows(tmp_path):
 def test_output_contract_with_skipped_bad_rows(pairs_with_bad_rows, tmp_path):
     path, inputs = pairs_with_bad_rows
     out = tmp_path / "out"
-    result = run_filter(f"data.path={path}", f"output_dir={out}", "data.on_bad_row=skip", "sketch.width=1024",
-                        "filter.keep_ratio=0.5", "filter.min_per_language=2", log_dir=tmp_path / "logs")
+    result = run_filter(
+        f"data.path={path}",
+        f"output_dir={out}",
+        "data.on_bad_row=skip",
+        "sketch.width=1024",
+        "filter.keep_ratio=0.5",
+        "filter.min_per_language=2",
+        log_dir=tmp_path / "logs",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     spent = json.loads((tmp_path / "logs" / "cost.json").read_text())  # what the run cost, beside filter.log
     assert spent["finished"] and spent["sketch_passes"] == 1 and spent["seconds"]["sketch"] > 0
     assert spent["pairs_sketched"] == len(inputs) - 2  # every row but the two skipped ones
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")], "no temporary files left behind"
     assert {p.name for p in out.iterdir() if not p.name.startswith(".")} == {
-        "scores.jsonl", "kept.jsonl", "summary.json", "conflict.png"}, "the output files alone (logs go elsewhere)"
+        "scores.jsonl",
+        "kept.jsonl",
+        "summary.json",
+        "conflict.png",
+    }, "the output files alone (logs go elsewhere)"
 
     scores = read_jsonl(out / "scores.jsonl")
     assert [s["id"] for s in scores] == [r["id"] for r in inputs], "one line per input row, in input order"

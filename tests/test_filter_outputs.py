@@ -42,8 +42,11 @@ def assert_one_consistent_set(out):
     """All four files, and they agree: kept.jsonl holds exactly the kept rows of scores.jsonl, the summary
     counts them. Returns the summary."""
     assert all((out / name).is_file() for name in NAMES), sorted(p.name for p in out.iterdir())
-    scores, kept, summary = read_jsonl(out / "scores.jsonl"), read_jsonl(out / "kept.jsonl"), \
-        json.loads((out / "summary.json").read_text())
+    scores, kept, summary = (
+        read_jsonl(out / "scores.jsonl"),
+        read_jsonl(out / "kept.jsonl"),
+        json.loads((out / "summary.json").read_text()),
+    )
     assert [row["id"] for row in kept] == [line["id"] for line in scores if line["kept"]]
     assert summary["kept"] == len(kept) and summary["total"] == len(scores)
     return summary
@@ -53,9 +56,15 @@ def old_set(out, pairs_file):
     """A set written in-process: every pair kept, marked as the old one."""
     rows, report = load_preference_rows(pairs_file)
     n, languages = len(rows), [row.language for row in rows]
-    result = PassResult(scores=torch.ones(n), kept=torch.ones(n, dtype=torch.bool), languages=languages,
-                        aggregate_languages=sorted(set(languages)), cosine_before=torch.eye(3),
-                        cosine_after=torch.eye(3), drop_reason="below keep_ratio cut")
+    result = PassResult(
+        scores=torch.ones(n),
+        kept=torch.ones(n, dtype=torch.bool),
+        languages=languages,
+        aggregate_languages=sorted(set(languages)),
+        cosine_before=torch.eye(3),
+        cosine_after=torch.eye(3),
+        drop_reason="below keep_ratio cut",
+    )
     write_filter_outputs(out, rows, result, report, extra_summary={"which": "old"})
 
 
@@ -83,8 +92,15 @@ def test_a_filter_py_killed_while_writing_leaves_a_complete_set(pairs_file, tmp_
     out = tmp_path / "out"
     old_set(out, pairs_file)
     assert assert_one_consistent_set(out)["which"] == "old"
-    args = [sys.executable, str(ROOT / "filter.py"), f"data.path={pairs_file}", f"output_dir={out}",
-            "sketch.width=1024", "filter.keep_ratio=0.5", f"hydra.run.dir={tmp_path / 'logs'}"]
+    args = [
+        sys.executable,
+        str(ROOT / "filter.py"),
+        f"data.path={pairs_file}",
+        f"output_dir={out}",
+        "sketch.width=1024",
+        "filter.keep_ratio=0.5",
+        f"hydra.run.dir={tmp_path / 'logs'}",
+    ]
     killed_while_writing = False
     for _ in range(3):  # the write takes a few hundred ms: polling every ms catches it, else try again
         process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -125,8 +141,11 @@ def test_a_second_filter_py_on_the_same_output_dir_is_refused(compose_config, pa
 def test_an_output_dir_that_cannot_be_one_is_named(compose_config, pairs_file, tmp_path, case):
     blocker = tmp_path / "taken"
     blocker.write_text("a file")
-    expected = {"a file": "is a file: give a directory", "inside a file": f"is inside {blocker}, which is a file",
-                "not writable": "is not writable ("}[case]
+    expected = {
+        "a file": "is a file: give a directory",
+        "inside a file": f"is inside {blocker}, which is a file",
+        "not writable": "is not writable (",
+    }[case]
     out = {"a file": blocker, "inside a file": blocker / "out", "not writable": tmp_path / "read-only"}[case]
     if case == "not writable":
         out.mkdir(mode=0o500)
@@ -146,15 +165,19 @@ def test_evaluate_py_names_an_output_dir_that_is_a_file_before_hydra_creates_it(
 
     blocker = tmp_path / "taken"
     blocker.write_text("a file")
-    callbacks = OmegaConf.merge(OmegaConf.load(ROOT / "conf" / "hydra" / "default.yaml").callbacks,
-                                OmegaConf.load(ROOT / "conf" / "evaluate.yaml").hydra.callbacks)
+    callbacks = OmegaConf.merge(
+        OmegaConf.load(ROOT / "conf" / "hydra" / "default.yaml").callbacks,
+        OmegaConf.load(ROOT / "conf" / "evaluate.yaml").hydra.callbacks,
+    )
     check = hydra.utils.instantiate(callbacks.run_paths)
     config = OmegaConf.create({"hydra": {"run": {"dir": str(blocker / "out")}}})
     with pytest.raises(SystemExit) as raised:
         check.on_run_start(config)
     assert raised.value.code == 2
-    assert capsys.readouterr().err == f"error: output_dir={blocker / 'out'} is inside {blocker}, which is a file: " \
-                                      "give a directory (it is created if missing)\n"
+    assert (
+        capsys.readouterr().err == f"error: output_dir={blocker / 'out'} is inside {blocker}, which is a file: "
+        "give a directory (it is created if missing)\n"
+    )
     check.on_run_start(OmegaConf.create({"hydra": {"run": {"dir": str(tmp_path / "new" / "out")}}}))
     assert (tmp_path / "new" / "out").is_dir()
 
@@ -166,16 +189,29 @@ def test_a_pair_that_truncation_leaves_without_a_preference_is_dropped_with_its_
     from congrad.filtering.method import NO_SIGNAL
 
     shared = "Der Regenbogen entsteht, wenn Sonnenlicht in Wassertropfen gebrochen wird. " * 12
-    same = [{"id": f"same-{i}", "prompt": "Wie entsteht ein Regenbogen?", "chosen": shared + "Ja.",
-             "rejected": shared + "Nein.", "language": "de"} for i in range(2)]
+    same = [
+        {
+            "id": f"same-{i}",
+            "prompt": "Wie entsteht ein Regenbogen?",
+            "chosen": shared + "Ja.",
+            "rejected": shared + "Nein.",
+            "language": "de",
+        }
+        for i in range(2)
+    ]
     path = tmp_path / "pairs.jsonl"
     write_jsonl(path, make_preference_rows(["en", "de"], pairs_per_language=4, seed=4) + same)
     out = tmp_path / "out"
     filter_file(compose_config("filter", [f"data.path={path}", f"output_dir={out}", "sketch.width=1024"]))
     lines = {line["id"]: line for line in read_jsonl(out / "scores.jsonl")}
     for i in range(2):
-        assert lines[f"same-{i}"] == {"id": f"same-{i}", "language": "de", "score": None, "kept": False,
-                                      "reason": NO_SIGNAL}
+        assert lines[f"same-{i}"] == {
+            "id": f"same-{i}",
+            "language": "de",
+            "score": None,
+            "kept": False,
+            "reason": NO_SIGNAL,
+        }
     assert all(line["score"] is not None for key, line in lines.items() if not key.startswith("same-"))
     assert json.loads((out / "summary.json").read_text())["languages"]["de"]["no_signal"] == 2
 
@@ -190,13 +226,20 @@ def test_a_full_disk_names_the_file_and_leaves_the_previous_set(pairs_file, smal
     fill(out.parent)
     rows, report = load_preference_rows(pairs_file)
     n, languages = len(rows), [row.language for row in rows]
-    result = PassResult(scores=torch.zeros(n), kept=torch.zeros(n, dtype=torch.bool), languages=languages,
-                        aggregate_languages=sorted(set(languages)), cosine_before=torch.eye(3),
-                        cosine_after=torch.eye(3), drop_reason="below keep_ratio cut")
+    result = PassResult(
+        scores=torch.zeros(n),
+        kept=torch.zeros(n, dtype=torch.bool),
+        languages=languages,
+        aggregate_languages=sorted(set(languages)),
+        cosine_before=torch.eye(3),
+        cosine_after=torch.eye(3),
+        drop_reason="below keep_ratio cut",
+    )
     with pytest.raises(OutputError) as raised:
         write_filter_outputs(out, rows, result, report, extra_summary={"which": "new"})
-    assert str(raised.value) == (f"cannot write {out / 'scores.jsonl'}: No space left on device; what was there "
-                                 "before is unchanged")
+    assert str(raised.value) == (
+        f"cannot write {out / 'scores.jsonl'}: No space left on device; what was there before is unchanged"
+    )
     assert assert_one_consistent_set(out)["which"] == "old"
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
 

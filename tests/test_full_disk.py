@@ -16,8 +16,14 @@ from congrad.utils.io import OutputError, write_jsonl
 
 pytestmark = pytest.mark.slow(seconds=30)
 
-QUIET = ["~eval", "~logger", "callbacks.congrad.progress=false", "+trainer.enable_progress_bar=false",
-         "sketch.width=1024", "data.batch_size=4"]
+QUIET = [
+    "~eval",
+    "~logger",
+    "callbacks.congrad.progress=false",
+    "+trainer.enable_progress_bar=false",
+    "sketch.width=1024",
+    "data.batch_size=4",
+]
 FULL = "No space left on device"
 
 
@@ -29,9 +35,15 @@ def pairs_file(tmp_path):
 
 
 def train(*overrides, **popen):
-    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *QUIET, *overrides], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, **popen)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *QUIET, *overrides],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        **popen,
+    )
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -45,8 +57,12 @@ def test_a_full_disk_while_checkpointing_leaves_the_last_complete_checkpoint(pai
     byte and loadable, and no partial file is left (Lightning's own writer copies from the system temp dir
     into the destination and leaves a truncated file)."""
     checkpoints = small_fs(4096) / "checkpoints"
-    process = train(f"data.path={pairs_file}", "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'run'}",
-                    f"callbacks.model_checkpoint.dirpath={checkpoints}")
+    process = train(
+        f"data.path={pairs_file}",
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"callbacks.model_checkpoint.dirpath={checkpoints}",
+    )
     last = checkpoints / "last.ckpt"
     first = None
     while process.poll() is None and first is None:
@@ -57,8 +73,9 @@ def test_a_full_disk_while_checkpointing_leaves_the_last_complete_checkpoint(pai
     _, stderr = process.communicate(timeout=600)
     assert first is not None, stderr[-4000:]
     assert process.returncode == 2, stderr[-4000:]
-    assert error_lines(stderr) == [f"error: cannot write {checkpoints / 'epoch_001.ckpt'}: {FULL}; what was there "
-                                   "before is unchanged"]
+    assert error_lines(stderr) == [
+        f"error: cannot write {checkpoints / 'epoch_001.ckpt'}: {FULL}; what was there before is unchanged"
+    ]
     assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
     assert last.read_bytes() == first
     assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 0
@@ -71,8 +88,13 @@ def test_a_full_disk_while_saving_the_adapter_leaves_the_previous_one(pairs_file
     for name, content in previous.items():
         (adapter / name).write_bytes(content)
     fill(adapter.parent)
-    process = train(f"data.path={pairs_file}", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}",
-                    "callbacks.model_checkpoint=null", f"callbacks.save_pretrained.dirpath={adapter}")
+    process = train(
+        f"data.path={pairs_file}",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "callbacks.model_checkpoint=null",
+        f"callbacks.save_pretrained.dirpath={adapter}",
+    )
     _, stderr = process.communicate(timeout=600)
     assert process.returncode == 2, stderr[-4000:]
     assert error_lines(stderr) == [f"error: cannot write {adapter}: {FULL}; what was there before is unchanged"]
@@ -84,9 +106,13 @@ def test_a_full_disk_while_writing_evaluation_results_leaves_the_previous_ones(t
     from congrad.evaluation.outputs import write_outputs
 
     out = small_fs(512) / "eval"
-    results = {"policy": {"adapters": []}, "baseline": {"adapters": []},
-               "languages": {"de": {"seen": True, "win_rate": 0.5}}, "seen": {"win_rate": 0.5, "languages": 1},
-               "unseen": {}}
+    results = {
+        "policy": {"adapters": []},
+        "baseline": {"adapters": []},
+        "languages": {"de": {"seen": True, "win_rate": 0.5}},
+        "seen": {"win_rate": 0.5, "languages": 1},
+        "unseen": {},
+    }
     write_outputs(out, results, [{"id": "p", "language": "de"}])
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     fill(out.parent)
@@ -103,15 +129,24 @@ def test_a_run_directory_that_takes_nothing_is_one_line_before_hydra_writes_ther
     fill(full)
     home = read_only_dir.parent
     cases = [
-        ("train.py", ["hydra.run.dir='~/read-only/run'", "~eval"],
-         f"hydra.run.dir={read_only_dir / 'run'} cannot be created ("),
+        (
+            "train.py",
+            ["hydra.run.dir='~/read-only/run'", "~eval"],
+            f"hydra.run.dir={read_only_dir / 'run'} cannot be created (",
+        ),
         ("train.py", [f"hydra.run.dir={read_only_dir}", "~eval"], f"hydra.run.dir={read_only_dir} is not writable ("),
         ("evaluate.py", [f"output_dir={read_only_dir}"], f"output_dir={read_only_dir} is not writable ("),
         ("evaluate.py", [f"output_dir={full}"], f"output_dir={full} is not writable ({FULL})"),
     ]
     for script, overrides, expected in cases:
-        done = subprocess.run([sys.executable, str(ROOT / script), *overrides], cwd=ROOT, capture_output=True,
-                              text=True, timeout=300, env={**os.environ, "HOME": str(home)})
+        done = subprocess.run(
+            [sys.executable, str(ROOT / script), *overrides],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "HOME": str(home)},
+        )
         assert done.returncode == 2, (script, overrides, done.stderr[-3000:])
         assert done.stderr.startswith(f"error: {expected}") and done.stderr.count("\n") == 1, done.stderr[-3000:]
     assert not (ROOT / "~").exists() and not (tmp_path / "~").exists()

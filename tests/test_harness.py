@@ -23,8 +23,7 @@ from congrad.evaluation.harness import SHIPPED_DIR, Harness, resolve, write_mult
 from congrad.evaluation.outputs import HARNESS_COLUMNS, log_results, write_outputs
 from congrad.judging.rule import RuleJudge
 
-ONLY_HARNESS = ["eval.device=cpu", "eval.pairs.enabled=false", "eval.win_rate.enabled=false",
-                "eval.nll.enabled=false"]
+ONLY_HARNESS = ["eval.device=cpu", "eval.pairs.enabled=false", "eval.win_rate.enabled=false", "eval.nll.enabled=false"]
 LANGSET = ["en", "de", "fr", "es", "it", "ru", "zh", "ja", "ar", "hi"]
 
 pytestmark = pytest.mark.slow(seconds=85)
@@ -151,8 +150,17 @@ def test_the_shipped_task_scores_what_a_plain_forward_pass_gives_and_the_results
 
 
 def test_a_local_file_becomes_a_generated_task_that_scores_alike(harness_cfg, tmp_path):
-    rows = [{"id": f"q{i}", "language": lang, "question": f"{word} {i}?", "choices": ["a", "bb b", "c c c", "dddd"],
-             "answer": i % 4} for lang, word in (("de", "Frage"), ("fr", "Question")) for i in range(5)]
+    rows = [
+        {
+            "id": f"q{i}",
+            "language": lang,
+            "question": f"{word} {i}?",
+            "choices": ["a", "bb b", "c c c", "dddd"],
+            "answer": i % 4,
+        }
+        for lang, word in (("de", "Frage"), ("fr", "Question"))
+        for i in range(5)
+    ]
     path = tmp_path / "mine.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = harness_cfg("eval.harness.tasks=[]", f"+eval.harness.files.mine={path}")
@@ -179,10 +187,15 @@ def test_a_local_file_becomes_a_generated_task_that_scores_alike(harness_cfg, tm
 
 def test_eval_languages_keep_the_harness_tasks_of_those_languages(harness_cfg, tmp_path):
     tasks, _ = resolve(harness_cfg().eval.harness, tmp_path, ["de", "ja"])
-    assert [(t.name, t.language, t.leaves) for t in tasks] == [("congrad_mc_de", "de", ("congrad_mc_de",)),
-                                                               ("congrad_mc_ja", "ja", ("congrad_mc_ja",))]
-    with pytest.raises(ConfigError, match=r"eval\.harness\.tasks: congrad_mc and congrad_mc_de both hold the "
-                                          r"lm-eval task congrad_mc_de"):
+    assert [(t.name, t.language, t.leaves) for t in tasks] == [
+        ("congrad_mc_de", "de", ("congrad_mc_de",)),
+        ("congrad_mc_ja", "ja", ("congrad_mc_ja",)),
+    ]
+    with pytest.raises(
+        ConfigError,
+        match=r"eval\.harness\.tasks: congrad_mc and congrad_mc_de both hold the "
+        r"lm-eval task congrad_mc_de",
+    ):
         resolve(harness_cfg("eval.harness.tasks=[congrad_mc_de,congrad_mc]").eval.harness, tmp_path)
 
 
@@ -190,8 +203,11 @@ def test_eval_languages_keep_the_harness_tasks_of_those_languages(harness_cfg, t
 def preset_files() -> list[Path]:
     """Every config under conf/eval/ that names harness tasks (the presets, and eval group options)."""
     files = sorted((ROOT / "conf/eval/harness").glob("*.yaml"))
-    return files + [p for p in sorted((ROOT / "conf/eval").glob("*.yaml"))
-                    if (yaml.safe_load(p.read_text()) or {}).get("harness", {}).get("tasks")]
+    return files + [
+        p
+        for p in sorted((ROOT / "conf/eval").glob("*.yaml"))
+        if (yaml.safe_load(p.read_text()) or {}).get("harness", {}).get("tasks")
+    ]
 
 
 def test_every_preset_names_lm_eval_tasks_of_langset_languages_reading_listed_data_sets(harness_cfg, tmp_path):
@@ -211,35 +227,53 @@ def test_every_preset_names_lm_eval_tasks_of_langset_languages_reading_listed_da
             languages = [t.language for t in tasks]
             assert [t.name for t in tasks] == names and len(set(languages)) == len(languages), path
             assert set(languages) <= set(LANGSET), (path, languages)
-    expected = {"global_mmlu": LANGSET, "belebele": LANGSET, "global_mmlu_lite": set(LANGSET) - {"ru"},
-                "mmmlu": set(LANGSET) - {"en", "ru"}}
+    expected = {
+        "global_mmlu": LANGSET,
+        "belebele": LANGSET,
+        "global_mmlu_lite": set(LANGSET) - {"ru"},
+        "mmmlu": set(LANGSET) - {"en", "ru"},
+    }
     for preset, langs in expected.items():
         tasks, _ = resolve(harness_cfg(f"eval/harness={preset}").eval.harness, tmp_path)
         assert {t.language for t in tasks} == set(langs), preset
 
 
 def test_an_unknown_task_or_unreachable_data_is_an_error_naming_it(harness_cfg, tmp_path):
-    with pytest.raises(ConfigError, match=r"eval\.harness\.tasks: no lm-eval task, group or tag named "
-                                          r"belebele_deu_latn \(close: belebele_deu_Latn"):
+    with pytest.raises(
+        ConfigError,
+        match=r"eval\.harness\.tasks: no lm-eval task, group or tag named "
+        r"belebele_deu_latn \(close: belebele_deu_Latn",
+    ):
         resolve(harness_cfg("eval.harness.tasks=[belebele_deu_latn]").eval.harness, tmp_path)
     # the tests run offline (HF_HUB_OFFLINE=1): the hub set cannot be reached
-    with pytest.raises(CongradError, match=r"eval\.harness\.tasks: belebele_deu_Latn: its data could not be "
-                                           r"loaded \(Couldn't reach 'facebook/belebele'.*"
-                                           r"eval\.harness\.datasets\.belebele\.path"):
+    with pytest.raises(
+        CongradError,
+        match=r"eval\.harness\.tasks: belebele_deu_Latn: its data could not be "
+        r"loaded \(Couldn't reach 'facebook/belebele'.*"
+        r"eval\.harness\.datasets\.belebele\.path",
+    ):
         Harness(harness_cfg("eval.harness.tasks=[belebele_deu_Latn]").eval.harness, tmp_path)
 
 
 def test_train_py_starts_without_importing_lm_eval():
-    code = ("import sys, congrad.run, congrad.settings, congrad.evaluation.evaluator; "
-            "print('lm_eval' in sys.modules, 'lm_eval.tasks' in sys.modules)")
+    code = (
+        "import sys, congrad.run, congrad.settings, congrad.evaluation.evaluator; "
+        "print('lm_eval' in sys.modules, 'lm_eval.tasks' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["False", "False"]
 
 
 MMLU_CATEGORY = {"stem": "STEM", "humanities": "Humanities", "social_sciences": "Social Sciences", "other": "Other"}
-LITE_CATEGORY = {"business_ethics": "Business", "marketing": "Business", "management": "Business",
-                 "anatomy": "Medical", "clinical_knowledge": "Medical", "college_medicine": "Medical"}
+LITE_CATEGORY = {
+    "business_ethics": "Business",
+    "marketing": "Business",
+    "management": "Business",
+    "anatomy": "Medical",
+    "clinical_knowledge": "Medical",
+    "college_medicine": "Medical",
+}
 
 
 def mmlu_subjects() -> dict[str, str]:
@@ -265,12 +299,27 @@ def global_mmlu_fixture(root: Path) -> int:
 
     rows = []
     for i, (subject, category) in enumerate(mmlu_subjects().items()):
-        rows.append({"sample_id": f"{subject}/test/{i}", "subject": subject,
-                     "subject_category": LITE_CATEGORY.get(subject, MMLU_CATEGORY[category]),
-                     "question": f"Frage {i}: was gilt in {subject}?", "option_a": "eins", "option_b": "die zweite",
-                     "option_c": "die dritte Antwort", "option_d": "vier", "answer": "ABCD"[i % 4],
-                     "required_knowledge": "[]", "time_sensitive": "[]", "reference": "[]", "culture": "[]",
-                     "region": "[]", "country": "[]", "cultural_sensitivity_label": "CA", "is_annotated": False})
+        rows.append(
+            {
+                "sample_id": f"{subject}/test/{i}",
+                "subject": subject,
+                "subject_category": LITE_CATEGORY.get(subject, MMLU_CATEGORY[category]),
+                "question": f"Frage {i}: was gilt in {subject}?",
+                "option_a": "eins",
+                "option_b": "die zweite",
+                "option_c": "die dritte Antwort",
+                "option_d": "vier",
+                "answer": "ABCD"[i % 4],
+                "required_knowledge": "[]",
+                "time_sensitive": "[]",
+                "reference": "[]",
+                "culture": "[]",
+                "region": "[]",
+                "country": "[]",
+                "cultural_sensitivity_label": "CA",
+                "is_annotated": False,
+            }
+        )
     (root / "de").mkdir(parents=True)
     pd.DataFrame(rows).to_parquet(root / "de/test-00000-of-00001.parquet")
     pd.DataFrame(rows[:5]).to_parquet(root / "de/dev-00000-of-00001.parquet")
@@ -283,8 +332,10 @@ def mmmlu_fixture(root: Path) -> int:
     column, ``Question, A, B, C, D, Answer`` (a letter), ``Subject``."""
     (root / "test").mkdir(parents=True)
     lines = [",Question,A,B,C,D,Answer,Subject"]
-    lines += [f"{i},Frage {i} zu {s}?,eins,die zweite,die dritte Antwort,vier,{'ABCD'[i % 4]},{s}"
-              for i, s in enumerate(mmlu_subjects())]
+    lines += [
+        f"{i},Frage {i} zu {s}?,eins,die zweite,die dritte Antwort,vier,{'ABCD'[i % 4]},{s}"
+        for i, s in enumerate(mmlu_subjects())
+    ]
     (root / "test/mmlu_DE-DE.csv").write_text("\n".join(lines) + "\n")
     (root / "README.md").write_text(readme({"DE_DE": [("test", "test/mmlu_DE-DE.csv")]}))
     return len(lines) - 1
@@ -294,10 +345,22 @@ def belebele_fixture(root: Path) -> int:
     """facebook/belebele as on the hub: config ``deu_Latn``, ``data/deu_Latn.jsonl``; the right answer's
     number a string ``"1"``-``"4"``."""
     (root / "data").mkdir(parents=True)
-    rows = [{"link": f"https://example.org/{i}", "question_number": 1 + i % 2,
-             "flores_passage": f"Ein kurzer Text Nummer {i} über das Wetter.", "question": f"Worum geht es in {i}?",
-             "mc_answer1": "Wetter", "mc_answer2": "Sport", "mc_answer3": "Essen", "mc_answer4": "Musik",
-             "correct_answer_num": str(1 + i % 4), "dialect": "deu_Latn", "ds": "2023-05-03"} for i in range(6)]
+    rows = [
+        {
+            "link": f"https://example.org/{i}",
+            "question_number": 1 + i % 2,
+            "flores_passage": f"Ein kurzer Text Nummer {i} über das Wetter.",
+            "question": f"Worum geht es in {i}?",
+            "mc_answer1": "Wetter",
+            "mc_answer2": "Sport",
+            "mc_answer3": "Essen",
+            "mc_answer4": "Musik",
+            "correct_answer_num": str(1 + i % 4),
+            "dialect": "deu_Latn",
+            "ds": "2023-05-03",
+        }
+        for i in range(6)
+    ]
     (root / "data/deu_Latn.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     (root / "README.md").write_text(readme({"deu_Latn": [("test", "data/deu_Latn.jsonl")]}))
     return len(rows)
@@ -318,8 +381,11 @@ def test_the_presets_read_local_copies_in_the_hub_schemas(harness_cfg, tmp_path,
     tokenizer = model = None
     for preset, (key, task, fixture, metric) in cases.items():
         n = fixture(tmp_path / preset)
-        cfg = harness_cfg(f"eval/harness={preset}", f"eval.harness.tasks=[{task}]",
-                          f"eval.harness.datasets.{key}.path={tmp_path / preset}")
+        cfg = harness_cfg(
+            f"eval/harness={preset}",
+            f"eval.harness.tasks=[{task}]",
+            f"eval.harness.datasets.{key}.path={tmp_path / preset}",
+        )
         harness = Harness(cfg.eval.harness, tmp_path)
         if model is None:
             tokenizer, model = Evaluator(cfg, RuleJudge(), tmp_path).policy([])
@@ -336,6 +402,9 @@ def test_harness_settings_are_checked(harness_cfg):
 
     with pytest.raises(ConfigError) as err:
         check_settings(harness_cfg("eval.harness.metric=f1", "eval.harness.limit=0", "eval.harness.tasks=belebele"))
-    for key in ("eval.harness.metric='f1': must be one of acc_norm, acc", "eval.harness.limit=0",
-                "eval.harness.tasks='belebele': must be a list of names"):
+    for key in (
+        "eval.harness.metric='f1': must be one of acc_norm, acc",
+        "eval.harness.limit=0",
+        "eval.harness.tasks='belebele': must be a list of names",
+    ):
         assert key in str(err.value)

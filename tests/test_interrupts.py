@@ -50,11 +50,20 @@ COMMON = ["sketch.width=1024", "~logger", "callbacks.congrad.progress=false"]
 
 
 def overrides(pairs_file, *extra):
-    return [f"data.path={pairs_file}", "data.batch_size=2", "trainer.max_epochs=1", *COMMON,
-            "+trainer.enable_progress_bar=false", "+callbacks.served._target_=test_interrupts.Served", *extra]
+    return [
+        f"data.path={pairs_file}",
+        "data.batch_size=2",
+        "trainer.max_epochs=1",
+        *COMMON,
+        "+trainer.enable_progress_bar=false",
+        "+callbacks.served._target_=test_interrupts.Served",
+        *extra,
+    ]
 
 
-def test_ctrl_c_stops_after_the_batch_and_the_resumed_run_serves_the_rest_in_order(compose_config, pairs_file, tmp_path):
+def test_ctrl_c_stops_after_the_batch_and_the_resumed_run_serves_the_rest_in_order(
+    compose_config, pairs_file, tmp_path
+):
     RECORDERS.clear()
     before = signal.getsignal(signal.SIGINT)  # Python's handler; ignored where a shell started us in the background
     fit(compose_config("train", overrides(pairs_file), output_dir=tmp_path / "full"))
@@ -79,8 +88,7 @@ def test_ctrl_c_stops_after_the_batch_and_the_resumed_run_serves_the_rest_in_ord
     assert (tmp_path / "resumed" / "adapter" / "adapter_model.safetensors").is_file()
 
 
-def test_sigterm_to_a_real_run_saves_a_checkpoint_exits_143_and_the_run_resumes(compose_config, pairs_file,
-                                                                                  tmp_path):
+def test_sigterm_to_a_real_run_saves_a_checkpoint_exits_143_and_the_run_resumes(compose_config, pairs_file, tmp_path):
     """Kill ``python train.py`` as SLURM preempts it, once training has started; resume with ckpt_path=. Its
     offline W&B run is finished, with the exit code 143: complete for ``wandb sync``, marked failed."""
     settings = [f"data.path={pairs_file}", "data.batch_size=1", "trainer.max_epochs=2", *COMMON]
@@ -124,15 +132,30 @@ def test_sigterm_during_evaluate_py_ends_it_with_143_and_its_wandb_run_finished_
     would send it then): one line, exit 143, and the offline W&B run, open since the start, is finished
     with exit code 143 instead of being left unsyncable."""
     out = tmp_path / "out"
-    args = [sys.executable, str(ROOT / "tests" / "faults.py"), "generate", "1", str(ROOT / "evaluate.py"),
-            f"output_dir={out}", "eval.languages=[en,de]", "eval.pairs.enabled=false", "eval.nll.enabled=false",
-            "eval.harness.enabled=false", "eval.win_rate.per_language=1", "eval.win_rate.generation.max_new_tokens=4",
-            "eval.device=cpu"]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "WANDB_MODE": "offline"})
+    args = [
+        sys.executable,
+        str(ROOT / "tests" / "faults.py"),
+        "generate",
+        "1",
+        str(ROOT / "evaluate.py"),
+        f"output_dir={out}",
+        "eval.languages=[en,de]",
+        "eval.pairs.enabled=false",
+        "eval.nll.enabled=false",
+        "eval.harness.enabled=false",
+        "eval.win_rate.per_language=1",
+        "eval.win_rate.generation.max_new_tokens=4",
+        "eval.device=cpu",
+    ]
+    result = subprocess.run(
+        args, capture_output=True, text=True, timeout=300, env={**os.environ, "WANDB_MODE": "offline"}
+    )
     assert result.returncode == 143, result.stderr[-3000:]
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        f"error: interrupted by SIGTERM during the evaluation into {out}")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: interrupted by SIGTERM during the evaluation into {out}")
+    )
     assert "Traceback" not in result.stderr
     assert list(wandb_exit_codes(out).values()) == [143]
     assert not (out / "results.json").exists()

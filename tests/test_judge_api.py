@@ -19,8 +19,11 @@ from congrad.utils import cost
 
 KEY_ENV, KEY = "CONGRAD_TEST_JUDGE_KEY", "sk-test-0123456789abcdef"
 TEMPLATE = "Rate the reply.\nRequest: {prompt}\nReply: {response}"
-CANDIDATES = [Candidate("What is 2+2?", "en", "Four."), Candidate("Wie viel ist 2+2?", "de", "Vier."),
-              Candidate("Combien font 2+2 ?", "fr", "Quatre.")]
+CANDIDATES = [
+    Candidate("What is 2+2?", "en", "Four."),
+    Candidate("Wie viel ist 2+2?", "de", "Vier."),
+    Candidate("Combien font 2+2 ?", "fr", "Quatre."),
+]
 
 
 def expected_score(prompt: str) -> int:
@@ -42,11 +45,22 @@ class Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(2)
             return
         prompt = body["messages"][0]["content"]
-        status, payload, headers = answer or (200, {
-            "object": "chat.completion", "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": f"Score: {expected_score(prompt)}"},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}}, {})
+        status, payload, headers = answer or (
+            200,
+            {
+                "object": "chat.completion",
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": f"Score: {expected_score(prompt)}"},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
+            },
+            {},
+        )
         self._send(status, payload, headers)
 
     def do_GET(self):  # noqa: N802
@@ -79,17 +93,33 @@ def server():
 
 
 def judge(server, **settings):
-    values = dict(base_url=server.url, model="judge-x", template=TEMPLATE, n_samples=1, max_new_tokens=16,
-                  backoff=0.01, max_backoff=0.5, cache_dir=None)
+    values = dict(
+        base_url=server.url,
+        model="judge-x",
+        template=TEMPLATE,
+        n_samples=1,
+        max_new_tokens=16,
+        backoff=0.01,
+        max_backoff=0.5,
+        cache_dir=None,
+    )
     values.update(settings)
     return ApiJudge(**values)
 
 
 def test_requests_carry_the_settings_and_the_key_only_in_their_header(server, monkeypatch):
     monkeypatch.setenv(KEY_ENV, KEY)
-    api = judge(server, api_key_env=KEY_ENV, n_samples=2, temperature=0.5, top_p=0.8, max_new_tokens=7,
-                extra_body={"top_k": 5}, seed=3)
-    probe, = server.requests
+    api = judge(
+        server,
+        api_key_env=KEY_ENV,
+        n_samples=2,
+        temperature=0.5,
+        top_p=0.8,
+        max_new_tokens=7,
+        extra_body={"top_k": 5},
+        seed=3,
+    )
+    (probe,) = server.requests
     assert probe["body"]["max_tokens"] == 1 and probe["path"] == "/v1/chat/completions"
     verdicts = api.judge(CANDIDATES[:1], policy=None)
     prompt = TEMPLATE.format(prompt="What is 2+2?", response="Four.")
@@ -97,8 +127,15 @@ def test_requests_carry_the_settings_and_the_key_only_in_their_header(server, mo
     assert [b["seed"] for b in bodies] == sorted(api.model.request_seed(prompt, j) for j in (0, 1))
     assert len({b["seed"] for b in bodies}) == 2  # each sample its own draw
     for body in bodies:
-        assert body == {"model": "judge-x", "messages": [{"role": "user", "content": prompt}], "temperature": 0.5,
-                        "top_p": 0.8, "max_tokens": 7, "seed": body["seed"], "top_k": 5}
+        assert body == {
+            "model": "judge-x",
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": 0.5,
+            "top_p": 0.8,
+            "max_tokens": 7,
+            "seed": body["seed"],
+            "top_k": 5,
+        }
     assert {r["auth"] for r in server.requests} == {f"Bearer {KEY}"}
     assert verdicts[0].score == expected_score(prompt) and verdicts[0].texts == [f"Score: {expected_score(prompt)}"] * 2
     assert api.name == "api" and KEY not in api.model.identity
@@ -108,10 +145,12 @@ def test_requests_carry_the_settings_and_the_key_only_in_their_header(server, mo
 
 def test_429_5xx_and_dropped_connections_are_retried_with_exponential_backoff(server):
     api = judge(server, backoff=0.1, max_backoff=1.0)
-    server.script[:] = [(503, {"error": {"message": "overloaded"}}, {}),
-                        (429, {"error": {"message": "slow down"}}, {"Retry-After": "0.3"}),
-                        "drop",
-                        (408, {"detail": "timeout"}, {})]
+    server.script[:] = [
+        (503, {"error": {"message": "overloaded"}}, {}),
+        (429, {"error": {"message": "slow down"}}, {"Retry-After": "0.3"}),
+        "drop",
+        (408, {"detail": "timeout"}, {}),
+    ]
     start = time.perf_counter()
     with cost.recording(None) as meter:
         verdicts = api.judge(CANDIDATES[:1], policy=None)
@@ -143,22 +182,52 @@ def openai_error(message, code=None):
     return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
 
 
-@pytest.mark.parametrize("answer, key_env, expected", [
-    ((401, openai_error(f"Incorrect API key provided: {KEY}.", "invalid_api_key"), {}), KEY_ENV,
-     f"judge.api_key_env={KEY_ENV}: the server at {{url}} refuses its key (401: Incorrect API key provided: ***.)"),
-    ((401, {"detail": "Unauthorized"}, {}), None, "judge.api_key_env is not set, and the server at {url} wants a key"),
-    ((404, {"object": "error", "message": "The model `judge-x` does not exist.", "type": "NotFoundError",
-            "code": 404}, {}), None,
-     "judge.model=judge-x: the server at {url} does not serve it (404: The model `judge-x` does not exist.); "
-     "it serves: served-a, served-b"),
-    ((404, {"detail": "Not Found"}, {}), None,
-     "judge.base_url={url}: no chat-completions endpoint at {url}/chat/completions (404: Not Found); "
-     "an OpenAI-compatible base_url usually ends in /v1"),
-    ((429, openai_error("You exceeded your current quota.", "insufficient_quota"), {}), KEY_ENV,
-     f"judge.api_key_env={KEY_ENV}: the account behind the key has no quota left (429: You exceeded"),
-    ((400, openai_error("Unsupported parameter: 'max_tokens'. Use 'max_completion_tokens' instead."), {}), None,
-     "judge.base_url={url}: the server refuses the judge's requests (400: Unsupported parameter: 'max_tokens'."),
-])
+@pytest.mark.parametrize(
+    "answer, key_env, expected",
+    [
+        (
+            (401, openai_error(f"Incorrect API key provided: {KEY}.", "invalid_api_key"), {}),
+            KEY_ENV,
+            f"judge.api_key_env={KEY_ENV}: the server at {{url}} refuses its key (401: Incorrect API key provided: ***.)",
+        ),
+        (
+            (401, {"detail": "Unauthorized"}, {}),
+            None,
+            "judge.api_key_env is not set, and the server at {url} wants a key",
+        ),
+        (
+            (
+                404,
+                {
+                    "object": "error",
+                    "message": "The model `judge-x` does not exist.",
+                    "type": "NotFoundError",
+                    "code": 404,
+                },
+                {},
+            ),
+            None,
+            "judge.model=judge-x: the server at {url} does not serve it (404: The model `judge-x` does not exist.); "
+            "it serves: served-a, served-b",
+        ),
+        (
+            (404, {"detail": "Not Found"}, {}),
+            None,
+            "judge.base_url={url}: no chat-completions endpoint at {url}/chat/completions (404: Not Found); "
+            "an OpenAI-compatible base_url usually ends in /v1",
+        ),
+        (
+            (429, openai_error("You exceeded your current quota.", "insufficient_quota"), {}),
+            KEY_ENV,
+            f"judge.api_key_env={KEY_ENV}: the account behind the key has no quota left (429: You exceeded",
+        ),
+        (
+            (400, openai_error("Unsupported parameter: 'max_tokens'. Use 'max_completion_tokens' instead."), {}),
+            None,
+            "judge.base_url={url}: the server refuses the judge's requests (400: Unsupported parameter: 'max_tokens'.",
+        ),
+    ],
+)
 def test_a_probe_the_server_refuses_is_one_line_naming_the_setting(server, monkeypatch, answer, key_env, expected):
     monkeypatch.setenv(KEY_ENV, KEY)
     server.script[:] = [answer]
@@ -172,8 +241,11 @@ def test_a_probe_the_server_refuses_is_one_line_naming_the_setting(server, monke
 def test_no_server_at_base_url_and_a_bad_key_variable(server, monkeypatch):
     server.shutdown()
     server.server_close()
-    with pytest.raises(ConfigError, match=rf"^judge.base_url={server.url}: no judge server answers there "
-                                          r"\(ConnectError: .*; 2 tries, judge.retries=1\)$"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"^judge.base_url={server.url}: no judge server answers there "
+        r"\(ConnectError: .*; 2 tries, judge.retries=1\)$",
+    ):
         judge(server, retries=1)
     with pytest.raises(ConfigError, match=r"^judge.model is not set: give the name of the model the server serves"):
         judge(server, model=None)
@@ -185,12 +257,20 @@ def test_no_server_at_base_url_and_a_bad_key_variable(server, monkeypatch):
     assert KEY not in str(pasted.value) and "not the key itself" in str(pasted.value)
 
 
-
 def test_the_settings_are_checked_before_anything_runs(compose_config):
     from congrad.settings import check_settings
 
-    cfg = compose_config("evaluate", ["judge=api", "judge.model=m", "judge.base_url=localhost:8000",
-                                      "judge.max_concurrency=0", "judge.max_tokens_key=max_new_tokens"], resolve=False)
+    cfg = compose_config(
+        "evaluate",
+        [
+            "judge=api",
+            "judge.model=m",
+            "judge.base_url=localhost:8000",
+            "judge.max_concurrency=0",
+            "judge.max_tokens_key=max_new_tokens",
+        ],
+        resolve=False,
+    )
     with pytest.raises(ConfigError) as bad:
         check_settings(cfg)
     message = str(bad.value)

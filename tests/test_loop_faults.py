@@ -19,21 +19,41 @@ from conftest import ROOT, wandb_exit_codes
 
 pytestmark = pytest.mark.slow(seconds=30)
 
-TINY = ["+experiment=tiny_self_reward", "iterations=2", "data.languages=[en,de,zh]",
-        "self_reward.prompts.per_language=3", "self_reward.generation.num_responses=3",
-        "self_reward.generation.max_new_tokens=8", "trainer.max_epochs=2", "data.batch_size=2", "~eval",
-        "sketch.width=256", "filter.keep_ratio=0.5", "filter.min_per_language=1", "callbacks.congrad.progress=false",
-        "+trainer.enable_progress_bar=false"]
-ITERATION_FILES = ("generations.jsonl", "pairs.jsonl", "filter/epoch_0/kept.jsonl", "filter/epoch_1/kept.jsonl",
-                   "filter/kept.jsonl")
+TINY = [
+    "+experiment=tiny_self_reward",
+    "iterations=2",
+    "data.languages=[en,de,zh]",
+    "self_reward.prompts.per_language=3",
+    "self_reward.generation.num_responses=3",
+    "self_reward.generation.max_new_tokens=8",
+    "trainer.max_epochs=2",
+    "data.batch_size=2",
+    "~eval",
+    "sketch.width=256",
+    "filter.keep_ratio=0.5",
+    "filter.min_per_language=1",
+    "callbacks.congrad.progress=false",
+    "+trainer.enable_progress_bar=false",
+]
+ITERATION_FILES = (
+    "generations.jsonl",
+    "pairs.jsonl",
+    "filter/epoch_0/kept.jsonl",
+    "filter/epoch_1/kept.jsonl",
+    "filter/kept.jsonl",
+)
 
 
 def train_py(run_dir: Path, *extra: str, fault: tuple[str, int] | None = None) -> subprocess.CompletedProcess:
     """``python train.py TINY extra hydra.run.dir=run_dir``; with ``fault``, SIGTERM at that point."""
     driver = [str(ROOT / "tests" / "faults.py"), fault[0], str(fault[1])] if fault else []
-    return subprocess.run([sys.executable, *driver, str(ROOT / "train.py"), *TINY, *extra, f"hydra.run.dir={run_dir}"],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"})
+    return subprocess.run(
+        [sys.executable, *driver, str(ROOT / "train.py"), *TINY, *extra, f"hydra.run.dir={run_dir}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def train_here(run_dir: Path, *extra: str) -> None:
@@ -69,20 +89,25 @@ def same_as(reference: Path, run_dir: Path, names=ITERATION_FILES) -> None:
             assert (run_dir / path).read_bytes() == (reference / path).read_bytes(), path
 
 
-def test_sigterm_while_generating_judging_and_training_then_reruns_end_as_an_uninterrupted_run(reference, tmp_path,
-                                                                                                caplog):
+def test_sigterm_while_generating_judging_and_training_then_reruns_end_as_an_uninterrupted_run(
+    reference, tmp_path, caplog
+):
     kept = [json.loads(line) for line in (reference / "iteration_2" / "filter" / "kept.jsonl").read_text().splitlines()]
     scored = (reference / "iteration_2" / "filter" / "scores.jsonl").read_text().splitlines()
     assert 0 < len(kept) < len(scored), "a kept set that is a choice"
     run_dir = started_from(reference, tmp_path / "run")
     finished = {p: p.stat().st_mtime_ns for p in (run_dir / "iteration_1").rglob("*") if p.is_file()}
-    for point, nth, phase in (("generate", 1, "while generating and judging"), ("judge", 1, "while generating and "
-                              "judging"), ("train", 2, "while training")):
+    for point, nth, phase in (
+        ("generate", 1, "while generating and judging"),
+        ("judge", 1, "while generating and judging"),
+        ("train", 2, "while training"),
+    ):
         result = train_py(run_dir, fault=(point, nth))
         assert result.returncode == 143, result.stderr[-3000:]
         line = result.stderr.strip().splitlines()[-1]
-        assert line.startswith(f"error: interrupted by SIGTERM in iteration 2 {phase}: rerun with "
-                               f"hydra.run.dir={run_dir} to resume"), line
+        assert line.startswith(
+            f"error: interrupted by SIGTERM in iteration 2 {phase}: rerun with hydra.run.dir={run_dir} to resume"
+        ), line
         assert "Traceback" not in result.stderr
         assert not (run_dir / "iteration_2" / "iteration.json").exists()
         written = (run_dir / "iteration_2" / "generations.jsonl").is_file()
@@ -121,11 +146,12 @@ def test_generations_made_from_other_prompts_or_settings_are_refused_by_name(ref
     first_en = next(i for i, line in enumerate(lines) if json.loads(line)["language"] == "en")
     lines[first_en] = json.dumps({**json.loads(lines[first_en]), "prompt": "What is a comet?"}) + "\n"
     edited.write_text("".join(lines), encoding="utf-8")
-    for change, named in ((f"self_reward.prompts.path={edited}", f"9 from self_reward.prompts.path={edited} now"),
-                          ("self_reward.prompts.per_language=2", "other prompts: 9 from "),
-                          ("self_reward.generation.num_responses=2",
-                           "self_reward.generation.num_responses=3 then, 2 now"),
-                          ("judge.min_chars=10", "judge.min_chars=20 then, 10 now")):
+    for change, named in (
+        (f"self_reward.prompts.path={edited}", f"9 from self_reward.prompts.path={edited} now"),
+        ("self_reward.prompts.per_language=2", "other prompts: 9 from "),
+        ("self_reward.generation.num_responses=2", "self_reward.generation.num_responses=3 then, 2 now"),
+        ("judge.min_chars=10", "judge.min_chars=20 then, 10 now"),
+    ):
         with pytest.raises(CongradError) as raised:
             train_here(run_dir, "~logger.wandb", change)
         message = str(raised.value)
@@ -157,6 +183,8 @@ def test_a_missing_adapter_of_a_finished_iteration_is_named_with_what_to_do(refe
     with pytest.raises(CongradError) as raised:
         train_here(run_dir, "~logger.wandb")
     message = str(raised.value)
-    assert message.startswith(f"iteration_1 is finished ({run_dir / 'iteration_1' / 'iteration.json'}) but its "
-                              f"trained adapter {run_dir / 'iteration_1' / 'adapter'} is missing")
+    assert message.startswith(
+        f"iteration_1 is finished ({run_dir / 'iteration_1' / 'iteration.json'}) but its "
+        f"trained adapter {run_dir / 'iteration_1' / 'adapter'} is missing"
+    )
     assert f"restore it, or delete {run_dir / 'iteration_1' / 'iteration.json'}" in message

@@ -55,8 +55,16 @@ def test_a_longer_chosen_answer_gets_a_smaller_loss_and_gradient_with_the_length
 
     def loss_and_grad(length_penalty):
         pw = torch.tensor([-10.0], dtype=torch.float64, requires_grad=True)
-        loss = dpo_loss(pw, torch.tensor([-12.0]), torch.tensor([-11.0]), torch.tensor([-11.5]), beta=beta,
-                        length_penalty=length_penalty, chosen_lengths=lw, rejected_lengths=ll)
+        loss = dpo_loss(
+            pw,
+            torch.tensor([-12.0]),
+            torch.tensor([-11.0]),
+            torch.tensor([-11.5]),
+            beta=beta,
+            length_penalty=length_penalty,
+            chosen_lengths=lw,
+            rejected_lengths=ll,
+        )
         loss.sum().backward()
         return loss.item(), pw.grad.item()
 
@@ -68,8 +76,16 @@ def test_a_longer_chosen_answer_gets_a_smaller_loss_and_gradient_with_the_length
     assert plain_grad == pytest.approx(-beta * sigmoid(-0.15), abs=1e-12)
     assert lp_grad == pytest.approx(-beta * sigmoid(-0.55), abs=1e-12)
     # the same pair with a shorter chosen answer is penalised instead
-    short = dpo_loss(torch.tensor([-10.0]), torch.tensor([-12.0]), torch.tensor([-11.0]), torch.tensor([-11.5]),
-                     beta=beta, length_penalty=alpha, chosen_lengths=ll, rejected_lengths=lw)
+    short = dpo_loss(
+        torch.tensor([-10.0]),
+        torch.tensor([-12.0]),
+        torch.tensor([-11.0]),
+        torch.tensor([-11.5]),
+        beta=beta,
+        length_penalty=alpha,
+        chosen_lengths=ll,
+        rejected_lengths=lw,
+    )
     assert short.item() == pytest.approx(-logsig(0.15 - 0.4), abs=1e-6) and short.item() > plain_loss
 
 
@@ -99,12 +115,12 @@ def test_ipo_averages_the_log_ratios_per_token():
     out = dpo_loss(*tensors(), beta=beta, loss_type="ipo", chosen_lengths=lw, rejected_lengths=ll)
     # pair 0: 1 / 12 - (-0.5) / 4 = 0.208333...; (0.208333 - 2.5)^2
     assert out[0].item() == pytest.approx((1 / 12 + 0.5 / 4 - 2.5) ** 2, abs=1e-12)
-    expected = [((pw - rw) / nw - (pl - rl) / nl - 1 / (2 * beta)) ** 2
-                for (pw, pl, rw, rl), nw, nl in zip(PAIRS, LEN_W, LEN_L)]
+    expected = [
+        ((pw - rw) / nw - (pl - rl) / nl - 1 / (2 * beta)) ** 2 for (pw, pl, rw, rl), nw, nl in zip(PAIRS, LEN_W, LEN_L)
+    ]
     assert out.tolist() == pytest.approx(expected, abs=1e-12)
     # with the length penalty, alpha / beta * (|y_w| - |y_l|) joins the averaged difference
-    lp = dpo_loss(*tensors(), beta=beta, loss_type="ipo", length_penalty=0.01, chosen_lengths=lw,
-                  rejected_lengths=ll)
+    lp = dpo_loss(*tensors(), beta=beta, loss_type="ipo", length_penalty=0.01, chosen_lengths=lw, rejected_lengths=ll)
     assert lp[0].item() == pytest.approx((1 / 12 + 0.5 / 4 + 0.01 / 0.2 * 8 - 2.5) ** 2, abs=1e-12)
 
 

@@ -43,8 +43,12 @@ def test_kept_set_ignores_each_pairs_scale_on_real_sketches():
     goes on) changes neither the scores nor the kept set when every pair has one vote."""
     module = make_module(lora=True).eval()
     n = 12
-    batch = make_batch(prompt_lens=tuple(range(2, 2 + n)), chosen_lens=(3, 5, 2, 4, 6, 1, 2, 3, 7, 2, 4, 5),
-                       rejected_lens=(2, 2, 5, 6, 1, 3, 4, 4, 2, 6, 3, 1), seed=11)
+    batch = make_batch(
+        prompt_lens=tuple(range(2, 2 + n)),
+        chosen_lens=(3, 5, 2, 4, 6, 1, 2, 3, 7, 2, 4, 5),
+        rejected_lens=(2, 2, 5, 6, 1, 3, 4, 4, 2, 6, 3, 1),
+        seed=11,
+    )
     languages = ["en", "de", "hi"] * (n // 3)
     sketches = PerPairSketcher(module, 1024, 7, method="hooks")(batch)
     scale = torch.exp(3 * torch.randn(n, 1, generator=torch.Generator().manual_seed(0)))
@@ -72,8 +76,12 @@ def test_a_pair_without_a_preference_gets_no_vote_and_is_dropped_with_its_reason
     with their reason."""
     module = make_module(lora=True).eval()
     n = 12
-    batch = make_batch(prompt_lens=tuple(range(2, 2 + n)), chosen_lens=(3, 5, 2, 4, 6, 1, 2, 3, 7, 2, 4, 5),
-                       rejected_lens=(2, 2, 5, 6, 1, 3, 4, 4, 2, 6, 3, 1), seed=11)
+    batch = make_batch(
+        prompt_lens=tuple(range(2, 2 + n)),
+        chosen_lens=(3, 5, 2, 4, 6, 1, 2, 3, 7, 2, 4, 5),
+        rejected_lens=(2, 2, 5, 6, 1, 3, 4, 4, 2, 6, 3, 1),
+        seed=11,
+    )
     same = [1, 6, 11]
     for j in same:
         for key in ("input_ids", "attention_mask", "completion_mask"):

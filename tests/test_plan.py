@@ -11,10 +11,13 @@ import pytest
 from congrad.plan import DOES_NOT_FIT, estimate, main, settings_from_config
 
 
-@pytest.mark.parametrize("experiment, params, lora", [
-    ("llama3_10lang", 8_030_261_248, 41_943_040),  # Meta-Llama-3-8B; LoRA r=16 on all linear layers
-    ("gemma2_10lang", 2_614_341_888, 20_766_720),  # gemma-2-2b (tied embeddings)
-])
+@pytest.mark.parametrize(
+    "experiment, params, lora",
+    [
+        ("llama3_10lang", 8_030_261_248, 41_943_040),  # Meta-Llama-3-8B; LoRA r=16 on all linear layers
+        ("gemma2_10lang", 2_614_341_888, 20_766_720),  # gemma-2-2b (tied embeddings)
+    ],
+)
 def test_real_models_sizes_from_the_config_alone(compose_config, experiment, params, lora):
     shape, st = settings_from_config(compose_config("train", [f"+experiment={experiment}"]))
     assert shape.params == params
@@ -44,17 +47,22 @@ def test_a_script_can_gate_a_launch_on_the_exit_status(monkeypatch, capsys):
     assert raised.value.code == 4 and "verdict: does NOT fit" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["trainer.devices=0"], "trainer.devices=0: must be auto, a number of devices >= 1"),
-    (["data.batch_size=-2"], "data.batch_size=-2: must be an integer >= 1"),
-    (["sketch.batch_size=-1"], "sketch.batch_size=-1: must be an integer >= 1, or null"),
-    (["--gpu-memory", "-1"], "--gpu-memory -1: must be a number of GiB > 0"),
-    (["--gpu-memory", "many"], "argument --gpu-memory: invalid float value: 'many'"),
-    (["--candidates", "-5"], "--candidates -5: must be an integer >= 1"),
-    (["model=nonexistent"], "In 'train': Could not find 'model/nonexistent' (available: gemma2_2b, gemma3_270m, "
-                            "llama3_8b, tiny)"),
-    (["data.batch_size=4="], "Error parsing override 'data.batch_size=4='"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["trainer.devices=0"], "trainer.devices=0: must be auto, a number of devices >= 1"),
+        (["data.batch_size=-2"], "data.batch_size=-2: must be an integer >= 1"),
+        (["sketch.batch_size=-1"], "sketch.batch_size=-1: must be an integer >= 1, or null"),
+        (["--gpu-memory", "-1"], "--gpu-memory -1: must be a number of GiB > 0"),
+        (["--gpu-memory", "many"], "argument --gpu-memory: invalid float value: 'many'"),
+        (["--candidates", "-5"], "--candidates -5: must be an integer >= 1"),
+        (
+            ["model=nonexistent"],
+            "In 'train': Could not find 'model/nonexistent' (available: gemma2_2b, gemma3_270m, llama3_8b, tiny)",
+        ),
+        (["data.batch_size=4="], "Error parsing override 'data.batch_size=4='"),
+    ],
+)
 def test_settings_and_options_are_checked_like_an_entry_point(capsys, args, expected):
     with pytest.raises(SystemExit) as raised:
         main(args)
@@ -64,8 +72,10 @@ def test_settings_and_options_are_checked_like_an_entry_point(capsys, args, expe
 
 
 def test_an_unwritable_json_path_is_one_line_before_the_plan(capsys, read_only_dir, tmp_path):
-    for path, expected in [(read_only_dir / "plan.json", f"its folder {read_only_dir} is not writable ("),
-                           (tmp_path, "is a directory: give the name of the file to write")]:
+    for path, expected in [
+        (read_only_dir / "plan.json", f"its folder {read_only_dir} is not writable ("),
+        (tmp_path, "is a directory: give the name of the file to write"),
+    ]:
         with pytest.raises(SystemExit) as raised:
             main(["--json", str(path)])
         captured = capsys.readouterr()
@@ -119,9 +129,18 @@ def test_the_work_of_every_self_rewarding_iteration(tmp_path, capsys):
     kept = math.ceil(0.75 * (prompts - prompts // 10))
     steps = 2 * math.ceil(math.ceil(kept / 4) / 8)
     assert json.loads(out.read_text())["iterations"] == [
-        {"iteration": t, "prompts": prompts, "responses": 4 * prompts, "judge_calls": 3 * 4 * prompts,
-         "tokens_to_generate": 4 * prompts * 512 + 3 * 4 * prompts * 256, "candidate_pairs": prompts,
-         "congrad_passes": 2, "training_steps": steps} for t in (1, 2, 3)]
+        {
+            "iteration": t,
+            "prompts": prompts,
+            "responses": 4 * prompts,
+            "judge_calls": 3 * 4 * prompts,
+            "tokens_to_generate": 4 * prompts * 512 + 3 * 4 * prompts * 256,
+            "candidate_pairs": prompts,
+            "congrad_passes": 2,
+            "training_steps": steps,
+        }
+        for t in (1, 2, 3)
+    ]
 
 
 def test_the_shipped_pool_row_counts_are_the_files(compose_config):
@@ -134,14 +153,38 @@ def test_the_shipped_pool_row_counts_are_the_files(compose_config):
 
 
 def test_slices_of_a_pool_too_small_for_every_iteration_are_named(capsys):
-    assert main(["+experiment=tiny_self_reward", "iterations=3", "self_reward.prompts.per_language=null",
-                 "self_reward.prompts.per_iteration=10"]) == 0
+    assert (
+        main(
+            [
+                "+experiment=tiny_self_reward",
+                "iterations=3",
+                "self_reward.prompts.per_language=null",
+                "self_reward.prompts.per_iteration=10",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "too few prompts in ar, de, en, es, fr, hi, it, ja, ko, pt, ru, zh for 3 slices" in text
-    assert main(["+experiment=tiny_self_reward", "iterations=2", "self_reward.prompts.per_language=null",
-                 "self_reward.prompts.per_iteration=10", "data.languages=[de,zh]"]) == 0
+    assert (
+        main(
+            [
+                "+experiment=tiny_self_reward",
+                "iterations=2",
+                "self_reward.prompts.per_language=null",
+                "self_reward.prompts.per_iteration=10",
+                "data.languages=[de,zh]",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "too few" not in text and "de 24, zh 24 prompts per language, from the preset's rows" in text
     lines = text.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["iteration", "prompts"])
-    assert lines[header + 1].split()[:4] == ["1", "20", "80", "80"]  # 2 x 10 prompts, K=4, the rule judge scores each response once
+    assert lines[header + 1].split()[:4] == [
+        "1",
+        "20",
+        "80",
+        "80",
+    ]  # 2 x 10 prompts, K=4, the rule judge scores each response once

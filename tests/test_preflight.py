@@ -39,6 +39,7 @@ def problem(cfg, program):
 @pytest.fixture
 def nothing_loads(monkeypatch):
     """Fail the test if a model, the training data, the prompts or an evaluation set is loaded."""
+
     def loaded(*args, **kwargs):
         pytest.fail("something was loaded before the error")
 
@@ -101,8 +102,11 @@ class FakeHub(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self):
         repo = self.path.split("/api/")[1].rsplit("/auth-check", 1)[0].split("/", 1)[1]
-        status, code = {"org/open": (200, None), "org/gated": (403, "GatedRepo"),
-                        "org/gated-set": (403, "GatedRepo")}.get(repo, (404, "RepoNotFound"))
+        status, code = {
+            "org/open": (200, None),
+            "org/gated": (403, "GatedRepo"),
+            "org/gated-set": (403, "GatedRepo"),
+        }.get(repo, (404, "RepoNotFound"))
         self.send_response(status)
         if code:
             self.send_header("X-Error-Code", code)
@@ -126,13 +130,16 @@ def online_hub(monkeypatch, hub_cache):
 
 # ---- models and tokenizers -----------------------------------------------------------------------------------
 
+
 def test_a_hub_model_not_in_the_cache_without_network_says_what_to_set(compose_config, hub_cache):
     """The README's promise for real models: no network, not cached -> one line naming model.name_or_path, what to
     set it to, and HF_HOME; once the cache holds it, it passes."""
     cfg = compose_config("train", ["model=llama3_8b"])
     message = problem(cfg, "train")
-    assert message.startswith("model.name_or_path=meta-llama/Meta-Llama-3-8B-Instruct: not a local path and not in "
-                              "the local Hugging Face cache, and HF_HUB_OFFLINE is set")
+    assert message.startswith(
+        "model.name_or_path=meta-llama/Meta-Llama-3-8B-Instruct: not a local path and not in "
+        "the local Hugging Face cache, and HF_HUB_OFFLINE is set"
+    )
     assert "\n" not in message and "model.name_or_path=DIR" in message and "HF_HOME" in message
     hub_cache("meta-llama/Meta-Llama-3-8B-Instruct")
     assert problem(cfg, "train") is None
@@ -143,23 +150,30 @@ def test_a_model_folder_that_is_missing_or_not_a_model_is_named(compose_config, 
     empty.mkdir()
     (empty / "tokenizer.json").write_text("{}")
     assert problem(compose_config("filter", [f"model=llama3_8b", f"model.name_or_path={empty}"]), "filter") == (
-        f"model.name_or_path={empty} is not a model folder: it has no config.json")
+        f"model.name_or_path={empty} is not a model folder: it has no config.json"
+    )
     missing = tmp_path / "nowhere" / "llama"
     assert problem(compose_config("train", ["model=llama3_8b", f"model.name_or_path={missing}"]), "train") == (
-        f"model.name_or_path={missing}: no such folder")
+        f"model.name_or_path={missing}: no such folder"
+    )
     cfg = compose_config("train", ["model=gemma3_270m", f"model.name_or_path={missing}"])
-    assert problem(cfg, "train") == (f"model.name_or_path={missing} does not exist; create it once with "
-                                     f"`python -m congrad.models.convert_gguf --out {missing}`")
+    assert problem(cfg, "train") == (
+        f"model.name_or_path={missing} does not exist; create it once with "
+        f"`python -m congrad.models.convert_gguf --out {missing}`"
+    )
 
 
 def test_a_gated_or_missing_hub_repository_is_named_when_the_hub_answers(compose_config, online_hub):
     cfg = compose_config("train", ["model=llama3_8b", "model.name_or_path=org/gated"])
     message = problem(cfg, "train")
-    assert message.startswith("model.name_or_path=org/gated: not a local path and not in the local Hugging Face "
-                              "cache, and it is gated on the hub: accept its licence on ")
+    assert message.startswith(
+        "model.name_or_path=org/gated: not a local path and not in the local Hugging Face "
+        "cache, and it is gated on the hub: accept its licence on "
+    )
     assert message.endswith("/org/gated and log in with `huggingface-cli login` (or set HF_TOKEN)")
-    assert "has no model 'org/nope'" in problem(compose_config("train", [
-        "model=llama3_8b", "model.name_or_path=org/nope"]), "train")
+    assert "has no model 'org/nope'" in problem(
+        compose_config("train", ["model=llama3_8b", "model.name_or_path=org/nope"]), "train"
+    )
     assert problem(compose_config("train", ["model=llama3_8b", "model.name_or_path=org/open"]), "train") is None
 
 
@@ -167,8 +181,13 @@ def test_the_judge_model_is_checked_where_it_judges(compose_config, hub_cache):
     judge = ["judge=model", "judge.model.name_or_path=Qwen/Qwen2.5-7B-Instruct"]
     evaluate = compose_config("evaluate", ["output_dir=out", *judge], resolve=False)
     message = problem(evaluate, "evaluate")
-    assert message.startswith("judge.model.name_or_path=Qwen/Qwen2.5-7B-Instruct: not a local path and not in the "
-                              "local Hugging Face cache") and "set judge.model.name_or_path=DIR" in message
+    assert (
+        message.startswith(
+            "judge.model.name_or_path=Qwen/Qwen2.5-7B-Instruct: not a local path and not in the "
+            "local Hugging Face cache"
+        )
+        and "set judge.model.name_or_path=DIR" in message
+    )
     # without a win rate and without the loop, nothing is judged: the judge is not loaded, so not checked
     assert problem(compose_config("train", [*judge, "eval.win_rate.enabled=false"], resolve=False), "train") is None
     hub_cache("Qwen/Qwen2.5-7B-Instruct")
@@ -177,18 +196,27 @@ def test_the_judge_model_is_checked_where_it_judges(compose_config, hub_cache):
 
 # ---- adapters ------------------------------------------------------------------------------------------------
 
-def test_an_adapter_folder_that_is_not_a_peft_adapter_is_one_line_from_evaluate_py(compose_config, adapter, tmp_path,
-                                                                                  capsys, nothing_loads):
+
+def test_an_adapter_folder_that_is_not_a_peft_adapter_is_one_line_from_evaluate_py(
+    compose_config, adapter, tmp_path, capsys, nothing_loads
+):
     """The reproduction: adapter_config.json of {} made peft raise KeyError: 'peft_type' after loading the base."""
-    assert problem(compose_config("evaluate", ["output_dir=out", f"model.lora.adapter_path={adapter}"]),
-                   "evaluate") is None
+    assert (
+        problem(compose_config("evaluate", ["output_dir=out", f"model.lora.adapter_path={adapter}"]), "evaluate")
+        is None
+    )
     bad = tmp_path / "bad"
     shutil.copytree(adapter, bad)
     (bad / "adapter_config.json").write_text("{}")
-    line = stops_with("evaluate", compose_config("evaluate", [f"output_dir={tmp_path / 'out'}",
-                                                              f"model.lora.adapter_path={bad}"]), capsys)
-    assert line == (f"error: model.lora.adapter_path={bad}: {bad / 'adapter_config.json'} is not a peft adapter "
-                    "config (no peft_type); give the adapter/ of a train.py run")
+    line = stops_with(
+        "evaluate",
+        compose_config("evaluate", [f"output_dir={tmp_path / 'out'}", f"model.lora.adapter_path={bad}"]),
+        capsys,
+    )
+    assert line == (
+        f"error: model.lora.adapter_path={bad}: {bad / 'adapter_config.json'} is not a peft adapter "
+        "config (no peft_type); give the adapter/ of a train.py run"
+    )
 
 
 def test_merge_and_baseline_adapters_are_checked_like_the_start_adapter(compose_config, adapter, tmp_path):
@@ -198,8 +226,9 @@ def test_merge_and_baseline_adapters_are_checked_like_the_start_adapter(compose_
     (unknown / "adapter_config.json").write_text(json.dumps({**config, "peft_type": "LORAX"}))
     shutil.copytree(adapter, weightless)
     (weightless / "adapter_model.safetensors").unlink()
-    cfg = compose_config("train", [f"+model.merge_adapters=[{adapter},{tmp_path}]",
-                                   f"eval.baseline_adapters=[{unknown},{weightless}]"])
+    cfg = compose_config(
+        "train", [f"+model.merge_adapters=[{adapter},{tmp_path}]", f"eval.baseline_adapters=[{unknown},{weightless}]"]
+    )
     assert problem(cfg, "train").splitlines() == [
         "3 settings name something that cannot be used:",
         f"  model.merge_adapters[1]={tmp_path}: {tmp_path} is not a peft adapter (no adapter_config.json); give "
@@ -207,19 +236,23 @@ def test_merge_and_baseline_adapters_are_checked_like_the_start_adapter(compose_
         f"  eval.baseline_adapters[0]={unknown}: {unknown / 'adapter_config.json'} is not a peft adapter config "
         "(peft_type 'LORAX' is not one peft knows); give the adapter/ of a train.py run",
         f"  eval.baseline_adapters[1]={weightless}: {weightless} holds no adapter weights "
-        "(adapter_model.safetensors or adapter_model.bin)"]
+        "(adapter_model.safetensors or adapter_model.bin)",
+    ]
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------------------
+
 
 def test_ckpt_path_is_checked_before_anything_loads(compose_config, tmp_path, capsys, nothing_loads):
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     (folder / "last.ckpt").write_bytes(b"")
     assert stops_with("train", compose_config("train", [f"ckpt_path={tmp_path / 'gone.ckpt'}"]), capsys) == (
-        f"error: ckpt_path={tmp_path / 'gone.ckpt'}: no such file")
+        f"error: ckpt_path={tmp_path / 'gone.ckpt'}: no such file"
+    )
     assert stops_with("train", compose_config("train", [f"ckpt_path={folder}"]), capsys) == (
-        f"error: ckpt_path={folder} is a directory: give the checkpoint file, e.g. ckpt_path={folder / 'last.ckpt'}")
+        f"error: ckpt_path={folder} is a directory: give the checkpoint file, e.g. ckpt_path={folder / 'last.ckpt'}"
+    )
 
 
 def test_a_checkpoint_that_cannot_be_read_is_named(compose_config, tmp_path):
@@ -230,7 +263,8 @@ def test_a_checkpoint_that_cannot_be_read_is_named(compose_config, tmp_path):
         locked.write_bytes(b"PK\x03\x04")
         locked.chmod(0)
     assert problem(compose_config("train", [f"ckpt_path={locked}"]), "train") == (
-        f"ckpt_path={locked} cannot be read ({reason})")
+        f"ckpt_path={locked} cannot be read ({reason})"
+    )
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file whatever its mode")
@@ -239,22 +273,32 @@ def test_a_data_file_that_cannot_be_read_is_named(compose_config, tmp_path):
     locked.write_text("{}\n")
     locked.chmod(0)
     assert problem(compose_config("train", [f"data.path={locked}"]), "train") == (
-        f"data.path={locked} cannot be read (permission denied)")
+        f"data.path={locked} cannot be read (permission denied)"
+    )
 
 
 # ---- data and evaluation sets --------------------------------------------------------------------------------
 
+
 def test_missing_data_prompt_and_evaluation_files_are_named_with_their_setting(compose_config, tmp_path):
     gone = tmp_path / "gone.jsonl"
-    cfg = compose_config("train", [f"data.path={gone}", f"data.val_path={tmp_path / 'val.jsonl'}",
-                                   f"eval.nll.path={tmp_path / 'texts.jsonl'}", f"+eval.harness.files.mine={gone}"])
+    cfg = compose_config(
+        "train",
+        [
+            f"data.path={gone}",
+            f"data.val_path={tmp_path / 'val.jsonl'}",
+            f"eval.nll.path={tmp_path / 'texts.jsonl'}",
+            f"+eval.harness.files.mine={gone}",
+        ],
+    )
     assert problem(cfg, "train").splitlines()[1:] == [
         f"  data.path={gone}: no such file or folder",
         f"  data.val_path={tmp_path / 'val.jsonl'}: no such file or folder",
         f"  eval.nll.path={tmp_path / 'texts.jsonl'}: no such file or folder (or switch the part off: "
         "eval.nll.enabled=false)",
         f"  eval.harness.files.mine={gone}: no such file or folder (or switch the part off: "
-        "eval.harness.enabled=false)"]
+        "eval.harness.enabled=false)",
+    ]
     loop = compose_config("train", ["+experiment=tiny_self_reward", f"self_reward.prompts.path={gone}", "~eval"])
     assert problem(loop, "train") == f"self_reward.prompts.path={gone}: no such file or folder"
     # evaluate.py reads no training data; a set split by language is checked part by part by its loader
@@ -262,14 +306,17 @@ def test_missing_data_prompt_and_evaluation_files_are_named_with_their_setting(c
     assert problem(compose_config("train", [f"data.path='{tmp_path}/pairs_{{lang}}.jsonl'"]), "train") is None
 
 
-def test_a_hub_data_set_is_looked_up_in_the_cache_and_asked_about_online(compose_config, hub_cache, tmp_path,
-                                                                         monkeypatch):
+def test_a_hub_data_set_is_looked_up_in_the_cache_and_asked_about_online(
+    compose_config, hub_cache, tmp_path, monkeypatch
+):
     cfg = compose_config("train", ["data.path=org/pairs"])
     message = problem(cfg, "train")
-    assert message.startswith("data.path=org/pairs: not a local path and not in the local Hugging Face cache, and "
-                              "HF_HUB_OFFLINE is set (no network): download it once where there is network "
-                              "(`huggingface-cli download org/pairs --repo-type dataset --local-dir DIR`) and set "
-                              "data.path=DIR")
+    assert message.startswith(
+        "data.path=org/pairs: not a local path and not in the local Hugging Face cache, and "
+        "HF_HUB_OFFLINE is set (no network): download it once where there is network "
+        "(`huggingface-cli download org/pairs --repo-type dataset --local-dir DIR`) and set "
+        "data.path=DIR"
+    )
     import datasets
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets"))
@@ -279,30 +326,37 @@ def test_a_hub_data_set_is_looked_up_in_the_cache_and_asked_about_online(compose
 
 def test_a_gated_hub_data_set_says_how_to_get_access(compose_config, online_hub):
     message = problem(compose_config("train", ["data.path=org/gated-set"]), "train")
-    assert message.startswith("data.path=org/gated-set: not a local path and not in the local Hugging Face cache, "
-                              "and it is gated on the hub: accept its licence on ")
+    assert message.startswith(
+        "data.path=org/gated-set: not a local path and not in the local Hugging Face cache, "
+        "and it is gated on the hub: accept its licence on "
+    )
     assert "/datasets/org/gated-set and log in" in message
 
 
 # ---- the run evaluate.py evaluates -----------------------------------------------------------------------------
 
+
 def test_run_dir_its_config_its_model_and_its_adapter_are_checked(compose_config, tmp_path, adapter):
     run = tmp_path / "run"
     assert problem(compose_config("evaluate", ["output_dir=out", f"run_dir={run}"]), "evaluate") == (
-        f"run_dir={run}: no such folder (a train.py run directory, e.g. logs/train/runs/<date>_<time>)")
+        f"run_dir={run}: no such folder (a train.py run directory, e.g. logs/train/runs/<date>_<time>)"
+    )
     run.mkdir()
     assert problem(compose_config("evaluate", ["output_dir=out", f"run_dir={run}"]), "evaluate") == (
-        f"run_dir={run}: no .hydra/config.yaml (not a train.py run directory)")
+        f"run_dir={run}: no .hydra/config.yaml (not a train.py run directory)"
+    )
     (run / ".hydra").mkdir()
-    (run / ".hydra" / "config.yaml").write_text(f"model:\n  name_or_path: {tmp_path / 'weights'}\n  tokenizer:\n"
-                                                "    name_or_path: ${model.name_or_path}\n")
+    (run / ".hydra" / "config.yaml").write_text(
+        f"model:\n  name_or_path: {tmp_path / 'weights'}\n  tokenizer:\n    name_or_path: ${{model.name_or_path}}\n"
+    )
     (run / "adapter").mkdir()
     (run / "adapter" / "adapter_config.json").write_text("{}")
     assert problem(compose_config("evaluate", ["output_dir=out", f"run_dir={run}"]), "evaluate").splitlines() == [
         "2 settings name something that cannot be used:",
         f"  run_dir={run}: config.yaml: model.name_or_path={tmp_path / 'weights'}: no such folder",
         f"  run_dir={run}: {run / 'adapter' / 'adapter_config.json'} is not a peft adapter config (no peft_type); "
-        "give the adapter/ of a train.py run"]
+        "give the adapter/ of a train.py run",
+    ]
     shutil.rmtree(run / "adapter")
     shutil.copytree(adapter, run / "adapter")
     (run / ".hydra" / "config.yaml").write_text("model:\n  tokenizer:\n    vocab_size: 2048\n")
@@ -310,6 +364,7 @@ def test_run_dir_its_config_its_model_and_its_adapter_are_checked(compose_config
 
 
 # ---- W&B online ----------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def no_wandb_account(monkeypatch, tmp_path):
@@ -319,14 +374,17 @@ def no_wandb_account(monkeypatch, tmp_path):
     return tmp_path / "netrc"
 
 
-def test_wandb_online_without_an_account_names_both_ways_out_before_anything_loads(compose_config, capsys,
-                                                                                  nothing_loads, no_wandb_account):
+def test_wandb_online_without_an_account_names_both_ways_out_before_anything_loads(
+    compose_config, capsys, nothing_loads, no_wandb_account
+):
     cfg = compose_config("train", ["logger.wandb.offline=false"])
     line = stops_with("train", cfg, capsys)
-    assert line == (f"error: logger.wandb.offline=false: logging to W&B online needs an account, and no API key is "
-                    f"configured (no WANDB_API_KEY, no entry for api.wandb.ai in {no_wandb_account}): run `wandb "
-                    "login` or set WANDB_API_KEY, or log offline with logger.wandb.offline=true (the default; `wandb "
-                    "sync` uploads the run later)")
+    assert line == (
+        f"error: logger.wandb.offline=false: logging to W&B online needs an account, and no API key is "
+        f"configured (no WANDB_API_KEY, no entry for api.wandb.ai in {no_wandb_account}): run `wandb "
+        "login` or set WANDB_API_KEY, or log offline with logger.wandb.offline=true (the default; `wandb "
+        "sync` uploads the run later)"
+    )
     assert problem(compose_config("train"), "train") is None  # offline, the default, needs no account
     no_wandb_account.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
     assert problem(cfg, "train") is None  # what `wandb login` writes
@@ -344,6 +402,7 @@ def test_an_api_key_or_an_offline_mode_is_enough(compose_config, monkeypatch, no
 
 # ---- as a user runs them -------------------------------------------------------------------------------------
 
+
 def test_the_reproductions_end_in_one_line_and_exit_2_within_seconds(tmp_path, adapter):
     """``evaluate.py model.lora.adapter_path=DIR`` with an adapter_config.json of {}, and ``train.py
     logger.wandb.offline=false`` without a W&B key: one line each, no traceback, nothing written but Hydra's
@@ -354,15 +413,26 @@ def test_the_reproductions_end_in_one_line_and_exit_2_within_seconds(tmp_path, a
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env["NETRC"] = str(tmp_path / "netrc")
     commands = {
-        "evaluate": ([f"model.lora.adapter_path={bad}", f"output_dir={tmp_path / 'eval'}"], tmp_path / "eval",
-                     f"error: model.lora.adapter_path={bad}: {bad / 'adapter_config.json'} is not a peft adapter"),
-        "train": (["logger.wandb.offline=false", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path / "run",
-                  "error: logger.wandb.offline=false: logging to W&B online needs an account"),
+        "evaluate": (
+            [f"model.lora.adapter_path={bad}", f"output_dir={tmp_path / 'eval'}"],
+            tmp_path / "eval",
+            f"error: model.lora.adapter_path={bad}: {bad / 'adapter_config.json'} is not a peft adapter",
+        ),
+        "train": (
+            ["logger.wandb.offline=false", f"hydra.run.dir={tmp_path / 'run'}"],
+            tmp_path / "run",
+            "error: logger.wandb.offline=false: logging to W&B online needs an account",
+        ),
     }
     for script, (overrides, out, expected) in commands.items():
         start = time.time()
-        result = subprocess.run([sys.executable, str(ROOT / f"{script}.py"), *overrides], capture_output=True,
-                                text=True, timeout=120, env=env)
+        result = subprocess.run(
+            [sys.executable, str(ROOT / f"{script}.py"), *overrides],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
         assert result.returncode == 2, result.stderr[-3000:]
         assert result.stderr.strip().splitlines()[-1].startswith(expected), result.stderr[-3000:]
         assert "Traceback" not in result.stderr

@@ -25,9 +25,21 @@ def test_arms_sweep_and_report(tmp_path, capsys):
     data = tmp_path / "pairs.jsonl"
     write_jsonl(data, make_preference_rows(["en", "de", "zh"], pairs_per_language=6, seed=5))
     sweep = tmp_path / "sweep"
-    job = [sys.executable, str(ROOT / "train.py"), "-m", "+sweep=arms", "arm=all,random", "seed=0,1",
-           f"data.path={data}", "data.languages=[en,zh]", "trainer.max_epochs=1", "~logger.wandb",
-           "eval.languages=[en,de,zh]", *SMALL_EVAL, f"hydra.sweep.dir={sweep}"]
+    job = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        "+sweep=arms",
+        "arm=all,random",
+        "seed=0,1",
+        f"data.path={data}",
+        "data.languages=[en,zh]",
+        "trainer.max_epochs=1",
+        "~logger.wandb",
+        "eval.languages=[en,de,zh]",
+        *SMALL_EVAL,
+        f"hydra.sweep.dir={sweep}",
+    ]
     result = subprocess.run(job, capture_output=True, text=True, timeout=600, env=os.environ.copy())
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     runs, dirs = {}, {}
@@ -41,8 +53,9 @@ def test_arms_sweep_and_report(tmp_path, capsys):
     assert set(runs) == {("all", 0), ("all", 1), ("random", 0), ("random", 1)}
     assert runs["all", 0]["unseen"]["languages"] == 1  # de was not trained on
 
-    report = subprocess.run([sys.executable, "-m", "congrad.report", str(sweep), "--no-wandb"],
-                            capture_output=True, text=True, timeout=300)
+    report = subprocess.run(
+        [sys.executable, "-m", "congrad.report", str(sweep), "--no-wandb"], capture_output=True, text=True, timeout=300
+    )
     assert report.returncode == 0, report.stderr[-3000:]
     rows = list(csv.DictReader((sweep / "report.csv").open()))
     for row in rows:
@@ -82,16 +95,21 @@ def test_arms_sweep_and_report(tmp_path, capsys):
     report_main([str(sweep), "--no-wandb"])
     table = (sweep / "report.md").read_text()
     assert f"- {dirs['all', 0].name} (arm=all seed=0): eval/results.json is damaged (" in table
-    assert (f"- {dirs['all', 1].name} (arm=all seed=1): unfinished: started {status['started']}, no status at its "
-            "end") in table
+    assert (
+        f"- {dirs['all', 1].name} (arm=all seed=1): unfinished: started {status['started']}, no status at its end"
+    ) in table
     assert "- job #3 (arm=random seed=1): missing" in table
     assert 'No run of the "all" arm finished: the ≈ marks' in table and "≈ |" not in table.split("###")[1]
     assert "| random | 1 |" in table
 
 
 def test_report_of_a_directory_without_runs_is_a_clear_error(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "congrad.report", str(tmp_path), "--no-wandb"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "congrad.report", str(tmp_path), "--no-wandb"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "no run with an evaluation" in result.stderr
 
 

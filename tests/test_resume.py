@@ -13,8 +13,13 @@ from congrad.errors import CongradError
 from congrad.training import fit
 from congrad.utils.io import write_jsonl
 
-QUIET = ["~logger", "callbacks.congrad.progress=false", "+trainer.enable_progress_bar=false", "sketch.width=1024",
-         "data.batch_size=4"]
+QUIET = [
+    "~logger",
+    "callbacks.congrad.progress=false",
+    "+trainer.enable_progress_bar=false",
+    "sketch.width=1024",
+    "data.batch_size=4",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +41,7 @@ def trained(tmp_path_factory):
 @pytest.fixture
 def no_model(monkeypatch):
     """Fail the test if the model is built: the error must come first."""
+
     def build_policy(*args, **kwargs):
         raise AssertionError("the model was built before the error")
 
@@ -43,8 +49,9 @@ def no_model(monkeypatch):
 
 
 def resume(compose_config, data, ckpt, *extra):
-    return fit(compose_config("train", [f"data.path={data}", "trainer.max_epochs=2", f"ckpt_path={ckpt}", *QUIET,
-                                        *extra]))
+    return fit(
+        compose_config("train", [f"data.path={data}", "trainer.max_epochs=2", f"ckpt_path={ckpt}", *QUIET, *extra])
+    )
 
 
 def other_data(tmp_path, n):
@@ -79,8 +86,11 @@ def test_resume_rescore_scores_the_new_rows_afresh(compose_config, trained, tmp_
 
 def test_a_checkpoint_of_another_model_is_named(compose_config, trained):
     data, ckpt = trained
-    with pytest.raises(CongradError, match=r"does not fit the model of this run: .*lora_A.* has shape \[8, \d+\] "
-                                           r"there, \[4, \d+\] here"):
+    with pytest.raises(
+        CongradError,
+        match=r"does not fit the model of this run: .*lora_A.* has shape \[8, \d+\] "
+        r"there, \[4, \d+\] here",
+    ):
         resume(compose_config, data, ckpt, "model.lora.r=4")
 
 

@@ -22,8 +22,15 @@ from conftest import ROOT
 
 pytestmark = pytest.mark.slow(seconds=30)
 
-QUICK = ["trainer.max_epochs=1", "~eval", "data.batch_size=2", "sketch.width=256", "callbacks.congrad.progress=false",
-         "+trainer.enable_progress_bar=false", "~logger.wandb"]
+QUICK = [
+    "trainer.max_epochs=1",
+    "~eval",
+    "data.batch_size=2",
+    "sketch.width=256",
+    "callbacks.congrad.progress=false",
+    "+trainer.enable_progress_bar=false",
+    "~logger.wandb",
+]
 
 
 def finished_run(directory: Path) -> Path:
@@ -55,17 +62,20 @@ def test_a_finished_run_is_refused_and_an_unfinished_one_resumes_in_place(compos
     assert claimed(run, compose_config("train")) == (
         f"hydra.run.dir={run} holds a finished run (adapter/, eval/results.json, checkpoints/last.ckpt): a new run "
         "there would mix its files with that run's; give another directory (without hydra.run.dir= each run gets a "
-        "new one), or set overwrite=true to clear it first")
+        "new one), or set overwrite=true to clear it first"
+    )
     last = run / "checkpoints" / "last.ckpt"
     assert claimed(run, compose_config("train", [f"ckpt_path={last}"])).startswith(
-        f"hydra.run.dir={run} holds a finished run")  # continuing a finished run goes into a new directory
+        f"hydra.run.dir={run} holds a finished run"
+    )  # continuing a finished run goes into a new directory
     for done in ("adapter", "eval"):
         (run / done / ("adapter_config.json" if done == "adapter" else "results.json")).unlink()
         (run / done).rmdir()
     assert claimed(run, compose_config("train")) == (  # stopped by a signal: only its checkpoint
         f"hydra.run.dir={run} holds a run that did not finish (checkpoints/last.ckpt): a new run there would mix "
         f"its files with that run's; resume it with ckpt_path={last}, give another directory (without "
-        "hydra.run.dir= each run gets a new one), or set overwrite=true to clear it first")
+        "hydra.run.dir= each run gets a new one), or set overwrite=true to clear it first"
+    )
     assert claimed(run, compose_config("train", [f"ckpt_path={last}"])) is None
     assert claimed(run, compose_config("train", [f"ckpt_path={tmp_path / 'other' / 'last.ckpt'}"])) is not None
     assert claimed(tmp_path / "new", compose_config("train")) is None
@@ -78,10 +88,12 @@ def test_the_self_rewarding_loop_resumes_in_its_own_directory_and_nothing_else_d
     assert claimed(tmp_path, compose_config("train")) == (
         f"hydra.run.dir={tmp_path} holds a run that did not finish (iteration_1/, iteration_2/): a new run there "
         "would mix its files with that run's; give another directory (without hydra.run.dir= each run gets a new "
-        "one), or set overwrite=true to clear it first")
+        "one), or set overwrite=true to clear it first"
+    )
     (tmp_path / "adapter").mkdir()  # a DPO run's adapter beside: not the loop's directory
     assert claimed(tmp_path, compose_config("train", ["+experiment=tiny_self_reward"])).startswith(
-        f"hydra.run.dir={tmp_path} holds a finished run (adapter/, iteration_1/, iteration_2/)")
+        f"hydra.run.dir={tmp_path} holds a finished run (adapter/, iteration_1/, iteration_2/)"
+    )
 
 
 def test_overwrite_clears_everything_but_the_lock_unless_the_run_reads_from_it(compose_config, tmp_path):
@@ -90,10 +102,13 @@ def test_overwrite_clears_everything_but_the_lock_unless_the_run_reads_from_it(c
     adapter = run / "adapter"
     (adapter / "adapter_model.safetensors").write_text("weights")
     refused = claimed(run, compose_config("train", ["overwrite=true", f"model.lora.adapter_path={adapter}"]))
-    assert refused == (f"overwrite=true would clear hydra.run.dir={run}, but {adapter}, which this run reads, is "
-                       "inside it: give another directory, or move what the run reads out of it")
-    assert claimed(run, compose_config("train", ["overwrite=true", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
-                   ).startswith("overwrite=true would clear")
+    assert refused == (
+        f"overwrite=true would clear hydra.run.dir={run}, but {adapter}, which this run reads, is "
+        "inside it: give another directory, or move what the run reads out of it"
+    )
+    assert claimed(
+        run, compose_config("train", ["overwrite=true", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
+    ).startswith("overwrite=true would clear")
     assert (adapter / "adapter_config.json").is_file(), "nothing removed"
     assert claimed(run, compose_config("train", ["overwrite=true"])) is None
     assert [p.name for p in run.iterdir()] == [".lock"]
@@ -106,7 +121,8 @@ def test_evaluate_py_refuses_an_earlier_evaluation_and_the_run_it_evaluates(comp
     cfg = compose_config("evaluate", [f"output_dir={out}"])
     assert claimed(out, cfg, "evaluate") == (
         f"output_dir={out} holds a finished run (iteration_1/results.json): a new run there would mix its files "
-        "with that run's; give another output_dir, or set overwrite=true to clear it first")
+        "with that run's; give another output_dir, or set overwrite=true to clear it first"
+    )
     (out / "cost.json").write_text('{"finished": false}')  # it stopped in iteration 2: the rerun continues it
     assert claimed(out, cfg, "evaluate") is None
     (out / "cost.json").write_text('{"finished": true}')
@@ -119,7 +135,8 @@ def test_evaluate_py_refuses_an_earlier_evaluation_and_the_run_it_evaluates(comp
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: output_dir={run} is the run_dir it evaluates: the evaluation would replace that run's .hydra/ (the "
-        "config that describes its training) with its own; give another output_dir")
+        "config that describes its training) with its own; give another output_dir"
+    )
     assert (run / ".hydra" / "config.yaml").read_bytes() == before and not (run / ".lock").exists()
 
 
@@ -141,8 +158,13 @@ def test_two_train_py_on_one_directory_and_a_run_into_a_finished_one(tmp_path):
         start = time.time()
         second = run_py("train", *common, "overwrite=true", "seed=7")
         assert second.returncode == 2, second.stderr[-3000:]
-        assert second.stderr.strip().splitlines()[-1].startswith(
-            f"error: hydra.run.dir={run} is in use by pid {os.getpid()} on {socket.gethostname()}, started ")
+        assert (
+            second.stderr.strip()
+            .splitlines()[-1]
+            .startswith(
+                f"error: hydra.run.dir={run} is in use by pid {os.getpid()} on {socket.gethostname()}, started "
+            )
+        )
         assert time.time() - start < 30
     assert (run / "eval" / "results.json").read_text() == "the earlier run", "the refused run wrote nothing"
 
@@ -168,14 +190,19 @@ def test_two_train_py_on_one_directory_and_a_run_into_a_finished_one(tmp_path):
 
 def test_a_multirun_into_a_sweep_directory_with_finished_jobs_is_refused(tmp_path):
     finished_run(tmp_path / "0")
-    result = subprocess.run([sys.executable, str(ROOT / "tests" / "sweep_app.py"), "-m", "+outcome=ok,ok",
-                             f"hydra.sweep.dir={tmp_path}"], capture_output=True, text=True, timeout=120,
-                            env=os.environ.copy())
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "sweep_app.py"), "-m", "+outcome=ok,ok", f"hydra.sweep.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ.copy(),
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: hydra.sweep.dir={tmp_path}: its job directory 0/ holds a finished run (adapter/, eval/results.json, "
         "checkpoints/last.ckpt): a new run there would mix its files with that run's; give another directory, or "
-        "set overwrite=true to clear it first")
+        "set overwrite=true to clear it first"
+    )
     assert not (tmp_path / "1").exists() and not (tmp_path / "multirun.yaml").exists()
 
 

@@ -171,8 +171,14 @@ def test_ties_resolve_by_index():
 
 def test_select_errors():
     scores = torch.tensor(SCORES)
-    for kwargs in ({}, {"keep_ratio": 0.5, "threshold": 0.0}, {"keep_ratio": 0.0}, {"keep_ratio": 1.5},
-                   {"keep_ratio": 0.5, "min_per_language": -1}, {"threshold": float("nan")}):
+    for kwargs in (
+        {},
+        {"keep_ratio": 0.5, "threshold": 0.0},
+        {"keep_ratio": 0.0},
+        {"keep_ratio": 1.5},
+        {"keep_ratio": 0.5, "min_per_language": -1},
+        {"threshold": float("nan")},
+    ):
         with pytest.raises(ValueError):
             select(scores, LANGS, **kwargs)
     with pytest.raises(ValueError, match="NaN"):

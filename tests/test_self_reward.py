@@ -50,6 +50,7 @@ class CannedGenerator:
 
 # ---- prompts ---------------------------------------------------------------------------------------
 
+
 def test_shipped_prompt_set_covers_many_languages_and_scripts():
     prompts = load_prompts(str(SHIPPED_PROMPTS))
     languages = {p.language for p in prompts}
@@ -61,8 +62,10 @@ def test_shipped_prompt_set_covers_many_languages_and_scripts():
 
 def test_prompt_rows_are_validated(tmp_path):
     path = tmp_path / "prompts.jsonl"
-    path.write_text(json.dumps({"prompt": "Hallo?", "language": "de"}) + "\n"
-                    + json.dumps({"prompt": "", "language": "de"}) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps({"prompt": "Hallo?", "language": "de"}) + "\n" + json.dumps({"prompt": "", "language": "de"}) + "\n",
+        encoding="utf-8",
+    )
     with pytest.raises(BadRowError, match=r"prompts.jsonl: row 2: field 'prompt'"):  # line 2 of the file
         load_prompts(str(path))
     assert [p.id for p in load_prompts(str(path), on_bad_row="skip")] == ["0"]
@@ -72,18 +75,22 @@ def test_prompt_rows_are_validated(tmp_path):
 
 # ---- judges ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text, expected", [
-    ("The reply is on topic and accurate.\nScore: 4", (4.0, None)),
-    ("**Score:** 3.5", (3.5, None)),
-    ("score = 2/5", (2.0, None)),
-    ("Score: 1 at first, but on reflection\nScore: 5", (5.0, None)),
-    ("Final score is 0", (0.0, None)),
-    ("Score: 7", (None, OUT_OF_RANGE)),
-    ("Score: -1", (None, OUT_OF_RANGE)),
-    ("I would give it four points.", (None, UNPARSEABLE)),
-    ("", (None, UNPARSEABLE)),
-    ("Score: many", (None, UNPARSEABLE)),
-])
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("The reply is on topic and accurate.\nScore: 4", (4.0, None)),
+        ("**Score:** 3.5", (3.5, None)),
+        ("score = 2/5", (2.0, None)),
+        ("Score: 1 at first, but on reflection\nScore: 5", (5.0, None)),
+        ("Final score is 0", (0.0, None)),
+        ("Score: 7", (None, OUT_OF_RANGE)),
+        ("Score: -1", (None, OUT_OF_RANGE)),
+        ("I would give it four points.", (None, UNPARSEABLE)),
+        ("", (None, UNPARSEABLE)),
+        ("Score: many", (None, UNPARSEABLE)),
+    ],
+)
 def test_parse_score(text, expected):
     assert parse_score(text) == expected
 
@@ -126,6 +133,7 @@ def test_rule_judge_prefers_the_prompt_language_script_and_penalises_repetition(
 
 # ---- language identification -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("language", sorted(ANSWERS))
 def test_language_identification(language):
     assert same_language(detect(ANSWERS[language]).language, language)
@@ -153,8 +161,9 @@ def test_responses_in_another_language_are_judged_and_dropped_when_pairing():
 
 def test_unparseable_judgements_drop_the_response_not_the_run():
     prompts = [Prompt("en-0", "What is photosynthesis?", "en")]
-    generator = CannedGenerator(["Plants make sugar from light.", "Plants use light."],
-                                judge_texts=["no score here", "Score: 12"])
+    generator = CannedGenerator(
+        ["Plants make sugar from light.", "Plants use light."], judge_texts=["no score here", "Score: 12"]
+    )
     judge = LLMJudge(template="{prompt} {response}", n_samples=2)
     rows = generate_and_judge(prompts, generator, judge, Sampling(num_responses=2))
     assert rows[0]["dropped"] == ["unjudged", "unjudged"] and rows[0]["judgements"][0] == ["no score here", "Score: 12"]
@@ -165,33 +174,43 @@ def test_unparseable_judgements_drop_the_response_not_the_run():
 
 # ---- pairing -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("responses, scores, gap, expected", [
-    (["a", "b", "c"], [1.0, 3.0, 2.0], 0.5, ((1, 0), None)),
-    (["a", "b"], [2.0, None], 0.0, (None, TOO_FEW)),
-    (["a", "b", "c"], [2.0, 2.0, 2.0], 0.0, (None, TIE)),
-    (["a", "b"], [2.0, 2.3], 0.5, (None, SMALL_GAP)),
-    (["same", "same"], [1.0, 4.0], 0.5, (None, IDENTICAL)),
-])
+
+@pytest.mark.parametrize(
+    "responses, scores, gap, expected",
+    [
+        (["a", "b", "c"], [1.0, 3.0, 2.0], 0.5, ((1, 0), None)),
+        (["a", "b"], [2.0, None], 0.0, (None, TOO_FEW)),
+        (["a", "b", "c"], [2.0, 2.0, 2.0], 0.0, (None, TIE)),
+        (["a", "b"], [2.0, 2.3], 0.5, (None, SMALL_GAP)),
+        (["same", "same"], [1.0, 4.0], 0.5, (None, IDENTICAL)),
+    ],
+)
 def test_best_vs_worst(responses, scores, gap, expected):
     assert best_vs_worst(responses, scores, gap) == expected
 
 
 # ---- generation and the reference policy ----------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_model_cfg():
-    return OmegaConf.create({
-        "tokenizer": {"_target_": "congrad.models.tokenizer.build_tiny_tokenizer", "vocab_size": 512},
-        "backbone": {"_target_": "congrad.models.factory.build_tiny_llama", "init_seed": 0},
-        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "adapter_path": None},
-    })
+    return OmegaConf.create(
+        {
+            "tokenizer": {"_target_": "congrad.models.tokenizer.build_tiny_tokenizer", "vocab_size": 512},
+            "backbone": {"_target_": "congrad.models.factory.build_tiny_llama", "init_seed": 0},
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "adapter_path": None},
+        }
+    )
 
 
 def test_generation_gives_k_responses_per_prompt(tiny_model_cfg):
     tokenizer, policy = build_policy(tiny_model_cfg)
     generator = TextGenerator(policy, tokenizer, batch_size=2, device="cpu", progress=False)
-    prompts = ["What is a rainbow?", [{"role": "system", "content": "Be brief."},
-                                      {"role": "user", "content": "Was ist ein Vulkan?"}], "什么是重力？"]
+    prompts = [
+        "What is a rainbow?",
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Was ist ein Vulkan?"}],
+        "什么是重力？",
+    ]
     sampling = Sampling(num_responses=3, max_new_tokens=8)
     torch.manual_seed(0)
     out = generator.generate(prompts, sampling)
@@ -225,12 +244,16 @@ def test_reference_of_the_next_iteration_is_the_trained_policy(tiny_model_cfg, t
 
 # ---- what a rerun reuses ---------------------------------------------------------------------------------
 
+
 def test_generations_are_reused_only_when_complete_and_made_from_the_same_source(tmp_path, caplog):
     from congrad.selfreward.reuse import RECORD, reusable_generations, write_generations
 
     rows = [{"id": f"en-{i}", "language": "en", "prompt": "Why?", "responses": ["a\u2028b", "c"]} for i in range(3)]
-    source = {"prompts": {"path": "p.jsonl", "count": 3, "sha256": "abc"}, "merged_adapters": ["d1"],
-              "settings": {"seed": 0, "self_reward.generation.num_responses": 2, "judge._target_": "RuleJudge"}}
+    source = {
+        "prompts": {"path": "p.jsonl", "count": 3, "sha256": "abc"},
+        "merged_adapters": ["d1"],
+        "settings": {"seed": 0, "self_reward.generation.num_responses": 2, "judge._target_": "RuleJudge"},
+    }
     assert reusable_generations(tmp_path, source) is None, "nothing written yet"
     write_generations(tmp_path, rows, source)
     assert reusable_generations(tmp_path, source) == rows
@@ -238,18 +261,21 @@ def test_generations_are_reused_only_when_complete_and_made_from_the_same_source
     text = path.read_text(encoding="utf-8")
 
     # made from something else: refused, naming what differs (the file stays)
-    for changed, named in (({**source, "settings": {**source["settings"], "seed": 1}}, "seed=0 then, 1 now"),
-                           ({**source, "prompts": {**source["prompts"], "sha256": "xyz"}},
-                            "other prompts: 3 from p.jsonl"),
-                           ({**source, "merged_adapters": ["d2"]}, "another policy")):
+    for changed, named in (
+        ({**source, "settings": {**source["settings"], "seed": 1}}, "seed=0 then, 1 now"),
+        ({**source, "prompts": {**source["prompts"], "sha256": "xyz"}}, "other prompts: 3 from p.jsonl"),
+        ({**source, "merged_adapters": ["d2"]}, "another policy"),
+    ):
         with pytest.raises(CongradError, match=named.replace("(", r"\(")):
             reusable_generations(tmp_path, changed)
     assert path.read_text(encoding="utf-8") == text
 
     # cut short, a line broken, the record lost: not reused (generated again), never half-read
-    for damage in (lambda: path.write_text("".join(text.splitlines(keepends=True)[:2]), encoding="utf-8"),
-                   lambda: path.write_text(text.replace('"responses"', '"respo', 1), encoding="utf-8"),
-                   lambda: (tmp_path / RECORD).unlink()):
+    for damage in (
+        lambda: path.write_text("".join(text.splitlines(keepends=True)[:2]), encoding="utf-8"),
+        lambda: path.write_text(text.replace('"responses"', '"respo', 1), encoding="utf-8"),
+        lambda: (tmp_path / RECORD).unlink(),
+    ):
         write_generations(tmp_path, rows, source)
         damage()
         with caplog.at_level("WARNING", logger="congrad"):
@@ -272,6 +298,9 @@ def test_each_iteration_takes_a_disjoint_seeded_slice_of_the_pool():
     assert slices == iteration_slices(pool, 5, 4, seed=3), "a resumed run takes the same slices"
     assert slices != iteration_slices(pool, 5, 4, seed=4)
     assert iteration_slices(pool, None, 2, seed=3) == [pool, pool]
-    with pytest.raises(ConfigError, match=r"per_iteration=5: 5 iterations need 25 prompts per language; the pool "
-                                          r"has 24 in de, 24 in zh"):
+    with pytest.raises(
+        ConfigError,
+        match=r"per_iteration=5: 5 iterations need 25 prompts per language; the pool "
+        r"has 24 in de, 24 in zh",
+    ):
         iteration_slices(pool, 5, 5, seed=3)

@@ -13,9 +13,14 @@ from conftest import SMALL_EVAL
 pytestmark = pytest.mark.slow(seconds=20)
 
 TINY = [
-    "+experiment=tiny_self_reward", "iterations=2", "data.languages=[en,de,zh,ar]",
-    "self_reward.prompts.per_language=3", "self_reward.generation.num_responses=3",
-    "self_reward.generation.max_new_tokens=12", "trainer.max_epochs=1", "eval.languages=[en,de,zh,ar,fr]",
+    "+experiment=tiny_self_reward",
+    "iterations=2",
+    "data.languages=[en,de,zh,ar]",
+    "self_reward.prompts.per_language=3",
+    "self_reward.generation.num_responses=3",
+    "self_reward.generation.max_new_tokens=12",
+    "trainer.max_epochs=1",
+    "eval.languages=[en,de,zh,ar,fr]",
     *SMALL_EVAL,
 ]
 
@@ -61,15 +66,22 @@ def test_new_prompts_each_iteration_and_the_initial_policy_as_reference(compose_
     training iteration 1's adapter over the unmerged base (π_0 stays the reference), and π_3 is π_0 with
     iteration 2's adapter."""
     overrides = [o for o in TINY if not o.startswith("eval.")] + [
-        "self_reward.prompts.per_language=null", "self_reward.prompts.per_iteration=2", "self_reward.reference=initial",
-        "~eval"]
+        "self_reward.prompts.per_language=null",
+        "self_reward.prompts.per_iteration=2",
+        "self_reward.reference=initial",
+        "~eval",
+    ]
     train(compose_config("train", overrides, resolve=False))
-    prompts = [{(g["language"], g["prompt"]) for g in read_jsonl(tmp_path / f"iteration_{t}" / "generations.jsonl")}
-               for t in (1, 2)]
+    prompts = [
+        {(g["language"], g["prompt"]) for g in read_jsonl(tmp_path / f"iteration_{t}" / "generations.jsonl")}
+        for t in (1, 2)
+    ]
     assert len(prompts[0]) == len(prompts[1]) == 8 and not prompts[0] & prompts[1]
     first, second = (json.loads((tmp_path / f"iteration_{t}" / "iteration.json").read_text()) for t in (1, 2))
     assert first["reference"]["merged_adapters"] == second["reference"]["merged_adapters"] == []
     assert first["trained_from"] is None and second["trained_from"] == str(tmp_path / "iteration_1" / "adapter")
     # what evaluate.py run_dir=... merges for each iteration's policy: π_0's adapters, then the iteration's
     assert [[*info["reference"]["merged_adapters"], info["adapter"]] for info in (first, second)] == [
-        [str(tmp_path / "iteration_1" / "adapter")], [str(tmp_path / "iteration_2" / "adapter")]]
+        [str(tmp_path / "iteration_1" / "adapter")],
+        [str(tmp_path / "iteration_2" / "adapter")],
+    ]

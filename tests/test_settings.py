@@ -45,13 +45,25 @@ BAD = [
     ("train", "trainer.max_epochs=0", "trainer.max_epochs=0", ">= 1"),
     ("train", "trainer.precision=bf32", "trainer.precision='bf32'", "bf16-mixed"),
     ("train", "trainer.accelerator=gpus", "trainer.accelerator='gpus'", "cuda"),
-    ("train", "trainer.reload_dataloaders_every_n_epochs=0", "trainer.reload_dataloaders_every_n_epochs=0",
-     "must be 1 while the ConGrad filter is on"),
+    (
+        "train",
+        "trainer.reload_dataloaders_every_n_epochs=0",
+        "trainer.reload_dataloaders_every_n_epochs=0",
+        "must be 1 while the ConGrad filter is on",
+    ),
     ("train", "iterations=-1", "iterations=-1", ">= 0"),
-    ("train", "+experiment=tiny_self_reward self_reward.generation.num_responses=1",
-     "self_reward.generation.num_responses=1", ">= 2"),
-    ("train", "+experiment=tiny_self_reward self_reward.generation.top_p=0", "self_reward.generation.top_p=0",
-     "(0, 1]"),
+    (
+        "train",
+        "+experiment=tiny_self_reward self_reward.generation.num_responses=1",
+        "self_reward.generation.num_responses=1",
+        ">= 2",
+    ),
+    (
+        "train",
+        "+experiment=tiny_self_reward self_reward.generation.top_p=0",
+        "self_reward.generation.top_p=0",
+        "(0, 1]",
+    ),
     ("train", "+experiment=tiny_self_reward judge.script_weight=3", "judge.script_weight + ", "must be 5"),
     ("train", "+experiment=llama3_10lang judge.n_samples=0", "judge.n_samples=0", ">= 1"),
     ("filter", "device=gpu", "device='gpu'", "auto, cpu, cuda or cuda:N"),
@@ -72,11 +84,19 @@ def test_a_bad_setting_names_the_key_and_what_is_allowed(compose_config, config,
     assert message.startswith(key) and allowed in message, message
 
 
-@pytest.mark.parametrize("config,overrides", [("train", []), ("filter", []), ("evaluate", []), *[
-    ("train", [f"+experiment={e}"]) for e in EXPERIMENTS], ("train", ["callbacks.congrad=null",
-                                                                       "trainer.reload_dataloaders_every_n_epochs=0"]),
-    ("train", ["filter.keep_ratio=null", "filter.threshold=0.1", "data.languages=[de,fr]", "trainer.precision=16"]),
-    ("train", ["trainer=ddp"]), ("train", ["trainer=fsdp"])])
+@pytest.mark.parametrize(
+    "config,overrides",
+    [
+        ("train", []),
+        ("filter", []),
+        ("evaluate", []),
+        *[("train", [f"+experiment={e}"]) for e in EXPERIMENTS],
+        ("train", ["callbacks.congrad=null", "trainer.reload_dataloaders_every_n_epochs=0"]),
+        ("train", ["filter.keep_ratio=null", "filter.threshold=0.1", "data.languages=[de,fr]", "trainer.precision=16"]),
+        ("train", ["trainer=ddp"]),
+        ("train", ["trainer=fsdp"]),
+    ],
+)
 def test_the_shipped_configs_pass(compose_config, config, overrides):
     check_settings(compose_config(config, overrides))
 
@@ -93,8 +113,10 @@ def test_filter_py_needs_output_dir(compose_config):
         check_settings(cfg)
 
 
-@pytest.mark.parametrize("script,override", [("train", "filter.aggregator=pcgard"), ("filter", "sketch.width=1000"),
-                                             ("evaluate", "data.batch_size=0")])
+@pytest.mark.parametrize(
+    "script,override",
+    [("train", "filter.aggregator=pcgard"), ("filter", "sketch.width=1000"), ("evaluate", "data.batch_size=0")],
+)
 def test_both_entry_points_check_the_settings_first(compose_config, capsys, monkeypatch, script, override):
     """The function Hydra calls in train.py / filter.py: exit 2 and the key, before it would load anything."""
     import importlib.util
@@ -117,10 +139,14 @@ def test_train_py_stops_before_loading_anything(tmp_path):
     run_dir = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "filter.aggregator=pcgard", f"hydra.run.dir={run_dir}"],
-        capture_output=True, text=True, timeout=120, env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ.copy(),
     )
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: filter.aggregator='pcgard': must be one of " + ", ".join(AGGREGATORS))
+        "error: filter.aggregator='pcgard': must be one of " + ", ".join(AGGREGATORS)
+    )
     assert "Traceback" not in result.stderr
     assert {p.name for p in run_dir.iterdir()} <= {".hydra", "train.log", ".lock"}  # .lock: the run held it

@@ -22,7 +22,9 @@ def exact_pair_gradients(module, batch, params):
     out = []
     for i in range(b):
         rows = [i, b + i]
-        pair = {k: (v[rows] if k in ("input_ids", "attention_mask", "completion_mask") else v) for k, v in batch.items()}
+        pair = {
+            k: (v[rows] if k in ("input_ids", "attention_mask", "completion_mask") else v) for k, v in batch.items()
+        }
         pair["index"], pair["language"] = batch["index"][i : i + 1], batch["language"][i : i + 1]
         module.policy.zero_grad(set_to_none=True)
         module.pair_losses(pair, ref_logps=ref[rows])["loss"].sum().backward()
@@ -100,9 +102,18 @@ def test_auto_falls_back_to_loop_for_parameters_hooks_cannot_replay():
 def tied_llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, pad_token_id=PAD, eos_token_id=EOS,
-                         tie_word_embeddings=True, attn_implementation="eager")
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        tie_word_embeddings=True,
+        attn_implementation="eager",
+    )
     with torch.random.fork_rng():
         torch.manual_seed(1)
         return LlamaForCausalLM(config)
@@ -113,9 +124,20 @@ def tiny_gemma2():
     per layer, soft-capped logits, sliding-window attention."""
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    config = Gemma2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=4,
-                          pad_token_id=PAD, eos_token_id=EOS, bos_token_id=None, attn_implementation="eager")
+    config = Gemma2Config(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        sliding_window=4,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        bos_token_id=None,
+        attn_implementation="eager",
+    )
     with torch.random.fork_rng():
         torch.manual_seed(2)
         return Gemma2ForCausalLM(config)
@@ -147,8 +169,9 @@ def test_hooks_equal_loop_for_full_matrices_embeddings_and_norms(batch, model):
     assert {o.kind for o in sketcher.owners} == {"linear", "embedding", "replay"}
     exact = PerPairSketcher(module, WIDTH, SEED, params="all", method="loop").exact_gradients(batch)
     oracle = kernels.count_sketch(exact, WIDTH, SEED)
-    torch.testing.assert_close(PerPairSketcher(module, WIDTH, SEED, params="all", method="loop")(batch), oracle,
-                               atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(
+        PerPairSketcher(module, WIDTH, SEED, params="all", method="loop")(batch), oracle, atol=1e-6, rtol=1e-5
+    )
     torch.testing.assert_close(sketcher(batch), oracle, atol=1e-6, rtol=1e-5)
     rows = PerPairSketcher(module, WIDTH, SEED, params="all", method="hooks", chunk_bytes=4 * 32 * 100)
     torch.testing.assert_close(rows(batch), oracle, atol=1e-6, rtol=1e-5)
@@ -201,8 +224,12 @@ def spearman(a, b):
 
 
 def test_sketched_scores_rank_like_exact_scores(module):
-    batch = make_batch(prompt_lens=tuple(range(2, 14)), chosen_lens=(3, 5, 2, 4, 6, 1, 2, 3, 7, 2, 4, 5),
-                       rejected_lens=(2, 2, 5, 6, 1, 3, 4, 4, 2, 6, 3, 1), seed=11)
+    batch = make_batch(
+        prompt_lens=tuple(range(2, 14)),
+        chosen_lens=(3, 5, 2, 4, 6, 1, 2, 3, 7, 2, 4, 5),
+        rejected_lens=(2, 2, 5, 6, 1, 3, 4, 4, 2, 6, 3, 1),
+        seed=11,
+    )
     exact = exact_pair_gradients(module, batch, "lora")
     direction = exact.mean(0)
     exact_scores = torch.nn.functional.cosine_similarity(exact, direction[None], dim=1)

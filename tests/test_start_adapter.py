@@ -48,9 +48,7 @@ def logps(model, batch):
     return sequence_logps(logits, batch["input_ids"], batch["completion_mask"])
 
 
-def test_the_reference_is_the_starting_policy_and_a_fresh_adapter_is_trained(
-    compose_config, start_adapter, pairs_file
-):
+def test_the_reference_is_the_starting_policy_and_a_fresh_adapter_is_trained(compose_config, start_adapter, pairs_file):
     import hydra
 
     cfg = compose_config("train", [f"data.path={pairs_file}", f"model.lora.adapter_path={start_adapter}"])
@@ -73,9 +71,20 @@ def test_the_saved_adapter_names_its_base_and_rebuilds_the_trained_policy(
     compose_config, start_adapter, pairs_file, tmp_path
 ):
     out = tmp_path / "run"
-    cfg = compose_config("train", [f"data.path={pairs_file}", f"model.lora.adapter_path={start_adapter}",
-                                   "~callbacks.congrad", "~callbacks.model_checkpoint", "~logger", "~eval",
-                                   "trainer.max_epochs=1", "data.batch_size=4"], output_dir=out)
+    cfg = compose_config(
+        "train",
+        [
+            f"data.path={pairs_file}",
+            f"model.lora.adapter_path={start_adapter}",
+            "~callbacks.congrad",
+            "~callbacks.model_checkpoint",
+            "~logger",
+            "~eval",
+            "trainer.max_epochs=1",
+            "data.batch_size=4",
+        ],
+        output_dir=out,
+    )
     tokenizer, policy = build_policy(cfg.model)
     fit(cfg, tokenizer, policy)
     record = json.loads((out / "adapter" / "base.json").read_text())

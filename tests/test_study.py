@@ -29,8 +29,17 @@ def _rows() -> list[PreferenceRow]:
     for lang in LANGUAGES:
         for k in range(PER_LANGUAGE):
             i = len(rows)
-            rows.append(PreferenceRow(index=i, id=str(i), prompt="p", chosen="c", rejected="r", language=lang,
-                                      raw={"flipped": (lang, k) in FLIPPED}))
+            rows.append(
+                PreferenceRow(
+                    index=i,
+                    id=str(i),
+                    prompt="p",
+                    chosen="c",
+                    rejected="r",
+                    language=lang,
+                    raw={"flipped": (lang, k) in FLIPPED},
+                )
+            )
     return rows
 
 
@@ -60,8 +69,9 @@ def test_clean_arms_are_the_unflipped_pairs_and_a_random_subset_the_size_of_pcgr
     assert realmodel.kept_sets(_cfg(4), sketches, rows)[0]["clean-random"] != kept["clean-random"]
     for arm, indices in kept.items():  # what the pass records, counted here by a plain loop
         assert info["flipped_kept"][arm] == sum(i in flipped for i in indices)
-        assert info["kept_per_language"][arm] == {lang: sum(rows[i].language == lang for i in indices)
-                                                  for lang in sorted(LANGUAGES)}
+        assert info["kept_per_language"][arm] == {
+            lang: sum(rows[i].language == lang for i in indices) for lang in sorted(LANGUAGES)
+        }
     assert info["flipped_kept"]["clean"] == 0 and info["flipped_kept"]["all"] == len(FLIPPED)
 
 
@@ -95,11 +105,14 @@ def test_interference_is_joint_minus_alone_per_language_with_a_paired_t_interval
     alone = {"en": [0.50, 0.60, 0.55], "de": [0.70, 0.70, 0.80]}
     joint = {"en": [0.70, 0.90, 0.80], "de": [0.75, 0.60, 0.80]}
     for seed in range(3):
-        _write_results(tmp_path / "arms" / f"clean-s{seed}" / "eval",
-                       {lang: {"preference_accuracy": joint[lang][seed]} for lang in joint})
+        _write_results(
+            tmp_path / "arms" / f"clean-s{seed}" / "eval",
+            {lang: {"preference_accuracy": joint[lang][seed]} for lang in joint},
+        )
         for lang in alone:
-            _write_results(tmp_path / "alone" / f"{lang}-s{seed}" / "eval",
-                           {lang: {"preference_accuracy": alone[lang][seed]}})
+            _write_results(
+                tmp_path / "alone" / f"{lang}-s{seed}" / "eval", {lang: {"preference_accuracy": alone[lang][seed]}}
+            )
     lines = {line.split(" | ")[0].strip("| "): line for line in study_tables.interference_table(tmp_path).splitlines()}
     # en: differences 0.20, 0.30, 0.25: mean 0.25, sd 0.05, half-width t(2) 4.303 * 0.05 / sqrt(3) = 0.124
     assert lines["en"] == "| en | 3 | +0.250 [+0.126, +0.374] * |"
@@ -109,15 +122,20 @@ def test_interference_is_joint_minus_alone_per_language_with_a_paired_t_interval
 
 
 def test_pass_table_averages_the_cosines_within_and_between_groups(tmp_path):
-    cosines = [[1.0, 0.4, -0.2, -0.4],
-               [0.4, 1.0, -0.6, 0.0],
-               [-0.2, -0.6, 1.0, 0.8],
-               [-0.4, 0.0, 0.8, 1.0]]
+    cosines = [[1.0, 0.4, -0.2, -0.4], [0.4, 1.0, -0.6, 0.0], [-0.2, -0.6, 1.0, 0.8], [-0.4, 0.0, 0.8, 1.0]]
     arms = {"all": [0, 1, 2, 3, 4, 5], "pcgrad": [0, 2, 3], "mean": [0, 2, 4]}
-    passes = {"s0": {"aggregate_languages": ["a", "b", "c", "d"], "cosine_before": cosines,
-                     "flipped_kept": {"all": 2, "pcgrad": 0, "mean": 1},
-                     "kept_per_language": {"all": {"a": 2, "b": 1, "c": 2, "d": 1}, "pcgrad": {"a": 1, "c": 2},
-                                           "mean": {"a": 1, "b": 1, "c": 1}}}}
+    passes = {
+        "s0": {
+            "aggregate_languages": ["a", "b", "c", "d"],
+            "cosine_before": cosines,
+            "flipped_kept": {"all": 2, "pcgrad": 0, "mean": 1},
+            "kept_per_language": {
+                "all": {"a": 2, "b": 1, "c": 2, "d": 1},
+                "pcgrad": {"a": 1, "c": 2},
+                "mean": {"a": 1, "b": 1, "c": 1},
+            },
+        }
+    }
     (tmp_path / "passes.json").write_text(json.dumps(passes))
     (tmp_path / "kept_sets.json").write_text(json.dumps({f"{arm}-s0": k for arm, k in arms.items()}))
     text = study_tables.passes_table(tmp_path, {"x": ["a", "b"], "y": ["c", "d"]})

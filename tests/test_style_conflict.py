@@ -27,15 +27,30 @@ def _read(path: Path) -> list[dict]:
 
 def test_planted_set_is_still_the_generator_output_without_style(tmp_path):
     out = tmp_path / "planted.jsonl"
-    synthetic.main(["--out", str(out), "--languages", *SEEN, "--pairs-per-language", "16",
-                    "--flip-fraction", "0.25", "--flip-languages", "de", "ru", "hi"])
+    synthetic.main(
+        [
+            "--out",
+            str(out),
+            "--languages",
+            *SEEN,
+            "--pairs-per-language",
+            "16",
+            "--flip-fraction",
+            "0.25",
+            "--flip-languages",
+            "de",
+            "ru",
+            "hi",
+        ]
+    )
     assert out.read_bytes() == (DATA / "planted_8lang.jsonl").read_bytes()
 
 
 def test_style_rules_hold_row_by_row_and_flips_fall_on_quality_pairs():
     style = {"en": "verbose", "de": "concise"}
-    rows = make_preference_rows(["en", "de", "fr"], 16, seed=3, flip_fraction=0.125, flip_languages=["en", "de"],
-                                style=style, style_share=0.5)
+    rows = make_preference_rows(
+        ["en", "de", "fr"], 16, seed=3, flip_fraction=0.125, flip_languages=["en", "de"], style=style, style_share=0.5
+    )
     plain = make_preference_rows(["fr"], 16, seed=3, flip_fraction=0.125, flip_languages=["en", "de"])
     assert [r for r in rows if r["language"] == "fr"] == plain  # a language without a rule is unchanged
     for lang, rule in style.items():
@@ -47,8 +62,11 @@ def test_style_rules_hold_row_by_row_and_flips_fall_on_quality_pairs():
         assert sum(r["contrast"] == "style" for r in mine) == 8
         assert sum(r["flipped"] for r in mine) == 2
         for r in mine:
-            good, bad = (_text(r["rejected"]), _text(r["chosen"])) if r["flipped"] else (_text(r["chosen"]),
-                                                                                         _text(r["rejected"]))
+            good, bad = (
+                (_text(r["rejected"]), _text(r["chosen"]))
+                if r["flipped"]
+                else (_text(r["chosen"]), _text(r["rejected"]))
+            )
             fact = next(f for f in facts if f in good)
             assert good == preferred.format(fact=fact)
             if r["contrast"] == "style":
@@ -57,10 +75,13 @@ def test_style_rules_hold_row_by_row_and_flips_fall_on_quality_pairs():
                 assert fact not in bad  # a failure mode, not the other style of the same answer
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"style": {"en": "long"}}, "en=long"),
-    ({"style": {"en": "verbose"}, "style_share": 1.5}, "style_share"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"style": {"en": "long"}}, "en=long"),
+        ({"style": {"en": "verbose"}, "style_share": 1.5}, "style_share"),
+    ],
+)
 def test_bad_style_settings_are_errors_naming_the_value(kwargs, message):
     with pytest.raises(CongradError, match=message):
         make_preference_rows(["en"], 4, **kwargs)
@@ -73,8 +94,25 @@ def test_a_language_given_both_rules_is_an_error():
 
 def test_conflict_sets_are_the_generator_output(tmp_path):
     train = tmp_path / "conflict.jsonl"
-    synthetic.main(["--out", str(train), "--languages", *SEEN, "--pairs-per-language", "16", "--flip-fraction",
-                    "0.125", "--flip-languages", "de", "ru", "hi", *STYLE_ARGS, "--style-share", "0.5"])
+    synthetic.main(
+        [
+            "--out",
+            str(train),
+            "--languages",
+            *SEEN,
+            "--pairs-per-language",
+            "16",
+            "--flip-fraction",
+            "0.125",
+            "--flip-languages",
+            "de",
+            "ru",
+            "hi",
+            *STYLE_ARGS,
+            "--style-share",
+            "0.5",
+        ]
+    )
     assert train.read_bytes() == (DATA / "conflict_8lang.jsonl").read_bytes()
     eval_sets.main(["--out", str(tmp_path / "eval"), "--sets", "pairs", *STYLE_ARGS, "--style-share", "1.0"])
     assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["pairs.jsonl"]

@@ -17,8 +17,9 @@ APP = ROOT / "tests" / "sweep_app.py"
 
 
 def app(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(APP), *args], capture_output=True, text=True, timeout=120,
-                          env=os.environ.copy())
+    return subprocess.run(
+        [sys.executable, str(APP), *args], capture_output=True, text=True, timeout=120, env=os.environ.copy()
+    )
 
 
 def status_of(job_dir) -> dict:
@@ -50,10 +51,12 @@ def test_every_job_of_a_multirun_runs_and_the_failed_ones_are_named(tmp_path):
     assert statuses[2]["overrides"] == ["+outcome=diverged"] and statuses[2]["run_dir"] == str(tmp_path / "2")
     job_log = (tmp_path / "3" / "sweep_app.log").read_text()
     assert "Traceback" in job_log and "KeyError" in job_log, "a fault's traceback is in its job's log"
-    summary = result.stderr[result.stderr.index("error: 3 of 5 jobs failed"):]
-    for job, status, outcome, message in ((1, 2, "user", "filter.keep_ratio=1.5: must be"),
-                                          (2, 3, "diverged", "training diverged at step 2"),
-                                          (3, 1, "fault", "KeyError: 'a key that is not there'")):
+    summary = result.stderr[result.stderr.index("error: 3 of 5 jobs failed") :]
+    for job, status, outcome, message in (
+        (1, 2, "user", "filter.keep_ratio=1.5: must be"),
+        (2, 3, "diverged", "training diverged at step 2"),
+        (3, 1, "fault", "KeyError: 'a key that is not there'"),
+    ):
         assert f"#{job} status {status}: {message}" in summary
         assert f"overrides: +outcome={outcome}\n" in summary and f"run dir: {tmp_path / str(job)}" in summary
     assert "#0 " not in summary and "#4 " not in summary
@@ -79,10 +82,26 @@ def test_a_train_py_sweep_with_a_diverging_middle_job(tmp_path, capsys):
     write_jsonl(data, make_preference_rows(["en", "de"], pairs_per_language=4, seed=1))
     sweep = tmp_path / "sweep"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "-m", f"data.path={data}", "data.batch_size=1",
-         "trainer.max_epochs=1", "~eval", "~logger.wandb", "sketch.width=256", "callbacks.congrad.progress=false",
-         "+trainer.enable_progress_bar=false", "dpo.optimizer.lr=1e-4,1e20,2e-4", f"hydra.sweep.dir={sweep}"],
-        capture_output=True, text=True, timeout=300, env=os.environ.copy())
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "-m",
+            f"data.path={data}",
+            "data.batch_size=1",
+            "trainer.max_epochs=1",
+            "~eval",
+            "~logger.wandb",
+            "sketch.width=256",
+            "callbacks.congrad.progress=false",
+            "+trainer.enable_progress_bar=false",
+            "dpo.optimizer.lr=1e-4,1e20,2e-4",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ.copy(),
+    )
     assert result.returncode == 3, (result.stdout + result.stderr)[-3000:]
     for job in ("0", "2"):
         assert (sweep / job / "adapter" / "adapter_model.safetensors").is_file()
@@ -90,7 +109,7 @@ def test_a_train_py_sweep_with_a_diverging_middle_job(tmp_path, capsys):
     failed = status_of(sweep / "1")
     assert failed["status"] == 3 and failed["message"].startswith("training diverged at step ")
     assert not (sweep / "1" / "adapter").exists()
-    summary = result.stderr[result.stderr.index("error: 1 of 3 jobs failed"):]
+    summary = result.stderr[result.stderr.index("error: 1 of 3 jobs failed") :]
     assert "#1 status 3: training diverged at step " in summary
     assert "dpo.optimizer.lr=1e+20" in summary and f"run dir: {sweep / '1'}" in summary
 

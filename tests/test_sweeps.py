@@ -14,15 +14,25 @@ import yaml
 pytestmark = pytest.mark.slow(seconds=50)
 
 ROOT = Path(__file__).resolve().parents[1]
-JOB = ["+experiment=tiny_self_reward", "+sweep=width", "iterations=1",
-       "data.languages=[en,zh]", "self_reward.prompts.per_language=2", "self_reward.generation.max_new_tokens=8",
-       "trainer.max_epochs=1", "~eval"]
+JOB = [
+    "+experiment=tiny_self_reward",
+    "+sweep=width",
+    "iterations=1",
+    "data.languages=[en,zh]",
+    "self_reward.prompts.per_language=2",
+    "self_reward.generation.max_new_tokens=8",
+    "trainer.max_epochs=1",
+    "~eval",
+]
 
 
 def run_sweep(sweep_dir: Path, *extra: str, status: int = 0) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "-m", *JOB, *extra, f"hydra.sweep.dir={sweep_dir}"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "WANDB_MODE": "offline"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "WANDB_MODE": "offline"},
     )
     assert result.returncode == status, (result.stdout + result.stderr)[-3000:]
     return result
@@ -52,8 +62,9 @@ def test_multirun_over_two_widths_with_the_basic_launcher(tmp_path):
 def test_multirun_with_the_submitit_local_launcher(tmp_path):
     """Each job in a process of its own; a third job with a width that is no power of two fails alone: its
     status is written in its directory by its own process, and the sweep names it and exits 2."""
-    result = run_sweep(tmp_path, "hydra/launcher=local", "hydra.launcher.timeout_min=5", "sketch.width=256,512,300",
-                       status=2)
+    result = run_sweep(
+        tmp_path, "hydra/launcher=local", "hydra.launcher.timeout_min=5", "sketch.width=256,512,300", status=2
+    )
     check_jobs(tmp_path)
     assert list((tmp_path / ".submitit").glob("*/*_result.pkl"))
     statuses = {job: json.loads((tmp_path / job / "job_status.json").read_text()) for job in ("0", "1", "2")}

@@ -19,7 +19,10 @@ pytestmark = pytest.mark.slow(seconds=180)
 def run_train(run_dir, *overrides):
     result = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *overrides],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return result
@@ -59,8 +62,14 @@ def test_the_default_run_learns_the_preferences(run_dir):
 def test_metric_names_follow_trl_overall_and_per_language(run_dir):
     names = set(read_metrics(run_dir)[0].keys())
     for stage in ("train", "val"):
-        for name in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
-                     "logps/chosen", "logps/rejected"):
+        for name in (
+            "rewards/chosen",
+            "rewards/rejected",
+            "rewards/margins",
+            "rewards/accuracies",
+            "logps/chosen",
+            "logps/rejected",
+        ):
             assert f"{stage}/{name}" in names and f"{stage}/{name}/de" in names and f"{stage}/{name}/zh" in names
     assert {"filter/kept/de", "filter/score_mean/hi", "filter/kept"} <= names
     assert {"train/logits/chosen", "train/logits/rejected", "train/num_tokens", "val/logits/chosen"} <= names
@@ -130,15 +139,32 @@ def test_the_run_is_evaluated_against_its_starting_point(run_dir):
     for name in ("per_language.csv", "generations.jsonl", "per_language.png", "harness.csv", "harness.png"):
         assert (run_dir / "eval" / name).is_file()
     names = set(read_metrics(run_dir)[0].keys())
-    assert {"eval/seen/win_rate", "eval/seen/preference_accuracy", "eval/win_rate/de", "eval/nll_delta/zh",
-            "eval/seen/mc_delta", "eval/mc_delta/de", "eval/harness/congrad_mc_de/delta"} <= names
+    assert {
+        "eval/seen/win_rate",
+        "eval/seen/preference_accuracy",
+        "eval/win_rate/de",
+        "eval/nll_delta/zh",
+        "eval/seen/mc_delta",
+        "eval/mc_delta/de",
+        "eval/harness/congrad_mc_de/delta",
+    } <= names
 
 
 def test_evaluate_py_takes_a_run_directory(run_dir, tmp_path):
     result = subprocess.run(
-        [sys.executable, str(ROOT / "evaluate.py"), f"run_dir={run_dir}", f"output_dir={tmp_path}", "~logger",
-         "eval.languages=[de,zh]", *SMALL_EVAL],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            str(ROOT / "evaluate.py"),
+            f"run_dir={run_dir}",
+            f"output_dir={tmp_path}",
+            "~logger",
+            "eval.languages=[de,zh]",
+            *SMALL_EVAL,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert result.returncode == 0, result.stderr[-4000:]
     results = json.loads((tmp_path / "results.json").read_text())
@@ -157,8 +183,12 @@ def test_cost_json_splits_the_run_by_stage_and_the_loggers_get_the_same_numbers(
     candidates = json.loads((run_dir / "filter" / "summary.json").read_text())["total"]
     assert spent["sketch_passes"] == 3 and spent["pairs_sketched"] == 3 * candidates  # before each of 3 epochs
     assert spent["tokens_generated"]["evaluate"] > 0 and spent["judge_requests"]["sent"] == 0  # the rule judge
-    logged = {name: float(value) for row in read_metrics(run_dir) for name, value in row.items()
-              if name.startswith("cost/") and value}
+    logged = {
+        name: float(value)
+        for row in read_metrics(run_dir)
+        for name, value in row.items()
+        if name.startswith("cost/") and value
+    }
     for stage in ("sketch", "train", "evaluate"):
         assert logged[f"cost/seconds/{stage}"] == seconds[stage]
     assert logged["cost/pairs_sketched"] == spent["pairs_sketched"]

@@ -57,15 +57,18 @@ def served_truncation(tokenizer, dm):
 def test_the_report_counts_what_truncation_cut_overall_and_per_language(
     tokenizer, pairs_file, max_length, max_prompt_length
 ):
-    dm = PreferenceDataModule(tokenizer, str(pairs_file), max_length=max_length,
-                              max_prompt_length=max_prompt_length, val_fraction=0.2)
+    dm = PreferenceDataModule(
+        tokenizer, str(pairs_file), max_length=max_length, max_prompt_length=max_prompt_length, val_fraction=0.2
+    )
     dm.setup()
     truncated = dm.report.truncated
     counts, by_language = served_truncation(tokenizer, dm)
     assert {k: truncated[k] for k in counts} == counts
     assert truncated["by_language"] == by_language
     assert truncated["pairs"] == 40 and (truncated["max_length"], truncated["max_prompt_length"]) == (
-        max_length, max_prompt_length)
+        max_length,
+        max_prompt_length,
+    )
     if max_length == 40:  # the limits of this case cut every part somewhere
         assert min(truncated[part] for part in PARTS) > 0
     if max_length == 512:
@@ -101,6 +104,8 @@ def test_the_default_config_fits_the_shipped_data(compose_config, caplog):
     assert truncated["lost_eos"] <= 0.01 * truncated["pairs"], truncated
     assert not [r for r in caplog.records if "data.max_length" in r.getMessage()]
     # the model's positions cover the longest sequence
-    longest = max(len(f["prompt_ids"]) + max(len(f["chosen_ids"]), len(f["rejected_ids"]))
-                  for f in dm._train_features + dm._val_features)
+    longest = max(
+        len(f["prompt_ids"]) + max(len(f["chosen_ids"]), len(f["rejected_ids"]))
+        for f in dm._train_features + dm._val_features
+    )
     assert longest <= cfg.data.max_length <= cfg.model.backbone.max_position_embeddings

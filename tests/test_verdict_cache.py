@@ -23,17 +23,23 @@ from congrad.models.factory import build_policy
 from congrad.utils import cost
 from conftest import ROOT
 
-CANDIDATES = [Candidate("What is a rainbow?", "en", "Light in drops."), Candidate("Was ist Regen?", "de", "Wasser."),
-              Candidate("什么是雨？", "zh", "水。")]
+CANDIDATES = [
+    Candidate("What is a rainbow?", "en", "Light in drops."),
+    Candidate("Was ist Regen?", "de", "Wasser."),
+    Candidate("什么是雨？", "zh", "水。"),
+]
 
 
 def model_cfg(lora: bool):
-    return OmegaConf.create({
-        "tokenizer": {"_target_": "congrad.models.tokenizer.build_tiny_tokenizer", "vocab_size": 512},
-        "backbone": {"_target_": "congrad.models.factory.build_tiny_llama", "init_seed": 0},
-        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "adapter_path": None}
-        if lora else None,
-    })
+    return OmegaConf.create(
+        {
+            "tokenizer": {"_target_": "congrad.models.tokenizer.build_tiny_tokenizer", "vocab_size": 512},
+            "backbone": {"_target_": "congrad.models.factory.build_tiny_llama", "init_seed": 0},
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "adapter_path": None}
+            if lora
+            else None,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +52,24 @@ def test_the_key_changes_with_every_part():
     parts = dict(judge="local:abc", template="T {prompt}", prompt="T p", sample=0, settings={"temperature": 0.7})
     key = verdict_key(**parts)
     assert key == verdict_key(**parts) and len(key) == 64
-    for name, other in (("judge", "api:x"), ("template", "U {prompt}"), ("prompt", "T q"), ("sample", 1),
-                        ("settings", {"temperature": 0.0})):
+    for name, other in (
+        ("judge", "api:x"),
+        ("template", "U {prompt}"),
+        ("prompt", "T q"),
+        ("sample", 1),
+        ("settings", {"temperature": 0.0}),
+    ):
         assert verdict_key(**{**parts, name: other}) != key, name
 
 
 def test_a_second_judge_reads_what_the_first_stored(policy, tmp_path):
-    settings = dict(template="Grade: {prompt} -> {response}", pairwise_template="{prompt}: A {first} B {second}",
-                    n_samples=2, max_new_tokens=6, cache_dir=tmp_path)
+    settings = dict(
+        template="Grade: {prompt} -> {response}",
+        pairwise_template="{prompt}: A {first} B {second}",
+        n_samples=2,
+        max_new_tokens=6,
+        cache_dir=tmp_path,
+    )
     with cost.recording(None) as first_run:
         torch.manual_seed(0)
         first = LLMJudge(**settings).judge(CANDIDATES, policy)
@@ -67,7 +83,7 @@ def test_a_second_judge_reads_what_the_first_stored(policy, tmp_path):
     assert second_run.tokens["other"] == 0  # nothing was generated
 
     db = sqlite3.connect(tmp_path / FILE)
-    (dropped,), = db.execute("SELECT key FROM verdicts ORDER BY key LIMIT 1").fetchall()
+    ((dropped,),) = db.execute("SELECT key FROM verdicts ORDER BY key LIMIT 1").fetchall()
     db.execute("DELETE FROM verdicts WHERE key = ?", (dropped,))
     db.commit()
     with cost.recording(None) as third_run:

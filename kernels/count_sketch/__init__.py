@@ -38,8 +38,9 @@ MAX_WIDTH = 1 << MAX_LOG_WIDTH
 _warned_no_triton = False
 
 
-def count_sketch_triton(x: torch.Tensor, width: int, seed: int, *, offset: int = 0,
-                        out: torch.Tensor | None = None) -> torch.Tensor:
+def count_sketch_triton(
+    x: torch.Tensor, width: int, seed: int, *, offset: int = 0, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """Count sketch with the Triton kernel (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``)."""
     from .triton_kernel import count_sketch_triton as run
 
@@ -52,8 +53,9 @@ def _triton_available() -> bool:
     return triton_kernel.triton is not None
 
 
-def count_sketch(x: torch.Tensor, width: int, seed: int, *, offset: int = 0,
-                 out: torch.Tensor | None = None) -> torch.Tensor:
+def count_sketch(
+    x: torch.Tensor, width: int, seed: int, *, offset: int = 0, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """Count sketch of ``x`` (``[D]`` or ``[N, D]``) into ``width`` buckets: float32 ``[width]`` / ``[N, width]``.
 
     ``offset``: element ``j`` of each row is hashed as global coordinate ``offset + j``, so
@@ -67,8 +69,11 @@ def count_sketch(x: torch.Tensor, width: int, seed: int, *, offset: int = 0,
         if _triton_available():
             return count_sketch_triton(x, width, seed, offset=offset, out=out)
         if not _warned_no_triton and x.is_cuda:
-            warnings.warn("Triton is not installed: congrad.kernels.count_sketch uses the (slower) torch reference on "
-                          "the GPU", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                "Triton is not installed: congrad.kernels.count_sketch uses the (slower) torch reference on the GPU",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             _warned_no_triton = True
     return count_sketch_reference(x, width, seed, offset=offset, out=out)
 

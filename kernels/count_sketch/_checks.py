@@ -10,6 +10,7 @@ import torch
 
 from .hashing import log2_width, seed_keys
 
+
 def interpret_enabled() -> bool:
     """Whether ``TRITON_INTERPRET`` asks for Triton's interpreter (Triton kernels on CPU tensors)."""
     return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on", "yes")

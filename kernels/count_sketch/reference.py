@@ -105,8 +105,12 @@ def bucket_and_sign(coords: torch.Tensor, width: int, seed: int) -> tuple[torch.
     and device. ``count_sketch(x, width, seed)[b] == Σ_{j: bucket[j]=b} sign[j] * x[j]`` for
     ``bucket, sign = bucket_and_sign(arange(D), width, seed)``.
     """
-    if not isinstance(coords, torch.Tensor) or coords.dtype.is_floating_point or coords.dtype.is_complex \
-            or coords.dtype == torch.bool:
+    if (
+        not isinstance(coords, torch.Tensor)
+        or coords.dtype.is_floating_point
+        or coords.dtype.is_complex
+        or coords.dtype == torch.bool
+    ):
         raise TypeError("coords must be an integer tensor")
     log_w = log2_width(width)
     width = 1 << log_w
@@ -138,15 +142,16 @@ def _accumulate(result: torch.Tensor, a, g0: int, g1: int, buckets: torch.Tensor
     """``result[:, h(g)] += s(g) · x[:, g - offset]`` for the coordinates ``g0 .. g1 - 1``, in their order."""
     values = _values_buffer(a.rows, g1 - g0, result.device)
     if a.rows == 1:  # 1-D ops; scatter_add_ adds in the same order as index_add_, faster on the CPU
-        torch.mul(a.x2[0, g0 - a.offset: g1 - a.offset], signs, out=values[0])  # float32 (type promotion)
+        torch.mul(a.x2[0, g0 - a.offset : g1 - a.offset], signs, out=values[0])  # float32 (type promotion)
         result[0].scatter_add_(0, buckets, values[0])
     else:
-        torch.mul(a.x2[:, g0 - a.offset: g1 - a.offset], signs, out=values)
+        torch.mul(a.x2[:, g0 - a.offset : g1 - a.offset], signs, out=values)
         result.index_add_(1, buckets, values)
 
 
-def count_sketch_reference(x: torch.Tensor, width: int, seed: int, *, offset: int = 0,
-                           out: torch.Tensor | None = None) -> torch.Tensor:
+def count_sketch_reference(
+    x: torch.Tensor, width: int, seed: int, *, offset: int = 0, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """Count sketch of ``x`` (``[D]`` or ``[N, D]``) into ``width`` buckets, in torch, on x's device.
 
     Same contract as :func:`congrad.kernels.count_sketch`; the result agrees with the Triton kernel to float

@@ -71,11 +71,25 @@ _KEY_TAG = 1 << 32  # keys travel as int64 arguments tagged above bit 31 so Trit
 
 
 def _sketch_kernel(
-    x_ptr, y_ptr,
-    D, stride_x, n_rows, n_splits, chunks_per_split, n_chunks, c_first, lead,
-    k0, k1, k2, k3,
-    W: tl.constexpr, BLOCK: tl.constexpr,
-    MASKED: tl.constexpr, DIRECT: tl.constexpr, ACCUMULATE: tl.constexpr,
+    x_ptr,
+    y_ptr,
+    D,
+    stride_x,
+    n_rows,
+    n_splits,
+    chunks_per_split,
+    n_chunks,
+    c_first,
+    lead,
+    k0,
+    k1,
+    k2,
+    k3,
+    W: tl.constexpr,
+    BLOCK: tl.constexpr,
+    MASKED: tl.constexpr,
+    DIRECT: tl.constexpr,
+    ACCUMULATE: tl.constexpr,
 ):
     NB: tl.constexpr = W // BLOCK
     pid = tl.program_id(0)
@@ -137,16 +151,24 @@ def _reduce_kernel(ws_ptr, y_ptr, total, n_splits, BLOCK: tl.constexpr, ACCUMULA
     tl.store(y_ptr + offs, acc, mask=m)
 
 
-def _probe_kernel(g_ptr, bucket_ptr, sign_ptr, n, k0, k1, k2, k3,
-                  W: tl.constexpr, LOG_W: tl.constexpr, BLOCK: tl.constexpr):
+def _probe_kernel(
+    g_ptr, bucket_ptr, sign_ptr, n, k0, k1, k2, k3, W: tl.constexpr, LOG_W: tl.constexpr, BLOCK: tl.constexpr
+):
     """Bucket and sign mask of given global coordinates, for tests that compare the hash with torch's."""
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
     g = tl.load(g_ptr + offs, mask=m, other=0).to(tl.int64)
     c = g >> LOG_W
     p = (g & (W - 1)).to(tl.uint32)
-    xmask, skey = chunk_params(c.to(tl.uint32), (c >> 32).to(tl.uint32),
-                               k0.to(tl.uint32), k1.to(tl.uint32), k2.to(tl.uint32), k3.to(tl.uint32), W - 1)
+    xmask, skey = chunk_params(
+        c.to(tl.uint32),
+        (c >> 32).to(tl.uint32),
+        k0.to(tl.uint32),
+        k1.to(tl.uint32),
+        k2.to(tl.uint32),
+        k3.to(tl.uint32),
+        W - 1,
+    )
     tl.store(bucket_ptr + offs, xor_permute(p, xmask).to(tl.int64), mask=m)
     tl.store(sign_ptr + offs, sign_mask(p, skey).to(tl.int64), mask=m)
 
@@ -205,8 +227,10 @@ def _build() -> types.SimpleNamespace:
     """
     global _built
     if triton is None:
-        raise RuntimeError("Triton is not installed: the Triton count-sketch kernel is unavailable "
-                           "(congrad.kernels.count_sketch_reference works without it)")
+        raise RuntimeError(
+            "Triton is not installed: the Triton count-sketch kernel is unavailable "
+            "(congrad.kernels.count_sketch_reference works without it)"
+        )
     if _built is None:
         namespace = dict(vars(hashing))
         namespace.update(tl=tl, triton=triton)
@@ -214,8 +238,9 @@ def _build() -> types.SimpleNamespace:
             for name in hashing.JIT_FUNCTIONS:
                 namespace[name] = triton.jit(_rebind(getattr(hashing, name), namespace))
             for name in _KERNELS:
-                namespace[name] = triton.jit(_rebind(globals()[name], namespace),
-                                             do_not_specialize=_DO_NOT_SPECIALIZE[name])
+                namespace[name] = triton.jit(
+                    _rebind(globals()[name], namespace), do_not_specialize=_DO_NOT_SPECIALIZE[name]
+                )
         _built = types.SimpleNamespace(**{n: namespace[n] for n in _KERNELS + hashing.JIT_FUNCTIONS})
     return _built
 
@@ -223,9 +248,18 @@ def _build() -> types.SimpleNamespace:
 _TL_TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
-def compile_offline(*, dtype: torch.dtype = torch.float32, width: int = 1 << 16, block: int | None = None,
-                    num_warps: int | None = None, masked: bool = False, direct: bool = False,
-                    accumulate: bool = False, arch: int = 90, kernel: str = "sketch"):
+def compile_offline(
+    *,
+    dtype: torch.dtype = torch.float32,
+    width: int = 1 << 16,
+    block: int | None = None,
+    num_warps: int | None = None,
+    masked: bool = False,
+    direct: bool = False,
+    accumulate: bool = False,
+    arch: int = 90,
+    kernel: str = "sketch",
+):
     """Compile a variant of the sketch (or ``kernel="reduce"``) kernel for CUDA compute capability ``arch``
     without a GPU, with the ptxas that Triton ships; returns Triton's compiled kernel (``.asm`` holds
     ``ttgir``, ``ptx``, ``cubin``...). Catches errors the interpreter does not see (typing, lowering)."""
@@ -236,20 +270,37 @@ def compile_offline(*, dtype: torch.dtype = torch.float32, width: int = 1 << 16,
         raise RuntimeError("compile_offline needs Triton imported without TRITON_INTERPRET (use a fresh process)")
     k = _build()
     if kernel == "reduce":
-        sig = dict(ws_ptr="*fp32", y_ptr="*fp32", total="i32", n_splits="i32", BLOCK="constexpr",
-                   ACCUMULATE="constexpr")
-        src = ASTSource(fn=k._reduce_kernel, signature=sig,
-                        constexprs=dict(BLOCK=REDUCE_BLOCK, ACCUMULATE=accumulate))
+        sig = dict(
+            ws_ptr="*fp32", y_ptr="*fp32", total="i32", n_splits="i32", BLOCK="constexpr", ACCUMULATE="constexpr"
+        )
+        src = ASTSource(fn=k._reduce_kernel, signature=sig, constexprs=dict(BLOCK=REDUCE_BLOCK, ACCUMULATE=accumulate))
         num_warps = 4
     else:
         log_w = hashing.log2_width(width)
         elem_size = torch.empty((), dtype=dtype).element_size()
         block = default_block(1 << log_w, elem_size) if block is None else min(1 << log_w, block)
         num_warps = default_warps(block) if num_warps is None else num_warps
-        sig = dict(x_ptr="*" + _TL_TYPES[dtype], y_ptr="*fp32", D="i32", stride_x="i32", n_rows="i32",
-                   n_splits="i32", chunks_per_split="i32", n_chunks="i32", c_first="i64", lead="i32",
-                   k0="i64", k1="i64", k2="i64", k3="i64", W="constexpr", BLOCK="constexpr", MASKED="constexpr",
-                   DIRECT="constexpr", ACCUMULATE="constexpr")
+        sig = dict(
+            x_ptr="*" + _TL_TYPES[dtype],
+            y_ptr="*fp32",
+            D="i32",
+            stride_x="i32",
+            n_rows="i32",
+            n_splits="i32",
+            chunks_per_split="i32",
+            n_chunks="i32",
+            c_first="i64",
+            lead="i32",
+            k0="i64",
+            k1="i64",
+            k2="i64",
+            k3="i64",
+            W="constexpr",
+            BLOCK="constexpr",
+            MASKED="constexpr",
+            DIRECT="constexpr",
+            ACCUMULATE="constexpr",
+        )
         constexprs = dict(W=1 << log_w, BLOCK=block, MASKED=masked, DIRECT=direct, ACCUMULATE=accumulate)
         src = ASTSource(fn=k._sketch_kernel, signature=sig, constexprs=constexprs)
     with _interpret_env(False):
@@ -281,9 +332,18 @@ class Plan:
     masked: bool  # some chunk is partial
 
 
-def plan(dim: int, width: int, offset: int, elem_size: int, *, block: int | None = None,
-         num_warps: int | None = None, target_programs: int = TARGET_PROGRAMS,
-         max_workspace_fraction: float = MAX_WORKSPACE_FRACTION, splits: int | None = None) -> Plan:
+def plan(
+    dim: int,
+    width: int,
+    offset: int,
+    elem_size: int,
+    *,
+    block: int | None = None,
+    num_warps: int | None = None,
+    target_programs: int = TARGET_PROGRAMS,
+    max_workspace_fraction: float = MAX_WORKSPACE_FRACTION,
+    splits: int | None = None,
+) -> Plan:
     """Launch configuration for one row of ``dim`` values; a pure function of its arguments (the defaults
     of the keyword arguments are what :func:`count_sketch_triton` uses; the others are for tuning)."""
     log_w = hashing.log2_width(width)
@@ -339,8 +399,9 @@ class _NullContext:
         return False
 
 
-def count_sketch_triton(x: torch.Tensor, width: int, seed: int, *, offset: int = 0,
-                        out: torch.Tensor | None = None) -> torch.Tensor:
+def count_sketch_triton(
+    x: torch.Tensor, width: int, seed: int, *, offset: int = 0, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """Count sketch of ``x`` with the Triton kernel (CUDA tensors, or CPU tensors under ``TRITON_INTERPRET=1``).
 
     Same contract as :func:`congrad.kernels.count_sketch`.
@@ -348,17 +409,36 @@ def count_sketch_triton(x: torch.Tensor, width: int, seed: int, *, offset: int =
     return _count_sketch_triton(x, width, seed, offset=offset, out=out)
 
 
-def _count_sketch_triton(x, width, seed, *, offset=0, out=None, block=None, num_warps=None,
-                         target_programs=TARGET_PROGRAMS, max_workspace_fraction=MAX_WORKSPACE_FRACTION,
-                         splits=None):
+def _count_sketch_triton(
+    x,
+    width,
+    seed,
+    *,
+    offset=0,
+    out=None,
+    block=None,
+    num_warps=None,
+    target_programs=TARGET_PROGRAMS,
+    max_workspace_fraction=MAX_WORKSPACE_FRACTION,
+    splits=None,
+):
     """:func:`count_sketch_triton` with the launch configuration's knobs exposed (tests, tuning)."""
     a = check_args(x, width, seed, offset, out)
     _check_runnable(x)
     k = _build()
     x2 = a.x2 if a.x2.stride(-1) == 1 else a.x2.contiguous()
     n, d, w = a.rows, a.dim, a.width
-    pl = plan(d, w, a.offset, x2.element_size(), block=block, num_warps=num_warps,
-              target_programs=target_programs, max_workspace_fraction=max_workspace_fraction, splits=splits)
+    pl = plan(
+        d,
+        w,
+        a.offset,
+        x2.element_size(),
+        block=block,
+        num_warps=num_warps,
+        target_programs=target_programs,
+        max_workspace_fraction=max_workspace_fraction,
+        splits=splits,
+    )
     n_programs = n * pl.splits * (w // pl.block)
     if n_programs >= 2**31:
         raise ValueError(f"too many rows for one launch ({n} rows); sketch them in smaller batches")
@@ -374,16 +454,34 @@ def _count_sketch_triton(x, width, seed, *, offset=0, out=None, block=None, num_
     keys = [key | _KEY_TAG for key in a.keys]
     with _device_guard(x):
         k._sketch_kernel[(n_programs,)](
-            x2, target,
-            d, x2.stride(0), n, pl.splits, pl.chunks_per_split, pl.n_chunks, pl.c_first, pl.lead,
+            x2,
+            target,
+            d,
+            x2.stride(0),
+            n,
+            pl.splits,
+            pl.chunks_per_split,
+            pl.n_chunks,
+            pl.c_first,
+            pl.lead,
             *keys,
-            W=w, BLOCK=pl.block, MASKED=pl.masked, DIRECT=direct, ACCUMULATE=accumulate,
+            W=w,
+            BLOCK=pl.block,
+            MASKED=pl.masked,
+            DIRECT=direct,
+            ACCUMULATE=accumulate,
             num_warps=pl.num_warps,
         )
         if not direct:
             total = n * w
             k._reduce_kernel[(triton.cdiv(total, REDUCE_BLOCK),)](
-                target, y, total, pl.splits, BLOCK=REDUCE_BLOCK, ACCUMULATE=accumulate, num_warps=4,
+                target,
+                y,
+                total,
+                pl.splits,
+                BLOCK=REDUCE_BLOCK,
+                ACCUMULATE=accumulate,
+                num_warps=4,
             )
     if accumulate:
         if y is not a.out:
@@ -408,8 +506,9 @@ def bucket_and_sign_triton(coords: torch.Tensor, width: int, seed: int) -> tuple
     if n:
         block = 1024
         with _device_guard(g):
-            k._probe_kernel[(triton.cdiv(n, block),)](g, buckets, sign_bits, n, *keys,
-                                                       W=1 << log_w, LOG_W=log_w, BLOCK=block)
+            k._probe_kernel[(triton.cdiv(n, block),)](
+                g, buckets, sign_bits, n, *keys, W=1 << log_w, LOG_W=log_w, BLOCK=block
+            )
     signs = torch.where(sign_bits != 0, -1.0, 1.0).to(torch.float32)
     return buckets.view(coords.shape), signs.view(coords.shape)
 
@@ -418,8 +517,10 @@ def launch_summary(dim: int, width: int, offset: int = 0, dtype: torch.dtype = t
     """One line describing the launch :func:`count_sketch_triton` makes (for benchmarks)."""
     pl = plan(dim, width, offset, torch.empty((), dtype=dtype).element_size())
     programs = rows * pl.splits * (width // pl.block)
-    return (f"BLOCK={pl.block} num_warps={pl.num_warps} splits={pl.splits} chunks/split={pl.chunks_per_split} "
-            f"programs={programs}")
+    return (
+        f"BLOCK={pl.block} num_warps={pl.num_warps} splits={pl.splits} chunks/split={pl.chunks_per_split} "
+        f"programs={programs}"
+    )
 
 
 __all__ = ["count_sketch_triton", "bucket_and_sign_triton", "plan", "interpret_enabled", "launch_summary"]

@@ -106,18 +106,28 @@ def model_shape(architecture: dict) -> ModelShape:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     layer = model.model.layers[0]
-    linear = {name.rsplit(".", 1)[-1]: (m.in_features, m.out_features)
-              for name, m in layer.named_modules() if isinstance(m, torch.nn.Linear)}
+    linear = {
+        name.rsplit(".", 1)[-1]: (m.in_features, m.out_features)
+        for name, m in layer.named_modules()
+        if isinstance(m, torch.nn.Linear)
+    }
     norms = sum(1 for m in layer.modules() if "RMSNorm" in type(m).__name__ or "LayerNorm" in type(m).__name__)
     # per-head q/k norms (Gemma-3) act on head_dim, not on hidden; count full-width ones only
     norms = sum(1 for n, m in layer.named_children() if "norm" in n.lower()) or norms
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     return ModelShape(
-        model_type=config.model_type, hidden=config.hidden_size, intermediate=config.intermediate_size,
-        layers=config.num_hidden_layers, heads=config.num_attention_heads,
-        kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads, head_dim=head_dim,
-        vocab=config.vocab_size, tied=bool(getattr(config, "tie_word_embeddings", False)),
-        norms_per_layer=norms, params=sum(p.numel() for p in model.parameters()), linear=linear,
+        model_type=config.model_type,
+        hidden=config.hidden_size,
+        intermediate=config.intermediate_size,
+        layers=config.num_hidden_layers,
+        heads=config.num_attention_heads,
+        kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
+        head_dim=head_dim,
+        vocab=config.vocab_size,
+        tied=bool(getattr(config, "tie_word_embeddings", False)),
+        norms_per_layer=norms,
+        params=sum(p.numel() for p in model.parameters()),
+        linear=linear,
         attn_softcap=getattr(config, "attn_logit_softcapping", None) is not None,
         final_softcap=getattr(config, "final_logit_softcapping", None) is not None,
         layer_params=sum(p.numel() for p in layer.parameters()),
@@ -244,8 +254,11 @@ def estimate(s: ModelShape, st: Settings) -> Estimate:
     all_linear = st.sketch_params != "lora"
     sketch_act, _ = policy_pass(st.sketch_pairs, st.pass_act_bytes, all_linear=all_linear)
     # one block of per-pair gradients of the widest sketched layer, and the batch's sketches
-    widest = max(s.linear.values(), key=lambda io: io[0] * io[1]) if all_linear else max(
-        ((st.lora_r, s.linear[t][1]) for t in st.lora_targets), key=lambda io: io[0] * io[1], default=(0, 0))
+    widest = (
+        max(s.linear.values(), key=lambda io: io[0] * io[1])
+        if all_linear
+        else max(((st.lora_r, s.linear[t][1]) for t in st.lora_targets), key=lambda io: io[0] * io[1], default=(0, 0))
+    )
     if all_linear:
         widest = max(widest, (s.hidden, s.vocab), key=lambda io: io[0] * io[1])
     t2 = 2 * st.tokens
@@ -255,10 +268,16 @@ def estimate(s: ModelShape, st: Settings) -> Estimate:
     if st.on_cpu:  # congrad.kernels.reference caches 12 bytes per sketched coordinate, up to its bound
         from congrad.kernels import reference
 
-        sketched = (s.params if all_linear else sum(st.lora_r * sum(s.linear[t]) for t in st.lora_targets) * s.layers)
+        sketched = s.params if all_linear else sum(st.lora_r * sum(s.linear[t]) for t in st.lora_targets) * s.layers
         sketch_extra += min(12 * sketched, reference.HASH_CACHE_BYTES_DEFAULT)
-    parts.update({"training activations": train_act, "reference activations": ref_act,
-                  "ConGrad pass activations": sketch_act, "ConGrad pass gradient block + sketches": sketch_extra})
+    parts.update(
+        {
+            "training activations": train_act,
+            "reference activations": ref_act,
+            "ConGrad pass activations": sketch_act,
+            "ConGrad pass gradient block + sketches": sketch_extra,
+        }
+    )
     sketch_resting = weights + (trainable if st.lora_r is None else trainable / 4)  # adapters, no grads/moments
 
     # generation: KV cache + one layer of the prefill + the sampling step's logits
@@ -273,10 +292,15 @@ def estimate(s: ModelShape, st: Settings) -> Estimate:
     generation = sketch_resting + kv + prefill + sampling
 
     return Estimate(
-        weights=weights, trainable_state=trainable,
-        train=resting + train_act, reference=resting + ref_act,
-        sketch=sketch_resting + sketch_act + sketch_extra, generation=generation,
-        sketches_host=st.candidates * st.width * 4, filter_state=2 * st.languages * st.width * 4, parts=parts,
+        weights=weights,
+        trainable_state=trainable,
+        train=resting + train_act,
+        reference=resting + ref_act,
+        sketch=sketch_resting + sketch_act + sketch_extra,
+        generation=generation,
+        sketches_host=st.candidates * st.width * 4,
+        filter_state=2 * st.languages * st.width * 4,
+        parts=parts,
     )
 
 
@@ -312,8 +336,14 @@ def _bytes_of(dtype: str) -> int:
     return 2 if str(dtype) in ("bfloat16", "float16", "bf16", "fp16", "half") else 4
 
 
-def settings_from_config(cfg, *, pairs: int | None = None, tokens: int | None = None,
-                         mixed_precision: bool | None = None, candidates: int = 10000) -> tuple[ModelShape, Settings]:
+def settings_from_config(
+    cfg,
+    *,
+    pairs: int | None = None,
+    tokens: int | None = None,
+    mixed_precision: bool | None = None,
+    candidates: int = 10000,
+) -> tuple[ModelShape, Settings]:
     """The model shape and the memory-relevant settings of a composed ``train.yaml`` config. ``pairs``,
     ``tokens`` (micro-batch and sketch batch), ``mixed_precision`` override what the config says."""
     from omegaconf import OmegaConf
@@ -337,28 +367,48 @@ def settings_from_config(cfg, *, pairs: int | None = None, tokens: int | None = 
     devices = cfg.trainer.get("devices", 1)
     languages = len(data.get("languages") or []) or 10
     st = Settings(
-        pairs=pairs or data.batch_size, tokens=tokens or data.max_length, sketch_pairs=sketch_pairs,
-        weight_bytes=wb, act_bytes=2 if (mixed or wb == 2) else 4, pass_act_bytes=wb,
+        pairs=pairs or data.batch_size,
+        tokens=tokens or data.max_length,
+        sketch_pairs=sketch_pairs,
+        weight_bytes=wb,
+        act_bytes=2 if (mixed or wb == 2) else 4,
+        pass_act_bytes=wb,
         checkpointing=bool(model.get("gradient_checkpointing", False)),
         attention=str(model.backbone.get("attn_implementation") or "sdpa"),
         lora_r=int(lora.r) if lora is not None else None,
-        lora_targets=lora_targets(shape, OmegaConf.to_container(lora.target_modules, resolve=True)
-                                  if lora is not None and not isinstance(lora.target_modules, str)
-                                  else (lora.target_modules if lora is not None else None)),
-        sketch_params=str(sketch.params), chunk_bytes=int(sketch.chunk_mb * 2**20), width=int(sketch.width),
-        devices=int(devices) if str(devices).isdigit() else 1, strategy=strategy, candidates=candidates,
+        lora_targets=lora_targets(
+            shape,
+            OmegaConf.to_container(lora.target_modules, resolve=True)
+            if lora is not None and not isinstance(lora.target_modules, str)
+            else (lora.target_modules if lora is not None else None),
+        ),
+        sketch_params=str(sketch.params),
+        chunk_bytes=int(sketch.chunk_mb * 2**20),
+        width=int(sketch.width),
+        devices=int(devices) if str(devices).isdigit() else 1,
+        strategy=strategy,
+        candidates=candidates,
         keep_ratio=float(cfg.filter.get("keep_ratio") or 1.0) if cfg.get("filter") is not None else 1.0,
-        languages=languages, on_cpu=str(cfg.trainer.get("accelerator")) == "cpu" and not mixed_precision,
+        languages=languages,
+        on_cpu=str(cfg.trainer.get("accelerator")) == "cpu" and not mixed_precision,
         gen_sequences=int(sr.get("batch_size", 16)) * int(gen.get("num_responses", 4)) if sr else 64,
-        gen_prompt=int(data.get("max_prompt_length") or 512), gen_new=int(gen.get("max_new_tokens", 512)),
+        gen_prompt=int(data.get("max_prompt_length") or 512),
+        gen_new=int(gen.get("max_new_tokens", 512)),
     )
     return shape, st
 
 
-def estimate_from_config(cfg, *, pairs: int | None = None, tokens: int | None = None,
-                         mixed_precision: bool | None = None, candidates: int = 10000) -> Estimate:
-    shape, st = settings_from_config(cfg, pairs=pairs, tokens=tokens, mixed_precision=mixed_precision,
-                                     candidates=candidates)
+def estimate_from_config(
+    cfg,
+    *,
+    pairs: int | None = None,
+    tokens: int | None = None,
+    mixed_precision: bool | None = None,
+    candidates: int = 10000,
+) -> Estimate:
+    shape, st = settings_from_config(
+        cfg, pairs=pairs, tokens=tokens, mixed_precision=mixed_precision, candidates=candidates
+    )
     return estimate(shape, st)
 
 
@@ -377,7 +427,8 @@ def report(cfg, shape: ModelShape, st: Settings, est: Estimate, gpu_gib: float) 
         f"{shape.intermediate}, heads {shape.heads}/{shape.kv_heads} x {shape.head_dim}, vocab {shape.vocab}"
         f"{' (tied)' if shape.tied else ''}; {_count(shape.params)} parameters, "
         f"{'bf16' if st.weight_bytes == 2 else 'fp32'} weights, {st.attention} attention",
-        "  " + (f"LoRA r={st.lora_r} on {', '.join(st.lora_targets)}" if st.lora_r else "full fine-tuning")
+        "  "
+        + (f"LoRA r={st.lora_r} on {', '.join(st.lora_targets)}" if st.lora_r else "full fine-tuning")
         + f"; gradient checkpointing {'on' if st.checkpointing else 'off'}",
         f"  {st.devices} x {gpu_gib:g} GiB GPU(s), strategy {st.strategy}; keeping {RESERVE_GIB:g} GiB free",
         "",
@@ -386,12 +437,17 @@ def report(cfg, shape: ModelShape, st: Settings, est: Estimate, gpu_gib: float) 
         f"  {'trainable state (adapters, gradients, AdamW)':58s}{g(est.trainable_state)}",
     ]
     phases = [
-        (f"training step ({st.pairs} pairs x {st.tokens} tokens, "
-         f"{'bf16' if st.act_bytes == 2 else 'fp32'} activations)", est.train),
+        (
+            f"training step ({st.pairs} pairs x {st.tokens} tokens, "
+            f"{'bf16' if st.act_bytes == 2 else 'fp32'} activations)",
+            est.train,
+        ),
         (f"reference pass ({st.pairs} pairs x {st.tokens} tokens, no grad)", est.reference),
         (f"generation ({st.gen_sequences} sequences x {st.gen_prompt}+{st.gen_new} tokens)", est.generation),
-        (f"ConGrad pass ({st.sketch_pairs} pairs x {st.tokens} tokens, params={st.sketch_params}, "
-         f"w={st.width})", est.sketch),
+        (
+            f"ConGrad pass ({st.sketch_pairs} pairs x {st.tokens} tokens, params={st.sketch_params}, w={st.width})",
+            est.sketch,
+        ),
     ]
     ok = True
     for label, value in phases:
@@ -408,24 +464,31 @@ def report(cfg, shape: ModelShape, st: Settings, est: Estimate, gpu_gib: float) 
         f"  {f'filter state: {st.languages} languages x {st.width} x 4 B (aggregates, EMA)':58s}{g(est.filter_state)}",
         "",
         f"  verdict: {'fits' if ok else 'does NOT fit'} on {st.devices} x {gpu_gib:g} GiB"
-        + ("" if ok else " (lower data.batch_size / sketch.batch_size / data.max_length, turn on "
-                         "model.gradient_checkpointing, or add devices with trainer=fsdp)"),
+        + (
+            ""
+            if ok
+            else " (lower data.batch_size / sketch.batch_size / data.max_length, turn on "
+            "model.gradient_checkpointing, or add devices with trainer=fsdp)"
+        ),
     ]
     return "\n".join(lines), ok
 
 
 def _flops_lines(st: Settings, f: Flops) -> list[str]:
     kept = round(st.keep_ratio * st.candidates)
-    return [f"  {f'ConGrad pass: {st.candidates} candidates x 2 x {st.tokens} tokens':58s}{f.sketch:10.3g}",
-            f"  {f'training: {kept} kept pairs (forward, backward, reference)':58s}{f.train:10.3g}",
-            f"  {'ConGrad pass / training':58s}{f.ratio:10.2f}"]
+    return [
+        f"  {f'ConGrad pass: {st.candidates} candidates x 2 x {st.tokens} tokens':58s}{f.sketch:10.3g}",
+        f"  {f'training: {kept} kept pairs (forward, backward, reference)':58s}{f.train:10.3g}",
+        f"  {'ConGrad pass / training':58s}{f.ratio:10.2f}",
+    ]
 
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     """The command: prints the plan; 0 when the run fits, :data:`DOES_NOT_FIT` when it does not."""
-    ap = argparse.ArgumentParser(prog="python -m congrad.plan", description=__doc__.split("\n\n")[0],
-                                 exit_on_error=False)
+    ap = argparse.ArgumentParser(
+        prog="python -m congrad.plan", description=__doc__.split("\n\n")[0], exit_on_error=False
+    )
     ap.add_argument("--gpu-memory", type=float, default=80.0, help="GiB per GPU (default 80)")
     ap.add_argument("--candidates", type=int, default=10000, help="pairs scored per ConGrad pass")
     ap.add_argument("--json", metavar="PATH", help="also write the figures to PATH")
@@ -450,10 +513,18 @@ def main(argv: list[str] | None = None) -> int:
     loop = cfg.get("self_reward") is not None and cfg.data.get("path") is None and cfg.iterations > 0
     print(text + ("\n\n" + "\n".join(work_lines(cfg)) if loop else ""))
     if args.json:
-        write_json(args.json, {"shape": asdict(shape), "settings": asdict(st), "estimate": asdict(est),
-                               "flops": {**asdict(flops(shape, st)), "ratio": flops(shape, st).ratio},
-                               "gpu_memory_gib": args.gpu_memory, "fits": ok,
-                               "iterations": [asdict(w) for w in iteration_work(cfg, pool(cfg))] if loop else []})
+        write_json(
+            args.json,
+            {
+                "shape": asdict(shape),
+                "settings": asdict(st),
+                "estimate": asdict(est),
+                "flops": {**asdict(flops(shape, st)), "ratio": flops(shape, st).ratio},
+                "gpu_memory_gib": args.gpu_memory,
+                "fits": ok,
+                "iterations": [asdict(w) for w in iteration_work(cfg, pool(cfg))] if loop else [],
+            },
+        )
     return 0 if ok else DOES_NOT_FIT
 
 

@@ -46,8 +46,10 @@ from congrad.utils.checkpoints import inspect_checkpoint
 PROGRAMS = ("train", "filter", "evaluate")
 EVAL_PARTS = ("pairs", "win_rate", "nll")
 # the files that make a local folder a model's weights / a tokenizer (transformers' from_pretrained)
-MODEL_FILES = {"weights": ("config.json",),
-               "tokenizer": ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")}
+MODEL_FILES = {
+    "weights": ("config.json",),
+    "tokenizer": ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json"),
+}
 ADAPTER_CONFIG = "adapter_config.json"
 # suffixes of files, never of a hub id (which may hold dots: Qwen/Qwen2.5-7B-Instruct)
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt", ".arrow", ".ckpt", ".safetensors", ".bin", ".gguf")
@@ -106,14 +108,20 @@ def references(cfg: DictConfig, program: str) -> Iterator[Reference]:
         harness = evaluation.get("harness")
         if harness is not None and harness.get("enabled"):
             for name, path in (harness.get("files") or {}).items():
-                yield _data_reference(f"eval.harness.files.{name}", path, "or switch the part off: "
-                                      "eval.harness.enabled=false")
+                yield _data_reference(
+                    f"eval.harness.files.{name}", path, "or switch the part off: eval.harness.enabled=false"
+                )
     judge_model = OmegaConf.select(cfg, "judge.model", default=None) if program != "filter" else None
     judged = loop or (evaluation is not None and OmegaConf.select(evaluation, "win_rate.enabled", default=False))
     if isinstance(judge_model, DictConfig) and judge_model.get("name_or_path") and judged:
         value = judge_model.name_or_path
-        yield Reference("judge.model.name_or_path", value, partial(
-            check_model, "judge.model.name_or_path", str(value), tuple(MODEL_FILES), judge_model.get("revision")))
+        yield Reference(
+            "judge.model.name_or_path",
+            value,
+            partial(
+                check_model, "judge.model.name_or_path", str(value), tuple(MODEL_FILES), judge_model.get("revision")
+            ),
+        )
     wandb = OmegaConf.select(cfg, "logger.wandb", default=None) if program != "filter" else None
     if isinstance(wandb, DictConfig):
         yield Reference("logger.wandb.offline", wandb.get("offline"), partial(check_wandb, wandb))
@@ -122,8 +130,11 @@ def references(cfg: DictConfig, program: str) -> Iterator[Reference]:
 def local_paths(cfg: DictConfig, program: str) -> list[Path]:
     """The existing local files and folders among the references ``program`` reads (the run directory must
     not be cleared under them)."""
-    return [Path(str(ref.value)) for ref in references(cfg, program)
-            if isinstance(ref.value, str) and Path(ref.value).exists()]
+    return [
+        Path(str(ref.value))
+        for ref in references(cfg, program)
+        if isinstance(ref.value, str) and Path(ref.value).exists()
+    ]
 
 
 def model_references(model_cfg: DictConfig, prefix: str, label: str = "") -> Iterator[Reference]:
@@ -141,8 +152,20 @@ def model_references(model_cfg: DictConfig, prefix: str, label: str = "") -> Ite
         part, node = nodes[value]
         follows = str(model_cfg.get("name_or_path")) == value  # the key users set, which both parts follow
         setting = f"{prefix}.name_or_path" if follows else f"{prefix}.{part}.name_or_path"
-        yield Reference(setting, value, partial(check_model, setting, value, tuple(parts), node.get("revision"),
-                                                node.get("if_missing"), node.get("gguf_file"), label))
+        yield Reference(
+            setting,
+            value,
+            partial(
+                check_model,
+                setting,
+                value,
+                tuple(parts),
+                node.get("revision"),
+                node.get("if_missing"),
+                node.get("gguf_file"),
+                label,
+            ),
+        )
     adapters = [(f"{prefix}.merge_adapters[{i}]", a) for i, a in enumerate(model_cfg.get("merge_adapters") or [])]
     lora = model_cfg.get("lora")
     if isinstance(lora, DictConfig) and lora.get("adapter_path"):
@@ -154,9 +177,15 @@ def model_references(model_cfg: DictConfig, prefix: str, label: str = "") -> Ite
 # ---- one check per kind: each returns the line to print, or None when the reference can be used -------------
 
 
-def check_model(setting: str, name_or_path: str, parts: tuple[str, ...] = tuple(MODEL_FILES),
-                revision: str | None = None, if_missing: str | None = None, gguf_file: str | None = None,
-                label: str = "") -> str | None:
+def check_model(
+    setting: str,
+    name_or_path: str,
+    parts: tuple[str, ...] = tuple(MODEL_FILES),
+    revision: str | None = None,
+    if_missing: str | None = None,
+    gguf_file: str | None = None,
+    label: str = "",
+) -> str | None:
     """A model's weights and/or tokenizer (``parts``), by local folder or hub id; ``label`` goes before the
     setting in the message."""
     where = f"{label}{setting}={name_or_path}"
@@ -174,8 +203,14 @@ def check_model(setting: str, name_or_path: str, parts: tuple[str, ...] = tuple(
         return f"{where} does not exist; create it once with `{if_missing}`"
     if not _may_be_hub_id(name_or_path):
         return f"{where}: no such folder"
-    return _hub_problem(where, setting, name_or_path, "model", revision,
-                        MODEL_FILES["weights"] if "weights" in parts else MODEL_FILES["tokenizer"])
+    return _hub_problem(
+        where,
+        setting,
+        name_or_path,
+        "model",
+        revision,
+        MODEL_FILES["weights"] if "weights" in parts else MODEL_FILES["tokenizer"],
+    )
 
 
 def check_adapter(where: str, path: str, setting: str | None = None) -> str | None:
@@ -272,9 +307,11 @@ def check_wandb(wandb: DictConfig) -> str | None:
         entry = None
     if entry and entry[2]:
         return None
-    return (f"logger.wandb.offline=false: logging to W&B online needs an account, and no API key is configured "
-            f"(no WANDB_API_KEY, no entry for {host} in {netrc_file}): run `wandb login` or set WANDB_API_KEY, or "
-            "log offline with logger.wandb.offline=true (the default; `wandb sync` uploads the run later)")
+    return (
+        f"logger.wandb.offline=false: logging to W&B online needs an account, and no API key is configured "
+        f"(no WANDB_API_KEY, no entry for {host} in {netrc_file}): run `wandb login` or set WANDB_API_KEY, or "
+        "log offline with logger.wandb.offline=true (the default; `wandb sync` uploads the run later)"
+    )
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------
@@ -318,12 +355,17 @@ def _unusable(path: Path, kind: str) -> str | None:
 
 def _may_be_hub_id(value: str) -> bool:
     """Whether a path that does not exist could still be a hub id (``name`` or ``namespace/name``)."""
-    return (not value.startswith(("/", ".", "~")) and value.count("/") <= 1
-            and Path(value).suffix.lower() not in FILE_SUFFIXES and hub.is_repo_id(value))
+    return (
+        not value.startswith(("/", ".", "~"))
+        and value.count("/") <= 1
+        and Path(value).suffix.lower() not in FILE_SUFFIXES
+        and hub.is_repo_id(value)
+    )
 
 
-def _hub_problem(where: str, setting: str, repo_id: str, repo_type: str, revision: str | None,
-                 filenames: tuple[str, ...]) -> str | None:
+def _hub_problem(
+    where: str, setting: str, repo_id: str, repo_type: str, revision: str | None, filenames: tuple[str, ...]
+) -> str | None:
     """A hub id: fine when the local cache holds it, or when the hub is reachable and lets this user read it."""
     if hub.cached(repo_id, repo_type, revision, filenames):
         return None

@@ -43,9 +43,38 @@ METRICS = ("preference_accuracy", "win_rate", "language_fidelity", "nll_delta", 
 GROUPS = ("seen", "unseen")
 BASELINE_ARM = "all"
 # two-sided 97.5% quantiles of Student's t for 1..30 degrees of freedom (the paired test of a few seeds)
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-        2.045, 2.042)
+T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 
 
 @dataclass
@@ -88,8 +117,11 @@ def collect(root: Path) -> tuple[list[Run], list[Left]]:
         else:
             left.append(Left(name, why, overrides))
     have = {tuple(sorted(o)) for o in found}
-    left += [Left(f"job #{num}", "missing: no run directory (never started, or removed)", overrides)
-             for num, overrides in enumerate(expected) if tuple(sorted(overrides)) not in have]
+    left += [
+        Left(f"job #{num}", "missing: no run directory (never started, or removed)", overrides)
+        for num, overrides in enumerate(expected)
+        if tuple(sorted(overrides)) not in have
+    ]
     every = [set(o) for o in [*found, *expected]]
     common = set.intersection(*every) if every else set()
     for entry in left:
@@ -125,8 +157,9 @@ def _results_of(run_dir: Path, cfg) -> tuple[dict | None, str | None]:
             done = len(list(run_dir.glob("iteration_*/iteration.json")))
             progress = f" ({done} of {iterations} iterations finished)"
         if status is not None and "started" in status:
-            return None, (f"unfinished: started {status['started']}, no status at its end (still running, "
-                          f"or killed){progress}")
+            return None, (
+                f"unfinished: started {status['started']}, no status at its end (still running, or killed){progress}"
+            )
         if status is not None:  # a status file that cannot be read
             return None, f"{status.get('message')}{progress}"
         return None, f"no {relative}: unfinished or failed{progress}"
@@ -200,16 +233,26 @@ def summarise(runs: list[Run]) -> list[dict]:
     rows = []
     for (arm, group, metric), by_seed in sorted(values.items(), key=lambda kv: (_arm_order(kv[0][0]), kv[0][1:])):
         seeds = sorted(by_seed)
-        row = {"arm": arm, "group": group, "metric": metric, "seeds": seeds,
-               "values": [by_seed[s] for s in seeds], "mean": statistics.mean(by_seed.values()),
-               "sd": statistics.stdev(by_seed.values()) if len(seeds) > 1 else math.nan}
+        row = {
+            "arm": arm,
+            "group": group,
+            "metric": metric,
+            "seeds": seeds,
+            "values": [by_seed[s] for s in seeds],
+            "mean": statistics.mean(by_seed.values()),
+            "sd": statistics.stdev(by_seed.values()) if len(seeds) > 1 else math.nan,
+        }
         base = values.get((BASELINE_ARM, group, metric), {})
         paired = [by_seed[s] - base[s] for s in seeds if s in base]
         if arm != BASELINE_ARM and len(paired) > 1:
             mean_d, sd_d = statistics.mean(paired), statistics.stdev(paired)
             half = T975[min(len(paired) - 1, len(T975)) - 1] * sd_d / math.sqrt(len(paired))
-            row.update(diff=mean_d, diff_low=mean_d - half, diff_high=mean_d + half,
-                       within_noise=mean_d - half <= 0 <= mean_d + half)
+            row.update(
+                diff=mean_d,
+                diff_low=mean_d - half,
+                diff_high=mean_d + half,
+                within_noise=mean_d - half <= 0 <= mean_d + half,
+            )
         rows.append(row)
     return rows
 
@@ -221,17 +264,28 @@ def _arm_order(arm: str) -> tuple[int, str]:
 def markdown(rows: list[dict], left: list[Left] = ()) -> str:
     arms = sorted({r["arm"] for r in rows}, key=_arm_order)
     cells = {(r["arm"], r["group"], r["metric"]): r for r in rows}
-    lines = [f"Mean ± sd over seeds; ≈: the paired difference to \"{BASELINE_ARM}\" is within noise "
-             "(95% t-interval over seeds holds 0).", "", *notes(rows, left)]
+    lines = [
+        f'Mean ± sd over seeds; ≈: the paired difference to "{BASELINE_ARM}" is within noise '
+        "(95% t-interval over seeds holds 0).",
+        "",
+        *notes(rows, left),
+    ]
     for group in GROUPS:
         metrics = [m for m in METRICS if any((a, group, m) in cells for a in arms)]
         if not metrics:
             continue
-        counts = {arm: max(len(cells[arm, group, m]["seeds"]) for m in metrics if (arm, group, m) in cells)
-                  for arm in arms if any((arm, group, m) in cells for m in metrics)}
+        counts = {
+            arm: max(len(cells[arm, group, m]["seeds"]) for m in metrics if (arm, group, m) in cells)
+            for arm in arms
+            if any((arm, group, m) in cells for m in metrics)
+        }
         most = max(counts.values())
-        lines += [f"### {group} languages", "", "| arm | seeds | " + " | ".join(metrics) + " |",
-                  "|---|---|" + "---|" * len(metrics)]
+        lines += [
+            f"### {group} languages",
+            "",
+            "| arm | seeds | " + " | ".join(metrics) + " |",
+            "|---|---|" + "---|" * len(metrics),
+        ]
         for arm, n in counts.items():
             seeds = f"{n} of {most}" if n < most else str(n)
             values = " | ".join(_cell(cells.get((arm, group, m))) for m in metrics)
@@ -249,13 +303,19 @@ def notes(rows: list[dict], left: list[Left] = ()) -> list[str]:
     for row in rows:
         seeds[row["arm"]].update(row["seeds"])
     every = set().union(*seeds.values())
-    fewer = [f"{arm} (no seed {', '.join(map(str, sorted(every - have)))})"
-             for arm, have in sorted(seeds.items(), key=lambda kv: _arm_order(kv[0])) if have != every]
+    fewer = [
+        f"{arm} (no seed {', '.join(map(str, sorted(every - have)))})"
+        for arm, have in sorted(seeds.items(), key=lambda kv: _arm_order(kv[0]))
+        if have != every
+    ]
     if fewer:
         lines += [f"Arms with fewer seeds than the others: {'; '.join(fewer)}.", ""]
     if BASELINE_ARM not in seeds:
-        lines += [f"No run of the \"{BASELINE_ARM}\" arm finished: the ≈ marks (the paired difference to "
-                  f"\"{BASELINE_ARM}\") cannot be computed.", ""]
+        lines += [
+            f'No run of the "{BASELINE_ARM}" arm finished: the ≈ marks (the paired difference to '
+            f'"{BASELINE_ARM}") cannot be computed.',
+            "",
+        ]
     return lines
 
 
@@ -270,13 +330,25 @@ def write_report(root: Path, rows: list[dict], left: list[Left] = ()) -> None:
     with atomic_path(root / "report.md") as tmp:
         tmp.write_text(markdown(rows, left) + "\n", encoding="utf-8")
     buffer = io.StringIO()
-    fields = ["arm", "group", "metric", "seeds", "values", "mean", "sd", "diff", "diff_low", "diff_high",
-              "within_noise"]
+    fields = [
+        "arm",
+        "group",
+        "metric",
+        "seeds",
+        "values",
+        "mean",
+        "sd",
+        "diff",
+        "diff_low",
+        "diff_high",
+        "within_noise",
+    ]
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({**row, "seeds": " ".join(map(str, row["seeds"])),
-                         "values": " ".join(f"{v:.6f}" for v in row["values"])})
+        writer.writerow(
+            {**row, "seeds": " ".join(map(str, row["seeds"])), "values": " ".join(f"{v:.6f}" for v in row["values"])}
+        )
     with atomic_path(root / "report.csv") as tmp:
         tmp.write_text(buffer.getvalue(), encoding="utf-8")
     figure = report_figure(rows)
@@ -296,14 +368,20 @@ def report_figure(rows: list[dict]):
     metrics = [m for m in METRICS if any(r["metric"] == m for r in rows)]
     arms = sorted({r["arm"] for r in rows}, key=_arm_order)
     cells = {(r["arm"], r["group"], r["metric"]): r for r in rows}
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2), squeeze=False, constrained_layout=True)
     for ax, metric in zip(axes[0], metrics):
         for k, (group, colour) in enumerate(zip(GROUPS, ("tab:blue", "tab:orange"))):
             xs = [i + (k - 0.5) * 0.38 for i in range(len(arms))]
             found = [cells.get((arm, group, metric)) for arm in arms]
-            ax.bar(xs, [r["mean"] if r else math.nan for r in found], width=0.38, color=colour, label=group,
-                   yerr=[0 if not r or math.isnan(r["sd"]) else r["sd"] for r in found], capsize=2)
+            ax.bar(
+                xs,
+                [r["mean"] if r else math.nan for r in found],
+                width=0.38,
+                color=colour,
+                label=group,
+                yerr=[0 if not r or math.isnan(r["sd"]) else r["sd"] for r in found],
+                capsize=2,
+            )
         ax.set_xticks(range(len(arms)), arms, rotation=45, ha="right", fontsize=8)
         ax.set_title(metric, fontsize=9)
     axes[0, 0].legend(fontsize=8)
@@ -313,8 +391,13 @@ def report_figure(rows: list[dict]):
 def log_to_wandb(root: Path, rows: list[dict], online: bool) -> None:
     import wandb
 
-    run = wandb.init(project="congrad", dir=str(root), name=f"report-{root.name}", job_type="report",
-                     mode="online" if online else "offline")
+    run = wandb.init(
+        project="congrad",
+        dir=str(root),
+        name=f"report-{root.name}",
+        job_type="report",
+        mode="online" if online else "offline",
+    )
     columns = ["arm", "group", "metric", "mean", "sd", "diff", "within_noise"]
     try:
         run.log({"report": wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])})

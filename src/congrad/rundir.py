@@ -66,12 +66,16 @@ def claim(directory: Path, config: DictConfig, program: str, setting: str, where
         return
     finished = [name for name in outputs if name in FINISHED[program] or name.endswith("results.json")]
     what = "a finished run" if finished or program == "evaluate" else "a run that did not finish"
-    ways = [f"give another {'output_dir' if program == 'evaluate' else 'directory'}"
-            + (" (without hydra.run.dir= each run gets a new one)" if setting == "hydra.run.dir" else "")]
+    ways = [
+        f"give another {'output_dir' if program == 'evaluate' else 'directory'}"
+        + (" (without hydra.run.dir= each run gets a new one)" if setting == "hydra.run.dir" else "")
+    ]
     if program == "train" and not finished and not any(name.startswith("iteration_") for name in outputs):
         ways.insert(0, f"resume it with ckpt_path={directory / 'checkpoints' / 'last.ckpt'}")
-    raise CongradError(f"{where} holds {what} ({', '.join(outputs)}): a new run there would mix its files with "
-                       f"that run's; {', '.join(ways)}, or set overwrite=true to clear it first")
+    raise CongradError(
+        f"{where} holds {what} ({', '.join(outputs)}): a new run there would mix its files with "
+        f"that run's; {', '.join(ways)}, or set overwrite=true to clear it first"
+    )
 
 
 class RunDirectory(Callback):
@@ -148,9 +152,11 @@ def _resumes(directory: Path, config: DictConfig, program: str, outputs: list[st
 def _not_the_evaluated_run(out_dir: Path, config: DictConfig) -> None:
     run_dir = config.get("run_dir")
     if run_dir and Path(str(run_dir)).resolve() == out_dir.resolve():
-        raise CongradError(f"output_dir={out_dir} is the run_dir it evaluates: the evaluation would replace that "
-                           "run's .hydra/ (the config that describes its training) with its own; give another "
-                           "output_dir")
+        raise CongradError(
+            f"output_dir={out_dir} is the run_dir it evaluates: the evaluation would replace that "
+            "run's .hydra/ (the config that describes its training) with its own; give another "
+            "output_dir"
+        )
 
 
 def _clear(directory: Path, config: DictConfig, program: str, where: str) -> None:
@@ -159,8 +165,10 @@ def _clear(directory: Path, config: DictConfig, program: str, where: str) -> Non
 
     inside = [path for path in local_paths(config, program) if _within(path, directory)]
     if inside:
-        raise CongradError(f"overwrite=true would clear {where}, but {inside[0]}, which this run reads, is inside "
-                           "it: give another directory, or move what the run reads out of it")
+        raise CongradError(
+            f"overwrite=true would clear {where}, but {inside[0]}, which this run reads, is inside "
+            "it: give another directory, or move what the run reads out of it"
+        )
     log.warning("overwrite=true: clearing %s", where)
     for entry in directory.iterdir():
         if entry.name == LOCK:

@@ -57,8 +57,11 @@ def _is_number(v: Any) -> bool:
 
 
 def integer(lo: int | None = None, hi: int | None = None) -> Rule:
-    what = ("an integer" + (f" >= {lo}" if lo is not None and hi is None else "")
-            + (f" from {lo} to {hi}" if lo is not None and hi is not None else ""))
+    what = (
+        "an integer"
+        + (f" >= {lo}" if lo is not None and hi is None else "")
+        + (f" from {lo} to {hi}" if lo is not None and hi is not None else "")
+    )
 
     def rule(v):
         ok = _is_int(v) and (lo is None or v >= lo) and (hi is None or v <= hi)
@@ -161,9 +164,15 @@ def language(v: Any) -> str | None:
 
 
 def columns(v: Any) -> str | None:
-    ok = v is None or (isinstance(v, dict) and all(
-        isinstance(f, str) and f or (isinstance(f, (list, tuple)) and f and all(isinstance(x, str) and x for x in f))
-        for f in v.values()))
+    ok = v is None or (
+        isinstance(v, dict)
+        and all(
+            isinstance(f, str)
+            and f
+            or (isinstance(f, (list, tuple)) and f and all(isinstance(x, str) and x for x in f))
+            for f in v.values()
+        )
+    )
     return None if ok else "a mapping of our field -> the source's field (dotted: nested), or to a list of fields"
 
 
@@ -174,11 +183,18 @@ def lang_codes(v: Any) -> str | None:
 
 def source_settings(prefix: str) -> dict[str, Rule]:
     """How a data source is read (:class:`congrad.data.sources.Source`), under ``prefix``."""
-    return {f"{prefix}.name": optional(text), f"{prefix}.revision": optional(text), f"{prefix}.columns": columns,
-            f"{prefix}.language": language, f"{prefix}.lang_codes": lang_codes,
-            f"{prefix}.per_language": optional(integer(1)), f"{prefix}.sample": boolean,
-            f"{prefix}.min_chars": optional(integer(0)), f"{prefix}.max_chars": optional(integer(1)),
-            f"{prefix}.gated": boolean}
+    return {
+        f"{prefix}.name": optional(text),
+        f"{prefix}.revision": optional(text),
+        f"{prefix}.columns": columns,
+        f"{prefix}.language": language,
+        f"{prefix}.lang_codes": lang_codes,
+        f"{prefix}.per_language": optional(integer(1)),
+        f"{prefix}.sample": boolean,
+        f"{prefix}.min_chars": optional(integer(0)),
+        f"{prefix}.max_chars": optional(integer(1)),
+        f"{prefix}.gated": boolean,
+    }
 
 
 def device(v: Any) -> str | None:
@@ -206,14 +222,20 @@ def lightning_strategy(v: Any) -> str | None:
     if isinstance(v, dict) and isinstance(v.get("_target_"), str):  # a strategy object, e.g. trainer=fsdp's
         return None
     allowed = ["auto", *StrategyRegistry.available_strategies()]
-    return None if v in allowed else ("auto, ddp, fsdp, deepspeed, ... (a Lightning strategy name), or a "
-                                      "config with a _target_")
+    return (
+        None
+        if v in allowed
+        else ("auto, ddp, fsdp, deepspeed, ... (a Lightning strategy name), or a config with a _target_")
+    )
 
 
 def lightning_devices(v: Any) -> str | None:
-    ok = (v == "auto" or (_is_int(v) and (v >= 1 or v == -1))
-          or (isinstance(v, (list, tuple)) and v and all(_is_int(d) and d >= 0 for d in v))
-          or (isinstance(v, str) and re.fullmatch(r"\d+(,\d*)*|-1", v) is not None))
+    ok = (
+        v == "auto"
+        or (_is_int(v) and (v >= 1 or v == -1))
+        or (isinstance(v, (list, tuple)) and v and all(_is_int(d) and d >= 0 for d in v))
+        or (isinstance(v, str) and re.fullmatch(r"\d+(,\d*)*|-1", v) is not None)
+    )
     return None if ok else "auto, a number of devices >= 1 (-1: all), or a list of device indices"
 
 
@@ -376,24 +398,32 @@ def _relations(cfg: DictConfig, v: dict[str, Any]) -> Iterator[str]:
     if "filter.aggregator" in v:  # the filter group is there
         keep_ratio, threshold = v.get("filter.keep_ratio"), v.get("filter.threshold")
         if (keep_ratio is None) == (threshold is None):
-            yield (f"filter.keep_ratio={_show(keep_ratio)}, filter.threshold={_show(threshold)}: set exactly one "
-                   "of them (keep_ratio in (0, 1] keeps the best share; threshold in [-1, 1] keeps scores above "
-                   "it), the other to null")
+            yield (
+                f"filter.keep_ratio={_show(keep_ratio)}, filter.threshold={_show(threshold)}: set exactly one "
+                "of them (keep_ratio in (0, 1] keeps the best share; threshold in [-1, 1] keeps scores above "
+                "it), the other to null"
+            )
     length, prompt = v.get("data.max_length"), v.get("data.max_prompt_length")
     if _is_int(length) and _is_int(prompt) and not prompt < length:
-        yield (f"data.max_prompt_length={prompt}: must be less than data.max_length ({length}), which holds "
-               "the prompt and a completion")
+        yield (
+            f"data.max_prompt_length={prompt}: must be less than data.max_length ({length}), which holds "
+            "the prompt and a completion"
+        )
     low, high = v.get("judge.min_chars"), v.get("judge.max_chars")
     if _is_int(low) and _is_int(high) and low > high:
         yield f"judge.min_chars={low}: must be at most judge.max_chars ({high})"
     weights = [v.get(f"judge.{name}_weight") for name in ("script", "length", "repetition")]
     if all(_is_number(w) for w in weights) and not math.isclose(sum(weights), 5.0):
-        yield (f"judge.script_weight + judge.length_weight + judge.repetition_weight = {sum(weights):g}: must be 5, "
-               "the top of the rubric scale")
+        yield (
+            f"judge.script_weight + judge.length_weight + judge.repetition_weight = {sum(weights):g}: must be 5, "
+            "the top of the rubric scale"
+        )
     reload = v.get("trainer.reload_dataloaders_every_n_epochs")
     if _select(cfg, "callbacks.congrad") not in (_ABSENT, None) and reload is not None and reload != 1:
-        yield (f"trainer.reload_dataloaders_every_n_epochs={_show(reload)}: must be 1 while the ConGrad filter is "
-               "on (it prunes the training set between epochs); switch the filter off with callbacks.congrad=null")
+        yield (
+            f"trainer.reload_dataloaders_every_n_epochs={_show(reload)}: must be 1 while the ConGrad filter is "
+            "on (it prunes the training set between epochs); switch the filter off with callbacks.congrad=null"
+        )
     if "output_dir" in cfg.keys() and OmegaConf.is_missing(cfg, "output_dir"):
         yield "output_dir is required: give output_dir=DIR on the command line"
 

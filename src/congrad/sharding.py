@@ -107,8 +107,9 @@ class FSDP2Strategy(ModelParallelStrategy):
         position = {name: i for i, name in enumerate(_optimizer_param_names(self.model, optimizer))}
         return {
             "state": {position[name]: value for name, value in by_name["state"].items()},
-            "param_groups": [{**group, "params": [position[name] for name in group["params"]]}
-                             for group in by_name["param_groups"]],
+            "param_groups": [
+                {**group, "params": [position[name] for name in group["params"]]} for group in by_name["param_groups"]
+            ],
         }
 
     # Restore like DDP, not like ModelParallelStrategy: the full checkpoint is read and the trainable weights
@@ -141,11 +142,16 @@ class FSDP2Strategy(ModelParallelStrategy):
             names = _optimizer_param_names(self.model, optimizer)
             by_name = {
                 "state": {names[i]: value for i, value in state["state"].items()},
-                "param_groups": [{**group, "params": [names[i] for i in group["params"]]}
-                                 for group in state["param_groups"]],
+                "param_groups": [
+                    {**group, "params": [names[i] for i in group["params"]]} for group in state["param_groups"]
+                ],
             }
-            set_optimizer_state_dict(self.model, optimizer, optim_state_dict=by_name,
-                                     options=StateDictOptions(full_state_dict=True, strict=False))
+            set_optimizer_state_dict(
+                self.model,
+                optimizer,
+                optim_state_dict=by_name,
+                options=StateDictOptions(full_state_dict=True, strict=False),
+            )
 
 
 def _is_sharded(model: nn.Module) -> bool:

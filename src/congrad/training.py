@@ -51,8 +51,9 @@ def build_module(cfg: DictConfig, tokenizer=None, policy=None, languages: Sequen
     return tokenizer, hydra.utils.instantiate(cfg.dpo, policy=policy, languages=list(languages))
 
 
-def build_pieces(cfg: DictConfig, tokenizer=None, policy=None,
-                 check_data: Callable[[Any], None] | None = None) -> Pieces:
+def build_pieces(
+    cfg: DictConfig, tokenizer=None, policy=None, check_data: Callable[[Any], None] | None = None
+) -> Pieces:
     """Policy (from ``cfg.model`` unless given), data from ``cfg.data`` (loaded, split and tokenized), and
     the DPO module from ``cfg.dpo``, which tracks the data's languages. The data loads before the model
     (only the tokenizer is needed for it), so a bad row stops the run early; ``check_data(datamodule)``
@@ -71,8 +72,13 @@ def build_pieces(cfg: DictConfig, tokenizer=None, policy=None,
     return Pieces(tokenizer, datamodule, module)
 
 
-def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] | None = None,
-        callbacks: Sequence[pl.Callback] = ()) -> dict[str, float]:
+def fit(
+    cfg: DictConfig,
+    tokenizer=None,
+    policy=None,
+    metrics: dict[str, float] | None = None,
+    callbacks: Sequence[pl.Callback] = (),
+) -> dict[str, float]:
     """Build the pieces (the policy unless given), loggers and callbacks from ``cfg``; fit; return the final
     metrics. ``metrics`` are logged once before training (what produced the data, e.g. pair counts), with
     the truncation counts of the datamodule.
@@ -95,10 +101,14 @@ def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] 
     resume = inspect_checkpoint(ckpt_path) if ckpt_path else None
     check_data = None
     if resume is not None:
+
         def check_data(datamodule):
             if not check_resume_data(resume, datamodule.fingerprint, bool(cfg.get("resume_rescore", False))):
-                log.warning("resuming %s on other training rows (resume_rescore=true): the ConGrad filter scores "
-                            "them afresh", ckpt_path)
+                log.warning(
+                    "resuming %s on other training rows (resume_rescore=true): the ConGrad filter scores them afresh",
+                    ckpt_path,
+                )
+
     pieces = build_pieces(cfg, tokenizer, policy, check_data=check_data)
     if resume is not None:
         check_resume_model(resume, pieces.module)
@@ -108,8 +118,13 @@ def fit(cfg: DictConfig, tokenizer=None, policy=None, metrics: dict[str, float] 
     log.info(
         "data: %d pairs from %s (%d skipped, %d excluded by language); train %d, val %d; languages %s; "
         "truncated: prompt %d, chosen %d, rejected %d, lost eos %d",
-        report.loaded, report.source, report.skipped, report.excluded_by_language,
-        len(datamodule.train_rows), len(datamodule.val_rows), ", ".join(datamodule.languages),
+        report.loaded,
+        report.source,
+        report.skipped,
+        report.excluded_by_language,
+        len(datamodule.train_rows),
+        len(datamodule.val_rows),
+        ", ".join(datamodule.languages),
         *(report.truncated[part] for part in ("prompt", "chosen", "rejected", "lost_eos")),
     )
     metrics = {**(metrics or {}), **datamodule.truncation_metrics()}

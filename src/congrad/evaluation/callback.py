@@ -53,15 +53,20 @@ class EvaluationCallback(pl.Callback):
         log.info("evaluation against the baseline (%s):\n%s", self.out_dir, table(self.results))
 
 
-def evaluation_callbacks(cfg: DictConfig, out_dir: str | Path, seen: Sequence[str] | None = None,
-                         judge=None) -> list[pl.Callback]:
+def evaluation_callbacks(
+    cfg: DictConfig, out_dir: str | Path, seen: Sequence[str] | None = None, judge=None
+) -> list[pl.Callback]:
     """``[EvaluationCallback]`` for a fit of ``cfg`` (none when ``eval`` is null), judged by ``judge`` (None:
     ``cfg.judge``, built here). The seen languages are ``eval.seen``, else ``seen``, else ``langset.seen``,
     else ``data.languages``, else (in the callback) the languages of the training data."""
     if cfg.get("eval") is None:
         return []
-    for candidate in (cfg.eval.get("seen"), seen, OmegaConf.select(cfg, "langset.seen"),
-                      OmegaConf.select(cfg, "data.languages")):
+    for candidate in (
+        cfg.eval.get("seen"),
+        seen,
+        OmegaConf.select(cfg, "langset.seen"),
+        OmegaConf.select(cfg, "data.languages"),
+    ):
         if candidate is not None:
             seen = list(candidate)
             break

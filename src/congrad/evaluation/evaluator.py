@@ -43,6 +43,7 @@ from congrad.utils.device import resolve_device
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class EvalSets:
     """The held-out data, read and validated once (a part that is off holds None); ``harness``: the
@@ -67,22 +68,27 @@ def load_eval_sets(eval_cfg: DictConfig, work_dir: str | Path, seed: int = 0) ->
     The harness tasks generated for local files go into ``work_dir``."""
     kinds = {"pairs": PREFERENCE, "win_rate": PROMPTS, "nll": REFERENCE_TEXTS}
     languages = None if eval_cfg.languages is None else list(eval_cfg.languages)
-    parts = {part: read_eval_part(kind, eval_cfg[part], f"eval.{part}", languages) if eval_cfg[part].enabled
-             else None for part, kind in kinds.items()}
+    parts = {
+        part: read_eval_part(kind, eval_cfg[part], f"eval.{part}", languages) if eval_cfg[part].enabled else None
+        for part, kind in kinds.items()
+    }
     if parts["win_rate"] is not None and eval_cfg.win_rate.get("against", "baseline") == "reference":
         lacking = [p for p in parts["win_rate"] if p.reference is None]
         if lacking:
-            raise ConfigError(f"eval.win_rate.against=reference: {len(lacking)} of {len(parts['win_rate'])} prompts "
-                              f"have no reference answer (the first: id {lacking[0].id}); give each a `reference` "
-                              "(or name its field in eval.win_rate.columns.reference)")
+            raise ConfigError(
+                f"eval.win_rate.against=reference: {len(lacking)} of {len(parts['win_rate'])} prompts "
+                f"have no reference answer (the first: id {lacking[0].id}); give each a `reference` "
+                "(or name its field in eval.win_rate.columns.reference)"
+            )
     harness = Harness(eval_cfg.harness, work_dir, languages, seed) if eval_cfg.harness.enabled else None
     sets = EvalSets(parts["pairs"], parts["win_rate"], parts["nll"], harness)
     sets = sets if languages is None else _only(sets, languages)
     seen = eval_cfg.get("seen")
     unknown = sorted(set(seen or ()) - set(sets.languages))
     if unknown:  # a seen language without a number would silently leave the seen means
-        raise ConfigError(f"eval.seen: no evaluation rows for {', '.join(unknown)} (languages with rows: "
-                          f"{', '.join(sets.languages)})")
+        raise ConfigError(
+            f"eval.seen: no evaluation rows for {', '.join(unknown)} (languages with rows: {', '.join(sets.languages)})"
+        )
     return sets
 
 
@@ -91,7 +97,7 @@ def _only(sets: EvalSets, languages: Sequence[str]) -> EvalSets:
     missing = keep - set(sets.languages)
     if missing:
         raise ConfigError(f"eval.languages: no evaluation rows for {', '.join(sorted(missing))}")
-    pick = (lambda rows: None if rows is None else [r for r in rows if r.language in keep])
+    pick = lambda rows: None if rows is None else [r for r in rows if r.language in keep]
     return EvalSets(pick(sets.pairs), pick(sets.prompts), pick(sets.texts), sets.harness)
 
 
@@ -165,14 +171,20 @@ class Evaluator:
         # the seen group is every language trained on (that eval.languages asks for), also one without
         # evaluation rows: the means then say they miss it
         asked = None if self.eval_cfg.languages is None else set(self.eval_cfg.languages)
-        groups = {"seen": sorted(seen_set if asked is None else seen_set & asked),
-                  "unseen": [lang for lang in languages if lang not in seen_set]}
+        groups = {
+            "seen": sorted(seen_set if asked is None else seen_set & asked),
+            "unseen": [lang for lang in languages if lang not in seen_set],
+        }
         for group, langs in groups.items():
             summary = metrics.macro(per_language, langs)
             if "win_rate" in summary and outcomes is not None:
-                summary["win_rate_ci"] = list(metrics.bootstrap_ci(
-                    [outcomes[lang] for lang in langs if lang in outcomes], self.eval_cfg.win_rate.bootstrap,
-                    self.cfg.seed))
+                summary["win_rate_ci"] = list(
+                    metrics.bootstrap_ci(
+                        [outcomes[lang] for lang in langs if lang in outcomes],
+                        self.eval_cfg.win_rate.bootstrap,
+                        self.cfg.seed,
+                    )
+                )
             results[group] = summary
         return results, generations
 
@@ -186,8 +198,9 @@ class Evaluator:
 
     def _likelihoods(self, model, tokenizer) -> LikelihoodModel:
         data = self.cfg.data
-        return LikelihoodModel(model, tokenizer, self.device, self.eval_cfg.batch_size, data.max_length,
-                               data.max_prompt_length)
+        return LikelihoodModel(
+            model, tokenizer, self.device, self.eval_cfg.batch_size, data.max_length, data.max_prompt_length
+        )
 
     def _pairs(self, models: list[LikelihoodModel], per_language: dict) -> None:
         rows = self.sets.pairs
@@ -204,49 +217,68 @@ class Evaluator:
 
         def answer(model):  # the same seed for both: a policy equal to the baseline answers alike
             pl.seed_everything(self.cfg.seed, verbose=False)
-            generator = TextGenerator(model, tokenizer, batch_size=self.eval_cfg.batch_size,
-                                      max_prompt_length=self.cfg.data.max_prompt_length, device=str(self.device),
-                                      progress=False)
+            generator = TextGenerator(
+                model,
+                tokenizer,
+                batch_size=self.eval_cfg.batch_size,
+                max_prompt_length=self.cfg.data.max_prompt_length,
+                device=str(self.device),
+                progress=False,
+            )
             return [responses[0] for responses in generator.generate(texts, sampling, desc="eval: generate")]
 
         if section.get("against", "baseline") == "reference":  # AlpacaEval's reference_outputs
             ours, theirs = answer(policy), [p.reference for p in prompts]
         else:
             ours, theirs = self._both("answers", [policy, baseline], answer)
-        judge_generator = TextGenerator(baseline, tokenizer, batch_size=self.eval_cfg.batch_size,
-                                        device=str(self.device), progress=False)
+        judge_generator = TextGenerator(
+            baseline, tokenizer, batch_size=self.eval_cfg.batch_size, device=str(self.device), progress=False
+        )
         comparisons = [Comparison(p.prompt, p.language, a, b) for p, a, b in zip(prompts, ours, theirs)]
         swapped = [Comparison(p.prompt, p.language, b, a) for p, a, b in zip(prompts, ours, theirs)]
         pl.seed_everything(self.cfg.seed, verbose=False)
         verdicts = self.judge.compare(comparisons + swapped, judge_generator)
-        first, second = verdicts[: len(prompts)], verdicts[len(prompts):]
+        first, second = verdicts[: len(prompts)], verdicts[len(prompts) :]
         outcomes: dict[str, list[list[str]]] = defaultdict(list)
         generations = []
         for p, a, b, v1, v2 in zip(prompts, ours, theirs, first, second):
             judged = [metrics.policy_outcome(v1, True), metrics.policy_outcome(v2, False)]
             detected = detect(a).language
             outcomes[p.language].append([o for o in judged if o is not None])
-            generations.append({
-                "id": p.id, "language": p.language, "prompt": p.prompt, "policy": a, "baseline": b,
-                "policy_language": detected, "baseline_language": detect(b).language,
-                "verdict_policy_first": v1, "verdict_policy_second": v2, "outcomes": judged,
-            })
+            generations.append(
+                {
+                    "id": p.id,
+                    "language": p.language,
+                    "prompt": p.prompt,
+                    "policy": a,
+                    "baseline": b,
+                    "policy_language": detected,
+                    "baseline_language": detect(b).language,
+                    "verdict_policy_first": v1,
+                    "verdict_policy_second": v2,
+                    "outcomes": judged,
+                }
+            )
         for lang, prompt_outcomes in outcomes.items():
             flat = [o for per_prompt in prompt_outcomes for o in per_prompt]
             low, high = metrics.bootstrap_ci([prompt_outcomes], section.bootstrap, self.cfg.seed)
             rows = [g for g in generations if g["language"] == lang]
-            per_language[lang].update({
-                "win_rate": metrics.win_rate(flat), "win_rate_ci": [low, high],
-                "wins": flat.count(metrics.WIN), "ties": flat.count(metrics.TIE), "losses": flat.count(metrics.LOSS),
-                "unjudged": 2 * len(prompt_outcomes) - len(flat),
-                "language_fidelity": sum(same_language(g["policy_language"], lang) for g in rows) / len(rows),
-            })
+            per_language[lang].update(
+                {
+                    "win_rate": metrics.win_rate(flat),
+                    "win_rate_ci": [low, high],
+                    "wins": flat.count(metrics.WIN),
+                    "ties": flat.count(metrics.TIE),
+                    "losses": flat.count(metrics.LOSS),
+                    "unjudged": 2 * len(prompt_outcomes) - len(flat),
+                    "language_fidelity": sum(same_language(g["policy_language"], lang) for g in rows) / len(rows),
+                }
+            )
         return outcomes, generations
 
     def _nll(self, models: list[LikelihoodModel], per_language: dict) -> None:
         texts = self.sets.texts
-        (p_nll, counts), (b_nll, _) = self._both("nll", models,
-                                                 lambda model: model.text_nll([t.text for t in texts]))
+        (p_nll, counts), (b_nll, _) = self._both("nll", models, lambda model: model.text_nll([t.text for t in texts]))
         for lang, idx in _by_language(texts).items():
             n = counts[idx].sum().clamp(min=1)
             per_language[lang]["nll_delta"] = float((p_nll[idx].sum() - b_nll[idx].sum()) / n)
@@ -255,22 +287,31 @@ class Evaluator:
         """Per harness task ``{"language", "seen", "metric", "policy", "baseline", "delta", "n"}``; per language
         the means over its tasks and their questions."""
         harness = self.sets.harness
-        ours, theirs = self._both("harness", [policy, baseline],
-                                  lambda model: harness.scores(model, tokenizer, self.device))
+        ours, theirs = self._both(
+            "harness", [policy, baseline], lambda model: harness.scores(model, tokenizer, self.device)
+        )
         tasks = {}
         for task in harness.tasks:
             mine, base = ours[task.name], theirs[task.name]
-            tasks[task.name] = {"language": task.language, "seen": per_language[task.language]["seen"],
-                                "metric": mine["metric"], "policy": mine["score"], "baseline": base["score"],
-                                "delta": mine["score"] - base["score"], "n": mine["n"]}
+            tasks[task.name] = {
+                "language": task.language,
+                "seen": per_language[task.language]["seen"],
+                "metric": mine["metric"],
+                "policy": mine["score"],
+                "baseline": base["score"],
+                "delta": mine["score"] - base["score"],
+                "n": mine["n"],
+            }
         for lang in harness.languages:
             rows = [t for t in tasks.values() if t["language"] == lang]
-            per_language[lang].update({
-                "mc_accuracy": sum(t["policy"] for t in rows) / len(rows),
-                "mc_accuracy_baseline": sum(t["baseline"] for t in rows) / len(rows),
-                "mc_delta": sum(t["delta"] for t in rows) / len(rows),
-                "mc_n": sum(t["n"] for t in rows),
-            })
+            per_language[lang].update(
+                {
+                    "mc_accuracy": sum(t["policy"] for t in rows) / len(rows),
+                    "mc_accuracy_baseline": sum(t["baseline"] for t in rows) / len(rows),
+                    "mc_delta": sum(t["delta"] for t in rows) / len(rows),
+                    "mc_n": sum(t["n"] for t in rows),
+                }
+            )
         return tasks
 
 

@@ -82,12 +82,18 @@ def multiple_choice_dataset(path: str, language: str, **_metadata):
     import datasets
 
     rows = read_multiple_choice(Path(path) if Path(path).is_absolute() else project_root() / path, [language])
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(
-        [{"id": r.id, "question": r.question, "choices": list(r.choices), "answer": r.answer} for r in rows])})
+    return datasets.DatasetDict(
+        {
+            "test": datasets.Dataset.from_list(
+                [{"id": r.id, "question": r.question, "choices": list(r.choices), "answer": r.answer} for r in rows]
+            )
+        }
+    )
 
 
-def write_multiple_choice_tasks(name: str, data_path: str, languages: Iterable[str], out_dir: str | Path,
-                                template: str = TEMPLATE) -> None:
+def write_multiple_choice_tasks(
+    name: str, data_path: str, languages: Iterable[str], out_dir: str | Path, template: str = TEMPLATE
+) -> None:
     """lm-eval task YAMLs for a multiple-choice file in congrad's format: the group ``name`` of one task
     ``<name>_<lang>`` per language, each including ``template`` (the shipped one) and reading ``data_path``."""
     import yaml
@@ -97,8 +103,11 @@ def write_multiple_choice_tasks(name: str, data_path: str, languages: Iterable[s
     members = [f"{name}_{lang}" for lang in sorted(languages)]
     files = {f"{name}.yaml": {"group": name, "task": members}}
     for lang, member in zip(sorted(languages), members):
-        files[f"{member}.yaml"] = {"include": template, "task": member,
-                                   "dataset_kwargs": {"path": str(data_path), "language": lang}}
+        files[f"{member}.yaml"] = {
+            "include": template,
+            "task": member,
+            "dataset_kwargs": {"path": str(data_path), "language": lang},
+        }
     header = f"# lm-eval task written by congrad (congrad.evaluation.harness) for {data_path}\n"
     for file, content in files.items():
         with atomic_path(out_dir / file) as tmp:
@@ -110,8 +119,10 @@ def _generate_file_tasks(files: Mapping[str, str], out_dir: Path) -> list[str]:
     template = str(project_root() / SHIPPED_DIR / TEMPLATE)
     for name, path in files.items():
         if not _NAME.match(str(name)):
-            raise ConfigError(f"eval.harness.files.{name}: the name of a generated lm-eval task must be letters, "
-                              "digits and underscores, starting with a letter")
+            raise ConfigError(
+                f"eval.harness.files.{name}: the name of a generated lm-eval task must be letters, "
+                "digits and underscores, starting with a letter"
+            )
         if not Path(path).is_file():
             raise ConfigError(f"eval.harness.files.{name}: {path} does not exist")
         rows = read_multiple_choice(Path(path))  # the rows are checked here, before any model loads
@@ -144,8 +155,10 @@ def task_manager(names: Sequence[str], include_path: Sequence[str]):
 
         hints = {n: difflib.get_close_matches(n, manager.all_tasks, n=3) for n in unknown}
         shown = "; ".join(f"{n}" + (f" (close: {', '.join(h)})" if h else "") for n, h in hints.items())
-        raise ConfigError(f"eval.harness.tasks: no lm-eval task, group or tag named {shown} in lm-eval {__version__}'s "
-                          f"tasks or in eval.harness.include_path ({', '.join(paths) or 'none'})")
+        raise ConfigError(
+            f"eval.harness.tasks: no lm-eval task, group or tag named {shown} in lm-eval {__version__}'s "
+            f"tasks or in eval.harness.include_path ({', '.join(paths) or 'none'})"
+        )
     return manager
 
 
@@ -178,8 +191,10 @@ def _tree(index: Mapping, name: str, overrides: dict) -> _Node:
             child = member.get("group", member.get("task"))
             extra = {k: v for k, v in member.items() if k not in ("group", "task")}
         if child not in index:
-            raise ConfigError(f"eval.harness.tasks: the lm-eval group {name} defines its member {child} inline; "
-                              "congrad evaluates groups whose members are registered tasks")
+            raise ConfigError(
+                f"eval.harness.tasks: the lm-eval group {name} defines its member {child} inline; "
+                "congrad evaluates groups whose members are registered tasks"
+            )
         children.append(_tree(index, child, {**passed, **extra}))
     return _Node(name, overrides, children, None)
 
@@ -201,8 +216,10 @@ def _language(leaf: _Node, table: Mapping[str, str]) -> str:
     language = normalize_language(code)
     if language is not None and language.code is not None:
         return language.code
-    raise ConfigError(f"eval.harness.tasks: the lm-eval task {leaf.name} reads the dataset config {code!r}, whose "
-                      f"language is not known: add eval.harness.dataset_languages.{code}=<ISO 639-1 code>")
+    raise ConfigError(
+        f"eval.harness.tasks: the lm-eval task {leaf.name} reads the dataset config {code!r}, whose "
+        f"language is not known: add eval.harness.dataset_languages.{code}=<ISO 639-1 code>"
+    )
 
 
 def _units(node: _Node, table: Mapping[str, str]) -> list[tuple[_Node, str]]:
@@ -230,8 +247,9 @@ def _dataset_overrides(leaf: _Node, datasets: Mapping[str, Any]) -> dict:
     return {}
 
 
-def resolve(section: DictConfig, work_dir: str | Path, languages: Sequence[str] | None = None
-            ) -> tuple[list[HarnessTask], Any]:
+def resolve(
+    section: DictConfig, work_dir: str | Path, languages: Sequence[str] | None = None
+) -> tuple[list[HarnessTask], Any]:
     """The reported tasks of ``eval.harness`` (only those in ``languages`` when given) and the TaskManager
     that loads them; generated tasks for ``eval.harness.files`` are written into ``work_dir/harness_tasks``."""
     files = _plain(section.get("files"))
@@ -252,8 +270,10 @@ def resolve(section: DictConfig, work_dir: str | Path, languages: Sequence[str] 
             leaves = tuple(leaf.name for leaf in _leaves(node))
             for leaf in leaves:
                 if leaf in seen_leaves:
-                    raise ConfigError(f"eval.harness.tasks: {name} and {seen_leaves[leaf]} both hold the lm-eval "
-                                      f"task {leaf}: list it once")
+                    raise ConfigError(
+                        f"eval.harness.tasks: {name} and {seen_leaves[leaf]} both hold the lm-eval "
+                        f"task {leaf}: list it once"
+                    )
                 seen_leaves[leaf] = name
             overrides = tuple({**leaf.overrides, **_dataset_overrides(leaf, datasets)} for leaf in _leaves(node))
             tasks.append(HarnessTask(node.name, language, leaves, overrides if any(overrides) else ()))
@@ -269,8 +289,9 @@ class Harness:
     """The tasks of ``eval.harness``, resolved and their data loaded once (a data set that cannot be loaded
     is an error now, before any model loads); :meth:`scores` runs them on one model."""
 
-    def __init__(self, section: DictConfig, work_dir: str | Path, languages: Sequence[str] | None = None,
-                 seed: int = 0):
+    def __init__(
+        self, section: DictConfig, work_dir: str | Path, languages: Sequence[str] | None = None, seed: int = 0
+    ):
         self.section, self.seed = section, seed
         self.tasks, self._manager = resolve(section, work_dir, languages)
         self._loaded = {}
@@ -294,15 +315,18 @@ class Harness:
                 if task.overrides:
                     specs = [str(Path(tmp) / f"{leaf}.yaml") for leaf in task.leaves]
                     for spec, leaf, overrides in zip(specs, task.leaves, task.overrides):
-                        Path(spec).write_text(yaml.safe_dump(
-                            {"include": str(index[leaf].yaml_path), **overrides, "task": leaf}), encoding="utf-8")
+                        Path(spec).write_text(
+                            yaml.safe_dump({"include": str(index[leaf].yaml_path), **overrides, "task": leaf}),
+                            encoding="utf-8",
+                        )
                 loaded = self._manager.load(specs)["tasks"]
         except OSError as err:  # datasets' ConnectionError, FileNotFoundError, DatasetNotFoundError, ...
             keys = ", ".join(f"eval.harness.datasets.{k}.path" for k in (self.section.get("datasets") or {}))
             raise CongradError(
                 f"eval.harness.tasks: {task.name}: its data could not be loaded ({err}). Download the data set "
                 f"where there is network (it is then read from the Hugging Face cache, HF_HOME), or point "
-                f"{keys or 'eval.harness.datasets.<name>.path'} at a local copy laid out as on the hub") from err
+                f"{keys or 'eval.harness.datasets.<name>.path'} at a local copy laid out as on the hub"
+            ) from err
         if set(loaded) != set(task.leaves):
             raise RuntimeError(f"lm-eval built {sorted(loaded)} for {task.name}, expected {sorted(task.leaves)}")
         return loaded
@@ -317,10 +341,19 @@ class Harness:
         with _quiet():
             lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=int(section.batch_size))
             out = simple_evaluate(
-                model=lm, tasks=list(self._loaded.values()), task_manager=self._manager,
-                num_fewshot=section.num_fewshot, limit=section.limit, bootstrap_iters=0, log_samples=False,
-                apply_chat_template=bool(section.apply_chat_template), random_seed=self.seed,
-                numpy_random_seed=self.seed, torch_random_seed=self.seed, fewshot_random_seed=self.seed)
+                model=lm,
+                tasks=list(self._loaded.values()),
+                task_manager=self._manager,
+                num_fewshot=section.num_fewshot,
+                limit=section.limit,
+                bootstrap_iters=0,
+                log_samples=False,
+                apply_chat_template=bool(section.apply_chat_template),
+                random_seed=self.seed,
+                numpy_random_seed=self.seed,
+                torch_random_seed=self.seed,
+                fewshot_random_seed=self.seed,
+            )
         return {task.name: _score(task, out, section.metric) for task in self.tasks}
 
 
@@ -334,8 +367,9 @@ def _score(task: HarnessTask, out: dict, preferred: str) -> dict:
             total = sum(sizes)
             score = sum(r[f"{metric},none"] * n for r, n in zip(results, sizes)) / total if total else float("nan")
             return {"metric": metric, "score": float(score), "n": int(total)}
-    raise CongradError(f"eval.harness.tasks: {task.name} reports neither {preferred} nor acc "
-                       "(congrad evaluates multiple-choice tasks)")
+    raise CongradError(
+        f"eval.harness.tasks: {task.name} reports neither {preferred} nor acc (congrad evaluates multiple-choice tasks)"
+    )
 
 
 @contextmanager

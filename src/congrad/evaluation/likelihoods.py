@@ -17,8 +17,15 @@ from congrad.models.logps import sequence_logps
 class LikelihoodModel:
     """A model, its tokenizer, and how to batch them (``max_length`` / ``max_prompt_length`` as in ``data``)."""
 
-    def __init__(self, model, tokenizer, device: torch.device, batch_size: int = 8, max_length: int = 512,
-                 max_prompt_length: int = 256):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        device: torch.device,
+        batch_size: int = 8,
+        max_length: int = 512,
+        max_prompt_length: int = 256,
+    ):
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.batch_size, self.max_length, self.max_prompt_length = batch_size, max_length, max_prompt_length
         pad = tokenizer.pad_token_id
@@ -32,10 +39,13 @@ class LikelihoodModel:
         sums, counts = torch.zeros(len(sequences)), torch.zeros(len(sequences))
         self.model.to(self.device).eval()
         for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
-            batch = {k: v.to(self.device) for k, v in collate_sequences([sequences[i] for i in rows], self.pad_id).items()}
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                use_cache=False).logits
+            rows = order[start : start + self.batch_size]
+            batch = {
+                k: v.to(self.device) for k, v in collate_sequences([sequences[i] for i in rows], self.pad_id).items()
+            }
+            logits = self.model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
+            ).logits
             sums[rows] = sequence_logps(logits, batch["input_ids"], batch["completion_mask"]).float().cpu()
             counts[rows] = batch["completion_mask"][:, 1:].sum(-1).float().cpu()
         return sums, counts
@@ -44,9 +54,10 @@ class LikelihoodModel:
         """Sequence log-probs (sums, as in training) of the chosen and of the rejected completions ``[N]``."""
         encoded = [encode_pair(self.tokenizer, row, self.max_length, self.max_prompt_length) for row in rows]
         sequences = [(e["prompt_ids"], e["chosen_ids"]) for e in encoded] + [
-            (e["prompt_ids"], e["rejected_ids"]) for e in encoded]
+            (e["prompt_ids"], e["rejected_ids"]) for e in encoded
+        ]
         sums, _ = self.completion_logps(sequences)
-        return sums[: len(rows)], sums[len(rows):]
+        return sums[: len(rows)], sums[len(rows) :]
 
     def text_nll(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed negative log-likelihood ``[N]`` of plain texts (no chat template; after the tokenizer's BOS

@@ -29,8 +29,9 @@ def win_rate(outcomes: Sequence[str]) -> float:
     return sum(OUTCOME_VALUE[o] for o in outcomes) / len(outcomes)
 
 
-def bootstrap_ci(groups: Sequence[Sequence[Sequence[str]]], n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+    groups: Sequence[Sequence[Sequence[str]]], n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap CI of the macro win rate of ``groups`` (one per language; within a language,
     one list of judgement outcomes per prompt). Prompts are resampled with replacement within each
     language — the two orders of one prompt stay together, as they are not independent — and each

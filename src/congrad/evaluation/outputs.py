@@ -23,8 +23,16 @@ from pathlib import Path
 
 from congrad.utils.io import atomic_path, write_json, write_jsonl
 
-METRICS = ("preference_accuracy", "reward_margin", "win_rate", "language_fidelity", "nll_delta", "mc_accuracy",
-           "mc_accuracy_baseline", "mc_delta")
+METRICS = (
+    "preference_accuracy",
+    "reward_margin",
+    "win_rate",
+    "language_fidelity",
+    "nll_delta",
+    "mc_accuracy",
+    "mc_accuracy_baseline",
+    "mc_delta",
+)
 COUNTS = ("n_pairs", "preference_ties", "wins", "ties", "losses", "unjudged", "mc_n")
 HARNESS_COLUMNS = ("task", "language", "seen", "metric", "policy", "baseline", "delta", "n")
 SHARES = ("preference_accuracy", "win_rate", "language_fidelity", "mc_accuracy", "mc_accuracy_baseline")
@@ -47,9 +55,11 @@ def write_outputs(out_dir: str | Path, results: dict, generations: list[dict]) -
     write_json(out_dir / "results.json", results)
     write_jsonl(out_dir / "generations.jsonl", generations)
     names = columns(results)
-    _write_csv(out_dir / "per_language.csv", ["language", "seen", *names],
-               [[lang, row["seen"], *(_cell(row.get(name)) for name in names)]
-                for lang, row in results["languages"].items()])
+    _write_csv(
+        out_dir / "per_language.csv",
+        ["language", "seen", *names],
+        [[lang, row["seen"], *(_cell(row.get(name)) for name in names)] for lang, row in results["languages"].items()],
+    )
     figures = {"per_language": per_language_figure(results)}
     if results.get("harness"):
         _write_csv(out_dir / "harness.csv", list(HARNESS_COLUMNS), harness_rows(results))
@@ -89,11 +99,14 @@ def table(results: dict) -> str:
     if results.get("harness"):
         width = max(len(name) for name in results["harness"]) + 2
         lines.append("")
-        lines.append(f"{'harness task':<{width}}{'lang':>5}{'metric':>9}{'policy':>9}{'baseline':>9}{'delta':>9}"
-                     f"{'n':>8}")
+        lines.append(
+            f"{'harness task':<{width}}{'lang':>5}{'metric':>9}{'policy':>9}{'baseline':>9}{'delta':>9}{'n':>8}"
+        )
         for name, task in results["harness"].items():
-            lines.append(f"{name:<{width}}{task['language']:>5}{task['metric']:>9}{task['policy']:9.3f}"
-                         f"{task['baseline']:9.3f}{task['delta']:+9.3f}{task['n']:8d}")
+            lines.append(
+                f"{name:<{width}}{task['language']:>5}{task['metric']:>9}{task['policy']:9.3f}"
+                f"{task['baseline']:9.3f}{task['delta']:+9.3f}{task['n']:8d}"
+            )
     for group in ("seen", "unseen"):
         lines += coverage_notes(group, results.get(group) or {})
     return "\n".join(lines)
@@ -107,8 +120,10 @@ def coverage_notes(group: str, summary: dict) -> list[str]:
         if name in METRICS:
             by_absent.setdefault(tuple(absent), []).append(name)
     total = summary.get("languages", 0)
-    return [f"{group}: {', '.join(names)} over {total - len(absent)} of {total} languages (none for "
-            f"{', '.join(absent)})" for absent, names in by_absent.items()]
+    return [
+        f"{group}: {', '.join(names)} over {total - len(absent)} of {total} languages (none for {', '.join(absent)})"
+        for absent, names in by_absent.items()
+    ]
 
 
 def log_results(loggers, results: dict, step: int, plots: dict[str, Path] | None = None, prefix: str = "eval") -> None:
@@ -130,7 +145,9 @@ def log_results(loggers, results: dict, step: int, plots: dict[str, Path] | None
     for logger in loggers:
         logger.log_metrics(values, step=step)
         if type(logger).__name__ == "WandbLogger":
-            data = [[lang, row["seen"], *(_cell(row.get(n)) for n in names)] for lang, row in results["languages"].items()]
+            data = [
+                [lang, row["seen"], *(_cell(row.get(n)) for n in names)] for lang, row in results["languages"].items()
+            ]
             logger.log_table(key=f"{prefix}/per_language", columns=["language", "seen", *names], data=data)
             if results.get("harness"):
                 logger.log_table(key=f"{prefix}/harness", columns=list(HARNESS_COLUMNS), data=harness_rows(results))
@@ -146,8 +163,13 @@ def per_language_figure(results: dict):
 
     names = [m for m in columns(results) if m in METRICS]
     langs = list(results["languages"])
-    fig, axes = plt.subplots(len(names), 1, figsize=(1.2 + 0.5 * len(langs), 1.9 * max(1, len(names))),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        len(names),
+        1,
+        figsize=(1.2 + 0.5 * len(langs), 1.9 * max(1, len(names))),
+        squeeze=False,
+        constrained_layout=True,
+    )
     colours = ["tab:blue" if results["languages"][lang]["seen"] else "tab:orange" for lang in langs]
     for ax, name in zip(axes[:, 0], names):
         heights = [results["languages"][lang].get(name, math.nan) for lang in langs]
@@ -173,11 +195,11 @@ def harness_figure(results: dict):
     tasks = results["harness"]
     names = list(tasks)
     x = range(len(names))
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(4.5, 1.6 + 0.7 * len(names)), 4.8), sharex=True,
-                                      constrained_layout=True)
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(max(4.5, 1.6 + 0.7 * len(names)), 4.8), sharex=True, constrained_layout=True
+    )
     top.bar([i - 0.2 for i in x], [tasks[n]["policy"] for n in names], width=0.4, label="policy", color="tab:blue")
-    top.bar([i + 0.2 for i in x], [tasks[n]["baseline"] for n in names], width=0.4, label="baseline",
-            color="tab:gray")
+    top.bar([i + 0.2 for i in x], [tasks[n]["baseline"] for n in names], width=0.4, label="baseline", color="tab:gray")
     top.set_ylim(0, 1)
     top.set_ylabel("score", fontsize=8)
     top.legend(fontsize=7)
@@ -185,16 +207,22 @@ def harness_figure(results: dict):
     bottom.bar(list(x), [tasks[n]["delta"] for n in names], color=colours)
     bottom.axhline(0, color="grey", lw=0.8)
     bottom.set_ylabel("difference", fontsize=8)
-    bottom.set_xticks(list(x), [f"{n}\n{tasks[n]['language']}, n={tasks[n]['n']}" for n in names], fontsize=6,
-                      rotation=30, ha="right")
+    bottom.set_xticks(
+        list(x), [f"{n}\n{tasks[n]['language']}, n={tasks[n]['n']}" for n in names], fontsize=6, rotation=30, ha="right"
+    )
     top.set_title("harness tasks: " + ", ".join(sorted({t["metric"] for t in tasks.values()})), fontsize=9)
     bottom.set_title("policy - baseline (blue: seen in training, orange: unseen)", fontsize=8)
     return fig
 
 
 def _short(name: str) -> str:
-    return {"preference_accuracy": "pref_acc", "reward_margin": "margin", "language_fidelity": "lang_fid",
-            "mc_accuracy": "mc_acc", "mc_accuracy_baseline": "mc_base"}.get(name, name)
+    return {
+        "preference_accuracy": "pref_acc",
+        "reward_margin": "margin",
+        "language_fidelity": "lang_fid",
+        "mc_accuracy": "mc_acc",
+        "mc_accuracy_baseline": "mc_base",
+    }.get(name, name)
 
 
 def _fmt(value) -> str:

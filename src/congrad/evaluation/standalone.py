@@ -79,8 +79,14 @@ def from_run(cfg: DictConfig, run_dir: Path, out_dir: Path) -> tuple[DictConfig,
     run_cfg = OmegaConf.load(config_file)
     with open_dict(run_cfg):
         run_cfg.paths = OmegaConf.merge(cfg.paths, {"output_dir": str(run_dir)})
-    merged = OmegaConf.merge(cfg, {"model": run_cfg.model, "dpo": {"beta": run_cfg.dpo.beta},
-                                   "data": {k: run_cfg.data[k] for k in ("max_length", "max_prompt_length")}})
+    merged = OmegaConf.merge(
+        cfg,
+        {
+            "model": run_cfg.model,
+            "dpo": {"beta": run_cfg.dpo.beta},
+            "data": {k: run_cfg.data[k] for k in ("max_length", "max_prompt_length")},
+        },
+    )
     iterations = sorted(run_dir.glob("iteration_*/iteration.json"), key=lambda p: int(p.parent.name.split("_")[1]))
     if iterations:
         targets = []
@@ -96,8 +102,12 @@ def from_run(cfg: DictConfig, run_dir: Path, out_dir: Path) -> tuple[DictConfig,
         targets = [Target("run", [*start, *first, str(run_dir / "adapter")], out_dir)]
     else:
         raise ConfigError(f"run_dir={run_dir}: no trained adapter (adapter/) and no finished iteration_<t>/")
-    seen = _seen(cfg.eval.seen, OmegaConf.select(run_cfg, "langset.seen"), OmegaConf.select(run_cfg, "data.languages"),
-                 _trained_languages(run_dir))
+    seen = _seen(
+        cfg.eval.seen,
+        OmegaConf.select(run_cfg, "langset.seen"),
+        OmegaConf.select(run_cfg, "data.languages"),
+        _trained_languages(run_dir),
+    )
     return merged, targets, seen
 
 

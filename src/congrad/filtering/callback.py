@@ -66,8 +66,13 @@ class ConGradCallback(pl.Callback):
             self._filter(trainer, pl_module, epoch)
 
     def state_dict(self) -> dict:
-        return {"filter": self.congrad.state_dict(), "kept_indices": self.kept_indices,
-                "kept_for_epoch": self.kept_for_epoch, "scores": self.scores, "kept_data": self.kept_data}
+        return {
+            "filter": self.congrad.state_dict(),
+            "kept_indices": self.kept_indices,
+            "kept_for_epoch": self.kept_for_epoch,
+            "scores": self.scores,
+            "kept_data": self.kept_data,
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.congrad.load_state_dict(state_dict["filter"])
@@ -84,10 +89,12 @@ class ConGradCallback(pl.Callback):
         # each rank sketches every world_size-th candidate; the sketches are all-gathered, so every rank
         # folds the same [N, w] into the same filter state and keeps the same pairs
         share = list(range(trainer.global_rank, len(rows), trainer.world_size))
-        loader = datamodule.candidate_dataloader(self.sketch.get("batch_size"),
-                                                 indices=_padded(share, len(rows), trainer.world_size))
-        sketches = sketch_candidates(sketcher, loader, pl_module.device,
-                                     progress=self.progress and trainer.is_global_zero)[: len(share)]
+        loader = datamodule.candidate_dataloader(
+            self.sketch.get("batch_size"), indices=_padded(share, len(rows), trainer.world_size)
+        )
+        sketches = sketch_candidates(
+            sketcher, loader, pl_module.device, progress=self.progress and trainer.is_global_zero
+        )[: len(share)]
         if trainer.world_size > 1:
             sketches = _gather_strided(trainer, sketches, len(rows))
         result = self.congrad.step(sketches, [row.language for row in rows])
@@ -97,8 +104,13 @@ class ConGradCallback(pl.Callback):
         self.kept_data = _rows_hash(datamodule)
         datamodule.set_active_indices(self.kept_indices)
         if trainer.is_global_zero:
-            heatmap = write_filter_outputs(self.output_dir, rows, result, extra_summary={"epoch": epoch},
-                                           keep_as=_history_name(self.output_dir, epoch))
+            heatmap = write_filter_outputs(
+                self.output_dir,
+                rows,
+                result,
+                extra_summary={"epoch": epoch},
+                keep_as=_history_name(self.output_dir, epoch),
+            )
             self._log(trainer, result, rows, heatmap, epoch)
 
     def _log(self, trainer: pl.Trainer, result: PassResult, rows, heatmap: Path, epoch: int) -> None:
@@ -108,8 +120,11 @@ class ConGradCallback(pl.Callback):
             metrics[f"filter/kept/{lang}"] = float(stats["kept"])
             if stats["score_mean"] is not None:
                 metrics[f"filter/score_mean/{lang}"] = stats["score_mean"]
-        dropped = [[row.id, row.language, result.score(i), result.reason(i)]
-                   for i, row in enumerate(rows) if not result.kept[i]]
+        dropped = [
+            [row.id, row.language, result.score(i), result.reason(i)]
+            for i, row in enumerate(rows)
+            if not result.kept[i]
+        ]
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
             if isinstance(logger, pl.loggers.WandbLogger):

@@ -73,8 +73,13 @@ class LayerSketcher:
                 r1 = min(d_out, r0 + rows)
                 ds = pair_rows(delta[..., r0:r1], start, stop, b).float()
                 grad = torch.bmm(ds.transpose(1, 2), xs)  # [pairs, r1 - r0, d_in]
-                self.project(grad.reshape(stop - start, -1), self.width, self.seed, offset=offset + r0 * d_in,
-                             out=out[start:stop])
+                self.project(
+                    grad.reshape(stop - start, -1),
+                    self.width,
+                    self.seed,
+                    offset=offset + r0 * d_in,
+                    out=out[start:stop],
+                )
                 del grad, ds
 
     def linear_bias(self, delta: Tensor, offset: int, out: Tensor) -> None:
@@ -87,8 +92,9 @@ class LayerSketcher:
             self.project(grad, self.width, self.seed, offset=offset, out=out[start:stop])
 
     # ---- nn.Embedding ------------------------------------------------------------------------------------
-    def embedding(self, module: nn.Embedding, ids: Tensor, delta: Tensor, offset: int, out: Tensor,
-                  scale: float = 1.0) -> None:
+    def embedding(
+        self, module: nn.Embedding, ids: Tensor, delta: Tensor, offset: int, out: Tensor, scale: float = 1.0
+    ) -> None:
         """``scale``: the module's output is ``scale`` times the looked-up rows (Gemma's scaled embeddings)."""
         b = out.shape[0]
         ids, delta = ids.reshape(2 * b, -1), _tokens(delta, b)
@@ -147,6 +153,8 @@ class LayerSketcher:
 def _tokens(t: Tensor, b: int) -> Tensor:
     """``[2B, T, d]`` view of a layer's input or output-gradient (rows first); a clear error otherwise."""
     if t.shape[0] != 2 * b:
-        raise ValueError(f"sketch.method=hooks expects layer tensors with the batch's {2 * b} rows first, got "
-                         f"shape {tuple(t.shape)}: use sketch.method=loop for this model")
+        raise ValueError(
+            f"sketch.method=hooks expects layer tensors with the batch's {2 * b} rows first, got "
+            f"shape {tuple(t.shape)}: use sketch.method=loop for this model"
+        )
     return t.reshape(2 * b, -1, t.shape[-1])

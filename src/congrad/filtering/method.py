@@ -91,8 +91,9 @@ class ConGrad:
     ):
         self.aggregator = aggregator
         self.normalize = normalize
-        self.selection = dict(keep_ratio=keep_ratio, threshold=threshold, per_language=per_language,
-                              min_per_language=min_per_language)
+        self.selection = dict(
+            keep_ratio=keep_ratio, threshold=threshold, per_language=per_language, min_per_language=min_per_language
+        )
         drop_reason(keep_ratio=keep_ratio, threshold=threshold)  # validates the rule now, not after a pass
         self.options = {"target": gradvac_target} if aggregator == "gradvac" else {}
         self.seed = seed
@@ -100,8 +101,14 @@ class ConGrad:
         self.passes = 0
 
     def settings(self) -> dict:
-        return {"aggregator": self.aggregator, **self.selection, "ema": self.aggregates.ema, **self.options,
-                "normalize": self.normalize, "seed": self.seed}
+        return {
+            "aggregator": self.aggregator,
+            **self.selection,
+            "ema": self.aggregates.ema,
+            **self.options,
+            "normalize": self.normalize,
+            "seed": self.seed,
+        }
 
     def step(self, sketches: Tensor, languages: Sequence[str]) -> PassResult:
         """Fold ``sketches`` [N, w] into the aggregates, build the consensus, score and select all N.

@@ -65,8 +65,14 @@ def summary(result: PassResult, report=None, extra: dict | None = None) -> dict:
     }
 
 
-def write_filter_outputs(out_dir: str | Path, rows: Sequence, result: PassResult, report=None,
-                         extra_summary: dict | None = None, keep_as: str | None = None) -> Path:
+def write_filter_outputs(
+    out_dir: str | Path,
+    rows: Sequence,
+    result: PassResult,
+    report=None,
+    extra_summary: dict | None = None,
+    keep_as: str | None = None,
+) -> Path:
     """Replace the four files in ``out_dir`` as one set; returns the heatmap's path. ``report``: the data's
     LoadReport, whose skipped and excluded rows get a line too (filter.py passes it; inside training the
     candidates are the training split only, so it does not). ``keep_as``: the set also stays, never
@@ -77,12 +83,16 @@ def write_filter_outputs(out_dir: str | Path, rows: Sequence, result: PassResult
     summary_ = summary(result, report, extra_summary)
     figure = conflict_figure(result)
     try:
-        folder = write_file_set(out_dir, {
-            "scores.jsonl": lambda path: write_jsonl(path, lines),
-            "kept.jsonl": lambda path: write_jsonl(path, kept_rows),
-            "summary.json": lambda path: write_json(path, summary_),
-            "conflict.png": lambda path: figure.savefig(path, format="png", dpi=110),
-        }, keep_as=keep_as)
+        folder = write_file_set(
+            out_dir,
+            {
+                "scores.jsonl": lambda path: write_jsonl(path, lines),
+                "kept.jsonl": lambda path: write_jsonl(path, kept_rows),
+                "summary.json": lambda path: write_json(path, summary_),
+                "conflict.png": lambda path: figure.savefig(path, format="png", dpi=110),
+            },
+            keep_as=keep_as,
+        )
     finally:
         _close(figure)
     return folder / "conflict.png"
@@ -98,8 +108,11 @@ def conflict_figure(result: PassResult):
     langs = result.aggregate_languages
     size = 2.5 + 0.45 * len(langs)
     fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size), constrained_layout=True)
-    for ax, matrix, title in zip(axes, (result.cosine_before, result.cosine_after),
-                                 ("aggregates", f"after {result.settings.get('aggregator', '')}")):
+    for ax, matrix, title in zip(
+        axes,
+        (result.cosine_before, result.cosine_after),
+        ("aggregates", f"after {result.settings.get('aggregator', '')}"),
+    ):
         image = ax.imshow(matrix.numpy(), vmin=-1, vmax=1, cmap="RdBu")
         ax.set_title(f"cosine: {title}")
         ax.set_xticks(range(len(langs)), langs)

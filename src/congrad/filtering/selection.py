@@ -51,9 +51,7 @@ def select(
     """
     _rule(keep_ratio, threshold)
     if scores.ndim != 1 or scores.shape[0] != len(languages):
-        raise ValueError(
-            f"expected scores [N] with N = {len(languages)} languages, got {tuple(scores.shape)}"
-        )
+        raise ValueError(f"expected scores [N] with N = {len(languages)} languages, got {tuple(scores.shape)}")
     if torch.isnan(scores).any():
         raise ValueError("scores contain NaN")
     if min_per_language < 0:

@@ -39,17 +39,21 @@ def train_mode_without_dropout(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def sketch_candidates(sketcher: PerPairSketcher, dataloader, device: torch.device,
-                      progress: bool = True) -> torch.Tensor:
+def sketch_candidates(
+    sketcher: PerPairSketcher, dataloader, device: torch.device, progress: bool = True
+) -> torch.Tensor:
     """Sketches ``[N, w]`` (float32, on the CPU) of every candidate the dataloader serves, in its order.
 
     All sketches are kept on the CPU: N × w floats (160 MB for 10k pairs at w = 4096).
     """
     with cost.stage("sketch"), train_mode_without_dropout(sketcher.module.policy):
-        sketches = torch.cat([
-            sketcher(move_batch(batch, device)).cpu()
-            for batch in tqdm(dataloader, desc="ConGrad: sketching gradients", unit="batch", disable=not progress,
-                              leave=False)
-        ])
+        sketches = torch.cat(
+            [
+                sketcher(move_batch(batch, device)).cpu()
+                for batch in tqdm(
+                    dataloader, desc="ConGrad: sketching gradients", unit="batch", disable=not progress, leave=False
+                )
+            ]
+        )
     cost.add_sketched(len(sketches))
     return sketches

@@ -71,8 +71,9 @@ def select_parameters(model: nn.Module, params: str) -> list[tuple[str, nn.Param
     return chosen
 
 
-def gaussian_sketch(x: Tensor, width: int, seed: int, *, offset: int = 0, out: Tensor | None = None,
-                    block: int = 1024) -> Tensor:
+def gaussian_sketch(
+    x: Tensor, width: int, seed: int, *, offset: int = 0, out: Tensor | None = None, block: int = 1024
+) -> Tensor:
     """A seeded Gaussian random projection R^D -> R^w (entries N(0, 1/w)), the Flora-style alternative to
     the count sketch. Generated in blocks of ``block`` global coordinates, each from its own seed, so it
     is linear in pieces the same way the count sketch is. Slow: for comparisons, not for large models."""
@@ -116,8 +117,16 @@ class PerPairSketcher:
     ``module`` is a :class:`congrad.models.DPOModule` (anything with ``policy`` and ``pair_losses``).
     """
 
-    def __init__(self, module, width: int, seed: int, params: str = "lora", method: str = "auto",
-                 sketch: str = "count", chunk_bytes: int = 256 * 2**20):
+    def __init__(
+        self,
+        module,
+        width: int,
+        seed: int,
+        params: str = "lora",
+        method: str = "auto",
+        sketch: str = "count",
+        chunk_bytes: int = 256 * 2**20,
+    ):
         if method not in METHODS:
             raise ConfigError(f"sketch.method must be one of {', '.join(METHODS)}, got {method!r}")
         if sketch not in SKETCHES:
@@ -144,8 +153,15 @@ class PerPairSketcher:
     @classmethod
     def from_config(cls, module, sketch) -> "PerPairSketcher":
         """From the ``sketch`` config group (width, seed, params, method, kind, chunk_mb)."""
-        return cls(module, width=sketch["width"], seed=sketch["seed"], params=sketch["params"],
-                   method=sketch["method"], sketch=sketch["kind"], chunk_bytes=int(sketch["chunk_mb"] * 2**20))
+        return cls(
+            module,
+            width=sketch["width"],
+            seed=sketch["seed"],
+            params=sketch["params"],
+            method=sketch["method"],
+            sketch=sketch["kind"],
+            chunk_bytes=int(sketch["chunk_mb"] * 2**20),
+        )
 
     def _owners(self) -> tuple[list[_Owner], list[str]]:
         """The modules that own selected parameters, and the names of selected parameters the hooks method
@@ -153,8 +169,9 @@ class PerPairSketcher:
         slot_of = {id(s.param): s for s in self.slots}
         owners, unsupported = [], set()
         for module in self.module.policy.modules():
-            owned = {attr: slot_of[id(p)] for attr, p in module._parameters.items()
-                     if p is not None and id(p) in slot_of}
+            owned = {
+                attr: slot_of[id(p)] for attr, p in module._parameters.items() if p is not None and id(p) in slot_of
+            }
             if not owned:
                 continue
             kind = _kind(module)
@@ -176,11 +193,17 @@ class PerPairSketcher:
         offsets), one backward per pair: what the sketches compress. d floats per pair — for studies and
         tests on small models, never for large ones."""
         with self._only_selected_trainable():
-            return torch.stack([
-                torch.cat([(torch.zeros_like(s.param) if g is None else g).flatten().float()
-                           for s, g in zip(self.slots, grads)])
-                for grads in self._pair_gradients(batch, ref_logps)
-            ])
+            return torch.stack(
+                [
+                    torch.cat(
+                        [
+                            (torch.zeros_like(s.param) if g is None else g).flatten().float()
+                            for s, g in zip(self.slots, grads)
+                        ]
+                    )
+                    for grads in self._pair_gradients(batch, ref_logps)
+                ]
+            )
 
     # ---- the oracle: one backward per pair ----------------------------------------------------------
     def _pair_gradients(self, batch: dict, ref_logps: Tensor | None) -> Iterator[tuple[Tensor | None, ...]]:
@@ -211,9 +234,12 @@ class PerPairSketcher:
             ref_logps = self.module.reference_logps(batch)
         anchor = new_anchor(device)
         layers = LayerSketcher(self.project, self.kind, self.width, self.seed, self.chunk_bytes)
-        handles = [owner.module.register_forward_hook(partial(self._forward_hook, owner, layers, anchor, out),
-                                                      with_kwargs=True)
-                   for owner in self.owners]
+        handles = [
+            owner.module.register_forward_hook(
+                partial(self._forward_hook, owner, layers, anchor, out), with_kwargs=True
+            )
+            for owner in self.owners
+        ]
         try:
             with torch.enable_grad():
                 loss = self.module.pair_losses(batch, ref_logps=ref_logps)["loss"].sum()
@@ -224,16 +250,27 @@ class PerPairSketcher:
                 h.remove()
         return out
 
-    def _forward_hook(self, owner: _Owner, layers: LayerSketcher, anchor: Tensor, out: Tensor,
-                      module: nn.Module, args: tuple, kwargs: dict, output):
+    def _forward_hook(
+        self,
+        owner: _Owner,
+        layers: LayerSketcher,
+        anchor: Tensor,
+        out: Tensor,
+        module: nn.Module,
+        args: tuple,
+        kwargs: dict,
+        output,
+    ):
         # Runs in the forward and again in a checkpointed region's recompute (whose nodes only supply
         # recomputed tensors to the forward's nodes); not under no_grad (the reference) or in a replay.
         if self._replaying or not torch.is_grad_enabled():
             return None
         if owner.kind == "replay" and (len(args) != 1 or kwargs or not isinstance(output, Tensor)):
-            raise ConfigError(f"sketch.method=hooks replays {type(module).__name__} on one tensor input, but it "
-                              f"was called with {len(args)} positional and {len(kwargs)} keyword arguments: use "
-                              f"sketch.method=loop or narrow sketch.params")
+            raise ConfigError(
+                f"sketch.method=hooks replays {type(module).__name__} on one tensor input, but it "
+                f"was called with {len(args)} positional and {len(kwargs)} keyword arguments: use "
+                f"sketch.method=loop or narrow sketch.params"
+            )
         sink = partial(self._sketch_module, owner, layers, out)
         return capture(output, anchor, sink, args[0])
 
@@ -292,8 +329,11 @@ def _kind(module: nn.Module) -> str | None:
 
 def _is_scaled_embedding(module: nn.Module) -> bool:
     """transformers' ``*ScaledWordEmbedding`` (Gemma 1-3): ``nn.Embedding.forward(ids) * embed_scale``."""
-    return type(module).__name__.endswith("ScaledWordEmbedding") and isinstance(
-        getattr(module, "embed_scale", None), Tensor) and module.embed_scale.numel() == 1
+    return (
+        type(module).__name__.endswith("ScaledWordEmbedding")
+        and isinstance(getattr(module, "embed_scale", None), Tensor)
+        and module.embed_scale.numel() == 1
+    )
 
 
 def _pair(batch: dict, i: int) -> dict:

@@ -31,8 +31,10 @@ def filter_file(cfg: DictConfig) -> Path:
     cost into the run's log folder (``cost.json`` beside ``filter.log``)."""
     out_dir = prepare_output_dir(cfg.output_dir)
     log_dir = OmegaConf.select(cfg, "paths.output_dir", default=None)
-    with locked_directory(out_dir, f"output_dir={out_dir}"), \
-            cost.recording(Path(log_dir) / cost.FILE if log_dir else None):
+    with (
+        locked_directory(out_dir, f"output_dir={out_dir}"),
+        cost.recording(Path(log_dir) / cost.FILE if log_dir else None),
+    ):
         return _filter_into(cfg, out_dir)
 
 
@@ -50,9 +52,15 @@ def _filter_into(cfg: DictConfig, out_dir: Path) -> Path:
 
     run_dir = OmegaConf.select(cfg, "paths.output_dir", default=None)
     write_filter_outputs(
-        out_dir, rows, result, pieces.datamodule.report,
-        extra_summary={"sketch": OmegaConf.to_container(sketch, resolve=True), "method": sketcher.method,
-                       "log_dir": str(run_dir) if run_dir else None},
+        out_dir,
+        rows,
+        result,
+        pieces.datamodule.report,
+        extra_summary={
+            "sketch": OmegaConf.to_container(sketch, resolve=True),
+            "method": sketcher.method,
+            "log_dir": str(run_dir) if run_dir else None,
+        },
     )
     log.info("kept %d of %d pairs; wrote %s", int(result.kept.sum()), len(rows), out_dir)
     for lang, stats in result.per_language().items():

@@ -36,8 +36,15 @@ class Sampling:
 class TextGenerator:
     """A causal LM, its tokenizer and how to batch them; the model is moved to ``device`` on use."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 16, max_prompt_length: int = 512,
-                 device: str = "auto", progress: bool = True):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        batch_size: int = 16,
+        max_prompt_length: int = 512,
+        device: str = "auto",
+        progress: bool = True,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -47,41 +54,55 @@ class TextGenerator:
         self._identity: str | None = None
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, dtype: str = "bfloat16", revision: str | None = None,
-                        attn_implementation: str | None = None, **kwargs: Any) -> "TextGenerator":
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        dtype: str = "bfloat16",
+        revision: str | None = None,
+        attn_implementation: str | None = None,
+        **kwargs: Any,
+    ) -> "TextGenerator":
         """A generator around a model of its own (a judge other than the policy), loaded once."""
         from congrad.models.factory import load_causal_lm, load_tokenizer
 
         tokenizer = load_tokenizer(name_or_path, revision=revision)
-        model = load_causal_lm(name_or_path, tokenizer=tokenizer, dtype=dtype, revision=revision,
-                               attn_implementation=attn_implementation)
+        model = load_causal_lm(
+            name_or_path, tokenizer=tokenizer, dtype=dtype, revision=revision, attn_implementation=attn_implementation
+        )
         return cls(model.requires_grad_(False), tokenizer, **kwargs)
 
     def prompt_ids(self, prompt: Text, max_prompt_length: int | None = None) -> list[int]:
         tokenizer = self.tokenizer
         if tokenizer.chat_template:
-            text = tokenizer.apply_chat_template(as_messages(prompt, "user"), add_generation_prompt=True,
-                                                 tokenize=False)
+            text = tokenizer.apply_chat_template(
+                as_messages(prompt, "user"), add_generation_prompt=True, tokenize=False
+            )
             ids = token_ids(tokenizer, text)
         else:
             ids = token_ids(tokenizer, flatten_text(prompt))
             if tokenizer.bos_token_id is not None and ids[:1] != [tokenizer.bos_token_id]:
                 ids = [tokenizer.bos_token_id, *ids]
-        return ids[-(max_prompt_length or self.max_prompt_length):]
+        return ids[-(max_prompt_length or self.max_prompt_length) :]
 
-    def generate(self, prompts: Sequence[Text], sampling: Sampling, desc: str = "generate",
-                 max_prompt_length: int | None = None) -> list[list[str]]:
+    def generate(
+        self, prompts: Sequence[Text], sampling: Sampling, desc: str = "generate", max_prompt_length: int | None = None
+    ) -> list[list[str]]:
         """``sampling.num_responses`` decoded responses (special tokens removed, stripped) per prompt;
         ``max_prompt_length`` overrides the generator's own (a judge's prompt holds a whole rubric)."""
         out: list[list[str]] = [[] for _ in prompts]
         n = sampling.num_responses
         for batch, texts in self._batches(prompts, sampling, desc, max_prompt_length):
             for j, i in enumerate(batch):
-                out[i] = texts[j * n: (j + 1) * n]
+                out[i] = texts[j * n : (j + 1) * n]
         return out
 
-    def generate_each(self, items: Sequence[tuple[Text, int]], sampling: Sampling, desc: str = "generate",
-                      max_prompt_length: int | None = None) -> Iterator[tuple[list[int], list[str]]]:
+    def generate_each(
+        self,
+        items: Sequence[tuple[Text, int]],
+        sampling: Sampling,
+        desc: str = "generate",
+        max_prompt_length: int | None = None,
+    ) -> Iterator[tuple[list[int], list[str]]]:
         """One response per ``(prompt, sample index)`` item, yielded a batch at a time as ``(positions of the
         items, their texts)``, so a caller can store them as they come. Every item is a fresh sample (the
         index only names it); the items of one prompt are sampled together. ``sampling.num_responses`` is
@@ -94,19 +115,19 @@ class TextGenerator:
             by_count.setdefault(len(positions), []).append(positions)
         for count, groups in sorted(by_count.items()):
             prompts = [items[positions[0]][0] for positions in groups]
-            for batch, texts in self._batches(prompts, replace(sampling, num_responses=count), desc,
-                                              max_prompt_length):
+            for batch, texts in self._batches(prompts, replace(sampling, num_responses=count), desc, max_prompt_length):
                 yield ([p for i in batch for p in groups[i]], texts)
 
     @torch.no_grad()
-    def _batches(self, prompts: Sequence[Text], sampling: Sampling, desc: str,
-                 max_prompt_length: int | None) -> Iterator[tuple[list[int], list[str]]]:
+    def _batches(
+        self, prompts: Sequence[Text], sampling: Sampling, desc: str, max_prompt_length: int | None
+    ) -> Iterator[tuple[list[int], list[str]]]:
         """``(prompt indices, their num_responses texts each, in order)`` per generate call."""
         from tqdm.auto import tqdm
 
         encoded = [self.prompt_ids(p, max_prompt_length) for p in prompts]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths batch together
-        batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         with self._inference_mode():
             for batch in tqdm(batches, desc=desc, unit="batch", disable=not self.progress):
                 yield batch, self._generate_batch([encoded[i] for i in batch], sampling)
@@ -128,8 +149,8 @@ class TextGenerator:
         input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
         for r, ids in enumerate(batch):  # left padding: every prompt ends where generation starts
-            input_ids[r, width - len(ids):] = torch.tensor(ids)
-            attention_mask[r, width - len(ids):] = 1
+            input_ids[r, width - len(ids) :] = torch.tensor(ids)
+            attention_mask[r, width - len(ids) :] = 1
         n = sampling.num_responses  # each prompt n times in a row (also greedy, where generate refuses n > 1)
         greedy = sampling.temperature == 0
         generated = self.model.generate(
@@ -183,8 +204,11 @@ def weights_fingerprint(model, tokenizer, eos_ids: Sequence[int]) -> str:
     tensors = [*model.named_parameters(), *model.named_buffers()]
     lora_b = [t for name, t in tensors if "lora_B" in name]
     if lora_b and all(not bool(t.detach().any()) for t in lora_b):  # peft's names, back to the base model's
-        tensors = [(name.removeprefix("base_model.model.").replace(".base_layer", ""), t)
-                   for name, t in tensors if "lora_" not in name]
+        tensors = [
+            (name.removeprefix("base_model.model.").replace(".base_layer", ""), t)
+            for name, t in tensors
+            if "lora_" not in name
+        ]
     digest = hashlib.sha256()
     for name, tensor in tensors:
         data = tensor.detach().contiguous()

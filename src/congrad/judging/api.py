@@ -63,16 +63,30 @@ class ChatCompletionsClient:
     """The judge model behind ``base_url`` (ends in ``/v1`` for most servers), as the verdict cache and
     :class:`~congrad.judging.llm.LLMJudge` use a model: an ``identity`` and :meth:`generate_each`."""
 
-    def __init__(self, base_url: str, model: str, api_key_env: str | None = None, max_concurrency: int = 8,
-                 timeout: float = 120.0, retries: int = 5, backoff: float = 1.0, max_backoff: float = 60.0,
-                 seed: int = 0, max_tokens_key: str = "max_tokens", extra_body: dict | None = None,
-                 progress: bool = True):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = None,
+        max_concurrency: int = 8,
+        timeout: float = 120.0,
+        retries: int = 5,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        seed: int = 0,
+        max_tokens_key: str = "max_tokens",
+        extra_body: dict | None = None,
+        progress: bool = True,
+    ):
         if not model:
-            raise ConfigError(f"judge.model is not set: give the name of the model the server serves "
-                              f"(judge.model=NAME; {base_url}/models lists them)")
+            raise ConfigError(
+                f"judge.model is not set: give the name of the model the server serves "
+                f"(judge.model=NAME; {base_url}/models lists them)"
+            )
         if not str(base_url).startswith(("http://", "https://")):
-            raise ConfigError(f"judge.base_url={base_url}: must be an http:// or https:// address "
-                              "(e.g. http://localhost:8000/v1)")
+            raise ConfigError(
+                f"judge.base_url={base_url}: must be an http:// or https:// address (e.g. http://localhost:8000/v1)"
+            )
         if max_tokens_key not in MAX_TOKENS_KEYS:
             raise ConfigError(f"judge.max_tokens_key={max_tokens_key}: must be one of {', '.join(MAX_TOKENS_KEYS)}")
         self.base_url = str(base_url).rstrip("/")
@@ -85,9 +99,11 @@ class ChatCompletionsClient:
         self.progress = progress
         self._secret = _read_key(api_key_env)
         headers = {"Authorization": f"Bearer {self._secret}"} if self._secret else {}
-        self._http = httpx.Client(headers=headers, timeout=float(timeout),
-                                  limits=httpx.Limits(max_connections=self.max_concurrency,
-                                                      max_keepalive_connections=self.max_concurrency))
+        self._http = httpx.Client(
+            headers=headers,
+            timeout=float(timeout),
+            limits=httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency),
+        )
         logging.getLogger("httpx").setLevel(logging.WARNING)  # no log line per request
         self._stop = threading.Event()
 
@@ -100,9 +116,15 @@ class ChatCompletionsClient:
 
     # ---- requests ------------------------------------------------------------------------------------------
     def _body(self, prompt: str, sampling: Sampling, seed: int, max_tokens: int) -> dict:
-        return {"model": self.model, "messages": [{"role": "user", "content": prompt}],
-                "temperature": sampling.temperature, "top_p": sampling.top_p, self.max_tokens_key: max_tokens,
-                "seed": seed, **self.extra_body}
+        return {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            self.max_tokens_key: max_tokens,
+            "seed": seed,
+            **self.extra_body,
+        }
 
     def request_seed(self, prompt: str, sample: int) -> int:
         """A seed per (prompt, sample index): reproducible, and independent across the responses judged."""
@@ -125,10 +147,12 @@ class ChatCompletionsClient:
                 failure, wait = f"{response.status_code}: {self.message(response)}", _retry_after(response)
             if attempt == self.retries:
                 break
-            delay = min(wait if wait is not None else self.backoff * 2**attempt * (1 - 0.25 * random.random()),
-                        self.max_backoff)
-            log.info("judge: %s from %s; retry %d of %d in %.1f s", failure, self.base_url, attempt + 1, self.retries,
-                     delay)
+            delay = min(
+                wait if wait is not None else self.backoff * 2**attempt * (1 - 0.25 * random.random()), self.max_backoff
+            )
+            log.info(
+                "judge: %s from %s; retry %d of %d in %.1f s", failure, self.base_url, attempt + 1, self.retries, delay
+            )
             if self._stop.wait(delay):
                 raise _Stopped
         raise _Exhausted(f"{failure}; {self.retries + 1} tries, judge.retries={self.retries}")
@@ -139,11 +163,14 @@ class ChatCompletionsClient:
         try:
             response, retried = self._post(body)
         except _Exhausted as err:
-            raise JudgeUnavailable(f"judge.base_url={self.base_url}: the judge server stopped answering "
-                                   f"({err.failure})") from None
+            raise JudgeUnavailable(
+                f"judge.base_url={self.base_url}: the judge server stopped answering ({err.failure})"
+            ) from None
         if response.status_code >= 400:
-            raise CongradError(f"judge.base_url={self.base_url}: the server refused a judgement request "
-                               f"({response.status_code}: {self.message(response)})")
+            raise CongradError(
+                f"judge.base_url={self.base_url}: the server refused a judgement request "
+                f"({response.status_code}: {self.message(response)})"
+            )
         text, tokens = self._parse(response)
         return text, tokens, retried
 
@@ -153,12 +180,19 @@ class ChatCompletionsClient:
             content = data["choices"][0]["message"].get("content") or ""
             tokens = int((data.get("usage") or {}).get("completion_tokens") or 0)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise CongradError(f"judge.base_url={self.base_url}: the answer is not an OpenAI chat completion "
-                               f"({self._redact(response.text[:200])!r})") from None
+            raise CongradError(
+                f"judge.base_url={self.base_url}: the answer is not an OpenAI chat completion "
+                f"({self._redact(response.text[:200])!r})"
+            ) from None
         return str(content), tokens
 
-    def generate_each(self, items: Sequence[tuple[Text, int]], sampling: Sampling, desc: str = "judge",
-                      max_prompt_length: int | None = None) -> Iterator[tuple[list[int], list[str]]]:
+    def generate_each(
+        self,
+        items: Sequence[tuple[Text, int]],
+        sampling: Sampling,
+        desc: str = "judge",
+        max_prompt_length: int | None = None,
+    ) -> Iterator[tuple[list[int], list[str]]]:
         """One judgement per ``(prompt, sample index)`` item, ``max_concurrency`` requests at a time, yielded
         as each arrives: ``([position], [text])``. ``max_prompt_length`` does not apply (the server
         tokenizes; a prompt longer than its context is refused)."""
@@ -169,10 +203,13 @@ class ChatCompletionsClient:
         self._stop.clear()
         pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(items)), thread_name_prefix="judge")
         try:
-            futures = {pool.submit(self._complete, flatten_text(prompt), sampling, sample): position
-                       for position, (prompt, sample) in enumerate(items)}
-            for future in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="request",
-                               disable=not self.progress):
+            futures = {
+                pool.submit(self._complete, flatten_text(prompt), sampling, sample): position
+                for position, (prompt, sample) in enumerate(items)
+            }
+            for future in tqdm(
+                as_completed(futures), total=len(futures), desc=desc, unit="request", disable=not self.progress
+            ):
                 text, tokens, retried = future.result()
                 cost.add_tokens(tokens)
                 cost.add_judge_requests(retried=retried)
@@ -191,8 +228,9 @@ class ChatCompletionsClient:
         try:
             response, _ = self._post(body)
         except _Exhausted as err:
-            raise ConfigError(f"judge.base_url={self.base_url}: no judge server answers there "
-                              f"({err.failure})") from None
+            raise ConfigError(
+                f"judge.base_url={self.base_url}: no judge server answers there ({err.failure})"
+            ) from None
         if response.status_code < 400:
             self._parse(response)
             log.info("judge: %s at %s answers", self.model, self.base_url)
@@ -204,8 +242,10 @@ class ChatCompletionsClient:
         answer = f"{status}: {message}"
         if status in (401, 403):
             if self.api_key_env is None:
-                return (f"judge.api_key_env is not set, and the server at {self.base_url} wants a key ({answer}): "
-                        "set judge.api_key_env to the name of an environment variable that holds it")
+                return (
+                    f"judge.api_key_env is not set, and the server at {self.base_url} wants a key ({answer}): "
+                    "set judge.api_key_env to the name of an environment variable that holds it"
+                )
             return f"judge.api_key_env={self.api_key_env}: the server at {self.base_url} refuses its key ({answer})"
         if status == 429 and code == "insufficient_quota":
             return f"judge.api_key_env={self.api_key_env}: the account behind the key has no quota left ({answer})"
@@ -215,10 +255,14 @@ class ChatCompletionsClient:
             listed = f"; it serves: {', '.join(served)}" if served else ""
             return f"judge.model={self.model}: the server at {self.base_url} does not serve it ({answer}){listed}"
         if status == 404:
-            return (f"judge.base_url={self.base_url}: no chat-completions endpoint at {self.base_url}/chat/completions "
-                    f"({answer}); an OpenAI-compatible base_url usually ends in /v1")
-        return (f"judge.base_url={self.base_url}: the server refuses the judge's requests ({answer}); check "
-                f"judge.max_tokens_key, judge.extra_body and the sampling settings (judge.temperature, judge.top_p)")
+            return (
+                f"judge.base_url={self.base_url}: no chat-completions endpoint at {self.base_url}/chat/completions "
+                f"({answer}); an OpenAI-compatible base_url usually ends in /v1"
+            )
+        return (
+            f"judge.base_url={self.base_url}: the server refuses the judge's requests ({answer}); check "
+            f"judge.max_tokens_key, judge.extra_body and the sampling settings (judge.temperature, judge.top_p)"
+        )
 
     def served_models(self, limit: int = 10) -> list[str]:
         """The model ids ``GET {base_url}/models`` lists (empty when it lists none)."""
@@ -238,8 +282,11 @@ class ChatCompletionsClient:
         text = response.text
         if isinstance(data, dict):
             error = data.get("error")
-            found = (error.get("message") if isinstance(error, dict) else error) or data.get("message") \
+            found = (
+                (error.get("message") if isinstance(error, dict) else error)
+                or data.get("message")
                 or data.get("detail")
+            )
             if found:
                 text = found if isinstance(found, str) else json.dumps(found)
         text = " ".join(self._redact(str(text)).split())
@@ -254,12 +301,15 @@ def _read_key(api_key_env: str | None) -> str | None:
         return None
     if not _ENV_NAME.fullmatch(str(api_key_env)):
         # never echo the value: it may be the key itself, pasted where its variable's name belongs
-        raise ConfigError("judge.api_key_env must be the name of an environment variable (letters, digits and _), "
-                          "not the key itself: export the key, e.g. OPENAI_API_KEY, and give its name")
+        raise ConfigError(
+            "judge.api_key_env must be the name of an environment variable (letters, digits and _), "
+            "not the key itself: export the key, e.g. OPENAI_API_KEY, and give its name"
+        )
     key = os.environ.get(api_key_env, "").strip()
     if not key:
-        raise ConfigError(f"judge.api_key_env={api_key_env}: the environment variable is not set (export it with "
-                          "the API key)")
+        raise ConfigError(
+            f"judge.api_key_env={api_key_env}: the environment variable is not set (export it with the API key)"
+        )
     return key
 
 
@@ -294,11 +344,34 @@ class ApiJudge(LLMJudge):
     ``n_samples``, sampling and the verdict cache are the LLM judge's. Probes the server when built, which
     Hydra does before any model loads."""
 
-    def __init__(self, base_url: str, model: str, api_key_env: str | None = None, max_concurrency: int = 8,
-                 timeout: float = 120.0, retries: int = 5, backoff: float = 1.0, max_backoff: float = 60.0,
-                 seed: int = 0, max_tokens_key: str = "max_tokens", extra_body: dict | None = None, **llm):
-        client = ChatCompletionsClient(base_url, model, api_key_env, max_concurrency, timeout, retries, backoff,
-                                       max_backoff, seed, max_tokens_key, extra_body)
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = None,
+        max_concurrency: int = 8,
+        timeout: float = 120.0,
+        retries: int = 5,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        seed: int = 0,
+        max_tokens_key: str = "max_tokens",
+        extra_body: dict | None = None,
+        **llm,
+    ):
+        client = ChatCompletionsClient(
+            base_url,
+            model,
+            api_key_env,
+            max_concurrency,
+            timeout,
+            retries,
+            backoff,
+            max_backoff,
+            seed,
+            max_tokens_key,
+            extra_body,
+        )
         super().__init__(model=client, **llm)
         client.probe(self.sampling)
 

@@ -39,12 +39,15 @@ class VerdictCache:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.directory / FILE, timeout=120, isolation_level=None)
-            self._db.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, judge TEXT NOT NULL, "
-                             "prompt TEXT NOT NULL, sample INTEGER NOT NULL, text TEXT NOT NULL, "
-                             "created REAL NOT NULL)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, judge TEXT NOT NULL, "
+                "prompt TEXT NOT NULL, sample INTEGER NOT NULL, text TEXT NOT NULL, "
+                "created REAL NOT NULL)"
+            )
         except (OSError, sqlite3.Error) as err:
-            raise ConfigError(f"{setting}={self.directory}: cannot hold the verdict cache ({type(err).__name__}: "
-                              f"{err})") from None
+            raise ConfigError(
+                f"{setting}={self.directory}: cannot hold the verdict cache ({type(err).__name__}: {err})"
+            ) from None
         self.hits = 0
         self.misses = 0
 
@@ -52,9 +55,10 @@ class VerdictCache:
         """The cached texts of ``keys`` (those not cached are absent); counts hits and misses."""
         found: dict[str, str] = {}
         for i in range(0, len(keys), _CHUNK):
-            chunk = keys[i: i + _CHUNK]
-            rows = self._db.execute(f"SELECT key, text FROM verdicts WHERE key IN ({','.join('?' * len(chunk))})",
-                                    chunk).fetchall()
+            chunk = keys[i : i + _CHUNK]
+            rows = self._db.execute(
+                f"SELECT key, text FROM verdicts WHERE key IN ({','.join('?' * len(chunk))})", chunk
+            ).fetchall()
             found.update(rows)
         self.hits += sum(k in found for k in keys)
         self.misses += sum(k not in found for k in keys)
@@ -65,8 +69,9 @@ class VerdictCache:
         now = time.time()
         with self._db:  # BEGIN ... COMMIT, or ROLLBACK on an error
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?, ?)",
-                                 [(*entry, now) for entry in entries])
+            self._db.executemany(
+                "INSERT OR REPLACE INTO verdicts VALUES (?, ?, ?, ?, ?, ?)", [(*entry, now) for entry in entries]
+            )
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]

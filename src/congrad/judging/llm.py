@@ -32,9 +32,18 @@ class LLMJudge:
     the model the caller passes (the policy, in self-rewarding); ``cache_dir``: the verdict cache (None:
     none)."""
 
-    def __init__(self, template: str, pairwise_template: str | None = None, n_samples: int = 3,
-                 temperature: float = 0.7, top_p: float = 0.9, max_new_tokens: int = 256,
-                 max_prompt_length: int = 2048, model: TextGenerator | None = None, cache_dir: str | None = None):
+    def __init__(
+        self,
+        template: str,
+        pairwise_template: str | None = None,
+        n_samples: int = 3,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        max_new_tokens: int = 256,
+        max_prompt_length: int = 2048,
+        model: TextGenerator | None = None,
+        cache_dir: str | None = None,
+    ):
         _check_fields("judge.template", template, {"prompt", "response"})
         if pairwise_template is not None:
             _check_fields("judge.pairwise_template", pairwise_template, {"prompt", "first", "second"})
@@ -42,8 +51,9 @@ class LLMJudge:
             raise ConfigError(f"judge.n_samples must be at least 1, got {n_samples}")
         self.template = template
         self.pairwise_template = pairwise_template
-        self.sampling = Sampling(num_responses=n_samples, temperature=temperature, top_p=top_p,
-                                 max_new_tokens=max_new_tokens)
+        self.sampling = Sampling(
+            num_responses=n_samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens
+        )
         self.max_prompt_length = max_prompt_length
         self.model = model
         self.cache = VerdictCache(cache_dir) if cache_dir else None
@@ -63,8 +73,10 @@ class LLMJudge:
         verdict could be read."""
         if self.pairwise_template is None:
             raise ConfigError("judge.pairwise_template is not set: the judge cannot compare two responses")
-        prompts = [self.pairwise_template.format(prompt=flatten_text(c.prompt), first=c.first, second=c.second)
-                   for c in comparisons]
+        prompts = [
+            self.pairwise_template.format(prompt=flatten_text(c.prompt), first=c.first, second=c.second)
+            for c in comparisons
+        ]
         outputs = self._judgements(self.model or policy, self.pairwise_template, prompts, "judge pairs")
         return [majority([parse_winner(text) for text in texts]) for texts in outputs]
 
@@ -91,14 +103,16 @@ class LLMJudge:
         cost.add_judge_requests(cached=len(items) - len(asked))
         done = 0
         try:
-            for positions, new in generator.generate_each(asked, self.sampling, desc=desc,
-                                                          max_prompt_length=self.max_prompt_length):
+            for positions, new in generator.generate_each(
+                asked, self.sampling, desc=desc, max_prompt_length=self.max_prompt_length
+            ):
                 for position, text in zip(positions, new):
                     for i in wanted[asked[position]]:
                         texts[i] = text
                 if self.cache is not None:
-                    self.cache.put([(keys[wanted[asked[p]][0]], judge_id, *asked[p], text)
-                                    for p, text in zip(positions, new)])
+                    self.cache.put(
+                        [(keys[wanted[asked[p]][0]], judge_id, *asked[p], text) for p, text in zip(positions, new)]
+                    )
                 done += len(positions)
                 cost.add_judge_requests(sent=len(positions))
         except JudgeUnavailable as err:
@@ -106,14 +120,22 @@ class LLMJudge:
                 raise
             raise JudgeUnavailable(
                 f"{err}; {done} of the {len(asked)} judgements asked for are stored in the verdict cache "
-                f"({self.cache.directory}): rerun the same command to continue from them") from None
-        log.info("%s: %d judgements, %d from the verdict cache, %d asked of the judge", desc, len(items),
-                 len(items) - len(asked), len(asked))
-        return [texts[k * n: (k + 1) * n] for k in range(len(prompts))]
+                f"({self.cache.directory}): rerun the same command to continue from them"
+            ) from None
+        log.info(
+            "%s: %d judgements, %d from the verdict cache, %d asked of the judge",
+            desc,
+            len(items),
+            len(items) - len(asked),
+            len(asked),
+        )
+        return [texts[k * n : (k + 1) * n] for k in range(len(prompts))]
 
 
 def _check_fields(key: str, template: str, expected: set[str]) -> None:
     fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     if fields != expected:
-        raise ConfigError(f"{key} must use exactly the fields {', '.join('{' + f + '}' for f in sorted(expected))}, "
-                          f"found {sorted(fields)}")
+        raise ConfigError(
+            f"{key} must use exactly the fields {', '.join('{' + f + '}' for f in sorted(expected))}, "
+            f"found {sorted(fields)}"
+        )

@@ -24,8 +24,14 @@ class RuleJudge:
 
     name = "rule"
 
-    def __init__(self, script_weight: float = 2.0, length_weight: float = 1.0, repetition_weight: float = 2.0,
-                 min_chars: int = 20, max_chars: int = 400):
+    def __init__(
+        self,
+        script_weight: float = 2.0,
+        length_weight: float = 1.0,
+        repetition_weight: float = 2.0,
+        min_chars: int = 20,
+        max_chars: int = 400,
+    ):
         total = script_weight + length_weight + repetition_weight
         if abs(total - MAX_SCORE) > 1e-6:
             raise ConfigError(f"the rule judge's weights must sum to {MAX_SCORE:g}, got {total:g}")
@@ -48,8 +54,11 @@ class RuleJudge:
         return outcomes
 
     def score(self, prompt: str, response: str) -> float:
-        terms = (script_share(response, prompt_scripts(prompt)), self._length(len(response)),
-                 distinct_ngram_share(response, 4))
+        terms = (
+            script_share(response, prompt_scripts(prompt)),
+            self._length(len(response)),
+            distinct_ngram_share(response, 4),
+        )
         return sum(w * t for w, t in zip(self.weights, terms))
 
     def _length(self, n: int) -> float:
@@ -79,5 +88,5 @@ def script_share(text: str, scripts: set[str]) -> float:
 
 
 def distinct_ngram_share(text: str, n: int) -> float:
-    grams = [text[i: i + n] for i in range(len(text) - n + 1)]
+    grams = [text[i : i + n] for i in range(len(text) - n + 1)]
     return len(set(grams)) / len(grams) if grams else 0.0

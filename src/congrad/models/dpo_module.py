@@ -38,8 +38,15 @@ METRIC_NAMES = (
 # means over completion tokens
 LOGIT_NAMES = ("logits/chosen", "logits/rejected")
 # what batch_sums adds up, in order
-SUM_NAMES = (*METRIC_NAMES, "pairs", "logits/chosen", "tokens/chosen", "logits/rejected", "tokens/rejected",
-             "input_tokens")
+SUM_NAMES = (
+    *METRIC_NAMES,
+    "pairs",
+    "logits/chosen",
+    "tokens/chosen",
+    "logits/rejected",
+    "tokens/rejected",
+    "input_tokens",
+)
 
 
 def batch_sums(out: dict, batch: dict) -> torch.Tensor:
@@ -52,7 +59,10 @@ def batch_sums(out: dict, batch: dict) -> torch.Tensor:
     values = [
         *(out[name].detach().sum() for name in METRIC_NAMES),
         torch.tensor(b),
-        logit_sums[:b].sum(), lengths[:b].sum(), logit_sums[b:].sum(), lengths[b:].sum(),
+        logit_sums[:b].sum(),
+        lengths[:b].sum(),
+        logit_sums[b:].sum(),
+        lengths[b:].sum(),
         batch["attention_mask"].sum(),
     ]
     device = out["loss"].device
@@ -176,8 +186,9 @@ class DPOModule(pl.LightningModule):
         self.num_tokens += int(sums[SUM_NAMES.index("input_tokens")])
         values = {**trl_metrics(sums), "num_tokens": float(self.num_tokens)}
         for name, value in values.items():
-            self.log(f"train/{name}", value, on_step=True, on_epoch=False, prog_bar=name == "loss",
-                     batch_size=batch_size)
+            self.log(
+                f"train/{name}", value, on_step=True, on_epoch=False, prog_bar=name == "loss", batch_size=batch_size
+            )
 
     def _reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum over ranks, on the module's device (NCCL reduces CUDA tensors only); back on the tensor's device."""

@@ -45,8 +45,9 @@ def _from_pretrained(load: Callable, what: str, name_or_path: str, if_missing: s
 
 def load_tokenizer(name_or_path: str, revision: str | None = None, if_missing: str | None = None, **kwargs: Any):
     """A pretrained tokenizer; makes sure a pad token exists (the eos token, as TRL does)."""
-    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, "tokenizer", name_or_path, if_missing,
-                                 revision=revision, **kwargs)
+    tokenizer = _from_pretrained(
+        AutoTokenizer.from_pretrained, "tokenizer", name_or_path, if_missing, revision=revision, **kwargs
+    )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -63,8 +64,14 @@ def load_causal_lm(
 ) -> PreTrainedModel:
     """A pretrained causal LM by hub id or local path."""
     model = _from_pretrained(
-        AutoModelForCausalLM.from_pretrained, "weights", name_or_path, if_missing,
-        revision=revision, dtype=getattr(torch, dtype), attn_implementation=attn_implementation, **kwargs,
+        AutoModelForCausalLM.from_pretrained,
+        "weights",
+        name_or_path,
+        if_missing,
+        revision=revision,
+        dtype=getattr(torch, dtype),
+        attn_implementation=attn_implementation,
+        **kwargs,
     )
     if tokenizer is not None and model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id

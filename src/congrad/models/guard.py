@@ -80,11 +80,17 @@ class NonFiniteGuard(pl.Callback):
         if not float(trainer.strategy.reduce(bad, reduce_op="sum")):  # every rank decides alike
             return
         loss, grad_norm = float(loss), float(grad_norm)
-        what = (f"the loss is {loss}" if not math.isfinite(loss)
-                else f"the gradient norm is {grad_norm}" if not math.isfinite(grad_norm)
-                else "the loss or gradient of another rank is not finite")
-        where = (f"step {trainer.global_step} (epoch {trainer.current_epoch}, batch "
-                 f"{trainer.fit_loop.epoch_loop.batch_idx}) on a batch of {_describe(languages)}")
+        what = (
+            f"the loss is {loss}"
+            if not math.isfinite(loss)
+            else f"the gradient norm is {grad_norm}"
+            if not math.isfinite(grad_norm)
+            else "the loss or gradient of another rank is not finite"
+        )
+        where = (
+            f"step {trainer.global_step} (epoch {trainer.current_epoch}, batch "
+            f"{trainer.fit_loop.epoch_loop.batch_idx}) on a batch of {_describe(languages)}"
+        )
         if self.on_nonfinite == "error":
             raise NonFiniteError(
                 f"training diverged at {where}: {what}. Nothing was saved after it{_last_good(trainer)}. "
@@ -93,11 +99,17 @@ class NonFiniteGuard(pl.Callback):
         for p in params:
             p.grad = None  # the optimizer step leaves these weights (and their moments) alone
         self.skipped += 1
-        pl_module.log("train/skipped_steps", float(self.skipped), on_step=True, on_epoch=False,
-                      batch_size=max(1, len(languages)))
+        pl_module.log(
+            "train/skipped_steps", float(self.skipped), on_step=True, on_epoch=False, batch_size=max(1, len(languages))
+        )
         if self.skipped == 1 or self.skipped % 100 == 0:
-            log.warning("skipped %s: %s (%d steps skipped so far; dpo.on_nonfinite=skip). Look at %s.",
-                        where, what, self.skipped, _settings_now(trainer))
+            log.warning(
+                "skipped %s: %s (%d steps skipped so far; dpo.on_nonfinite=skip). Look at %s.",
+                where,
+                what,
+                self.skipped,
+                _settings_now(trainer),
+            )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not self._stepped or self._initial_norm is None:
@@ -117,7 +129,11 @@ class NonFiniteGuard(pl.Callback):
             log.warning(
                 "step %d: the norm of the trainable weights is %.3g, %.3g times its value when training started "
                 "(%.3g): training is probably diverging. Look at %s. (This warning comes at each %g-fold growth.)",
-                trainer.global_step, norm, norm / reference, self._initial_norm, _settings_now(trainer),
+                trainer.global_step,
+                norm,
+                norm / reference,
+                self._initial_norm,
+                _settings_now(trainer),
                 WEIGHT_GROWTH,
             )
 
@@ -134,13 +150,19 @@ class NonFiniteGuard(pl.Callback):
             return
         norm = _norm(_trainable(pl_module))
         reference = max(self._initial_norm, 1e-3)
-        grown = float(trainer.strategy.reduce(torch.tensor(float(not norm < WEIGHT_GROWTH * reference),
-                                                           device=pl_module.device), reduce_op="sum"))
+        grown = float(
+            trainer.strategy.reduce(
+                torch.tensor(float(not norm < WEIGHT_GROWTH * reference), device=pl_module.device), reduce_op="sum"
+            )
+        )
         if not grown:  # every rank decides alike (under FSDP each sees its shard)
             return
-        what = ("the trainable weights are not finite" if not math.isfinite(norm) else
-                f"the norm of the trainable weights is {norm:.3g}, {norm / reference:.3g} times its value when "
-                f"training started ({self._initial_norm:.3g}; the bound is {WEIGHT_GROWTH:g} times)")
+        what = (
+            "the trainable weights are not finite"
+            if not math.isfinite(norm)
+            else f"the norm of the trainable weights is {norm:.3g}, {norm / reference:.3g} times its value when "
+            f"training started ({self._initial_norm:.3g}; the bound is {WEIGHT_GROWTH:g} times)"
+        )
         self._stop(trainer, what)
 
     def _stop(self, trainer: pl.Trainer, what: str) -> None:
@@ -152,8 +174,10 @@ class NonFiniteGuard(pl.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.skipped:
-            log.warning("%d optimizer steps were skipped for a non-finite loss or gradient (dpo.on_nonfinite=skip)",
-                        self.skipped)
+            log.warning(
+                "%d optimizer steps were skipped for a non-finite loss or gradient (dpo.on_nonfinite=skip)",
+                self.skipped,
+            )
 
     def state_dict(self) -> dict:
         return {"skipped": self.skipped}
@@ -195,8 +219,10 @@ def _describe(languages: Sequence[str]) -> str:
 def _settings_now(trainer: pl.Trainer) -> str:
     lrs = sorted({group["lr"] for opt in trainer.optimizers for group in opt.param_groups})
     lr = ", ".join(f"{value:g}" for value in lrs) or "?"
-    return (f"dpo.optimizer.lr (the learning rate is now {lr}), trainer.gradient_clip_val (now "
-            f"{trainer.gradient_clip_val}) and trainer.precision (now {trainer.precision})")
+    return (
+        f"dpo.optimizer.lr (the learning rate is now {lr}), trainer.gradient_clip_val (now "
+        f"{trainer.gradient_clip_val}) and trainer.precision (now {trainer.precision})"
+    )
 
 
 def _last_good(trainer: pl.Trainer) -> str:

@@ -7,7 +7,6 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 
-
 class LanguageMeans:
     """Running sums and counts of per-pair metrics, overall and per language.
 

@@ -36,7 +36,9 @@ def build_tiny_tokenizer(vocab_size: int = 512, *, with_bos: bool = False) -> Pr
     callers must not add it twice; the vocabulary is the same either way.
     """
     if vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise ConfigError(f"model.tokenizer.vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (bytes + special tokens)")
+        raise ConfigError(
+            f"model.tokenizer.vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (bytes + special tokens)"
+        )
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()

@@ -48,8 +48,9 @@ from congrad.utils.loggers import closing
 
 log = logging.getLogger(__name__)
 
-RULE_JUDGE_NOTE = ("judged by the rule judge: a check of the pipeline, not self-rewarding "
-                   "(the policy did not judge its own responses)")
+RULE_JUDGE_NOTE = (
+    "judged by the rule judge: a check of the pipeline, not self-rewarding (the policy did not judge its own responses)"
+)
 DONE = "iteration.json"
 
 
@@ -79,8 +80,10 @@ def run_self_reward(cfg: DictConfig) -> dict[str, float]:
         else:
             adapters.append(str(it_dir / "adapter"))
     costs = [run_dir / f"iteration_{t}" / cost.FILE for t in range(1, cfg.iterations + 1)]
-    write_json(run_dir / cost.FILE, cost.total(json.loads(path.read_text(encoding="utf-8"))
-                                               for path in costs if path.is_file()))
+    write_json(
+        run_dir / cost.FILE,
+        cost.total(json.loads(path.read_text(encoding="utf-8")) for path in costs if path.is_file()),
+    )
     log_evaluation_curve(cfg, run_dir)
     return metrics
 
@@ -88,8 +91,9 @@ def run_self_reward(cfg: DictConfig) -> dict[str, float]:
 def log_evaluation_curve(cfg: DictConfig, run_dir: Path) -> None:
     """The evaluation of every finished iteration, at step t, in one run of the loggers (W&B: ``<name>-eval``
     in the loop's group; CSV: ``<run dir>/metrics.csv``): the per-iteration curve."""
-    found = sorted((int(path.parents[1].name.split("_")[1]), path)
-                   for path in run_dir.glob("iteration_*/eval/results.json"))
+    found = sorted(
+        (int(path.parents[1].name.split("_")[1]), path) for path in run_dir.glob("iteration_*/eval/results.json")
+    )
     if not found:
         return
     lcfg = copy.deepcopy(cfg)
@@ -105,8 +109,9 @@ def log_evaluation_curve(cfg: DictConfig, run_dir: Path) -> None:
             log_results(loggers, json.loads(path.read_text(encoding="utf-8")), step=t)
 
 
-def run_iteration(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str], prompts, judge,
-                  trained: str | None = None) -> dict[str, float]:
+def run_iteration(
+    cfg: DictConfig, t: int, it_dir: Path, adapters: list[str], prompts, judge, trained: str | None = None
+) -> dict[str, float]:
     """Iteration t from π_t: the base with ``adapters`` merged and a fresh LoRA (the reference: π_t), or with
     ``trained`` (reference=initial, from iteration 2) that adapter trained on (the reference: π_0)."""
     start = time.time()
@@ -120,10 +125,15 @@ def run_iteration(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str], pr
         log.info("iteration %d: reusing %s", t, it_dir / "generations.jsonl")
     else:
         pl.seed_everything(cfg.seed + t)
-        generator = TextGenerator(policy, tokenizer, batch_size=sr.batch_size,
-                                  max_prompt_length=sr.max_prompt_length, device=sr.device)
-        log.info("iteration %d: generating and judging %d responses to each of %d prompts", t,
-                 sr.generation.num_responses, len(prompts))
+        generator = TextGenerator(
+            policy, tokenizer, batch_size=sr.batch_size, max_prompt_length=sr.max_prompt_length, device=sr.device
+        )
+        log.info(
+            "iteration %d: generating and judging %d responses to each of %d prompts",
+            t,
+            sr.generation.num_responses,
+            len(prompts),
+        )
         with _resumable(t, it_dir, "while generating and judging", reused=False), interruptible():
             generations = generate_and_judge(prompts, generator, judge, Sampling(**sr.generation))
         write_generations(it_dir, generations, source)
@@ -135,28 +145,45 @@ def run_iteration(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str], pr
         report["note"] = RULE_JUDGE_NOTE
     write_json(it_dir / "self_reward.json", report)
     if not pairs:
-        raise CongradError(f"iteration {t}: no preference pairs (counts in {it_dir / 'self_reward.json'}); "
-                           "try more prompts or responses, a smaller self_reward.min_score_gap, or "
-                           "self_reward.language_match=false")
+        raise CongradError(
+            f"iteration {t}: no preference pairs (counts in {it_dir / 'self_reward.json'}); "
+            "try more prompts or responses, a smaller self_reward.min_score_gap, or "
+            "self_reward.language_match=false"
+        )
     write_jsonl(it_dir / "pairs.jsonl", pairs)
-    log.info("iteration %d: %d pairs (%s)", t, len(pairs),
-             ", ".join(f"{lang} {c.get('pairs', 0)}" for lang, c in counts["languages"].items()))
+    log.info(
+        "iteration %d: %d pairs (%s)",
+        t,
+        len(pairs),
+        ", ".join(f"{lang} {c.get('pairs', 0)}" for lang, c in counts["languages"].items()),
+    )
 
     for attempt in ("checkpoints", "filter"):  # a fit cut short restarts from π_t, its filter history with it
         shutil.rmtree(it_dir / attempt, ignore_errors=True)
     seen = OmegaConf.select(cfg, "data.languages") or sorted({p.language for p in prompts})
     with _resumable(t, it_dir, "while training", reused=True):
-        metrics = fit(icfg, tokenizer, policy, metrics=_pair_metrics(counts),
-                      callbacks=evaluation_callbacks(icfg, it_dir / "eval", seen, judge=judge))
-    write_json(it_dir / DONE, {
-        "iteration": t,
-        "reference": {"base": OmegaConf.to_container(cfg.model.backbone, resolve=True), "merged_adapters": adapters},
-        "trained_from": trained,  # the adapter this iteration went on training (reference=initial), else null
-        "adapter": str(it_dir / "adapter"),
-        "judge": report["judge"],
-        "pairs": len(pairs),
-        "seconds": {"generate_and_judge": round(generated_s, 1), "total": round(time.time() - start, 1)},
-    })
+        metrics = fit(
+            icfg,
+            tokenizer,
+            policy,
+            metrics=_pair_metrics(counts),
+            callbacks=evaluation_callbacks(icfg, it_dir / "eval", seen, judge=judge),
+        )
+    write_json(
+        it_dir / DONE,
+        {
+            "iteration": t,
+            "reference": {
+                "base": OmegaConf.to_container(cfg.model.backbone, resolve=True),
+                "merged_adapters": adapters,
+            },
+            "trained_from": trained,  # the adapter this iteration went on training (reference=initial), else null
+            "adapter": str(it_dir / "adapter"),
+            "judge": report["judge"],
+            "pairs": len(pairs),
+            "seconds": {"generate_and_judge": round(generated_s, 1), "total": round(time.time() - start, 1)},
+        },
+    )
     log.info("iteration %d finished in %.1f s", t, time.time() - start)
     return metrics
 
@@ -168,14 +195,19 @@ def _resumable(t: int, it_dir: Path, phase: str, reused: bool):
         yield
     except Interrupted as err:
         again = "its generations are reused" if reused else "it generates its responses again"
-        raise Interrupted(err.signum, (
-            f"interrupted by {err.signal_name} in iteration {t} {phase}: rerun with hydra.run.dir={it_dir.parent} "
-            f"to resume (finished iterations are skipped; {again}, and its training starts again from its "
-            "reference policy)")) from None
+        raise Interrupted(
+            err.signum,
+            (
+                f"interrupted by {err.signal_name} in iteration {t} {phase}: rerun with hydra.run.dir={it_dir.parent} "
+                f"to resume (finished iterations are skipped; {again}, and its training starts again from its "
+                "reference policy)"
+            ),
+        ) from None
 
 
-def iteration_config(cfg: DictConfig, t: int, it_dir: Path, adapters: list[str],
-                     trained: str | None = None) -> DictConfig:
+def iteration_config(
+    cfg: DictConfig, t: int, it_dir: Path, adapters: list[str], trained: str | None = None
+) -> DictConfig:
     """``cfg`` for the fit of iteration t: outputs in ``it_dir``, data = its pairs, the policy π_t (``adapters``
     merged, and ``trained``, an adapter to go on training, with reference=initial), and one W&B run per
     iteration, grouped by the run (or the sweep's group).

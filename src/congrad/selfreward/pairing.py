@@ -8,8 +8,9 @@ TOO_FEW, TIE, SMALL_GAP, IDENTICAL = "too_few", "tie", "small_gap", "identical"
 NO_PAIR_REASONS = (TOO_FEW, TIE, SMALL_GAP, IDENTICAL)
 
 
-def best_vs_worst(responses: Sequence[str], scores: Sequence[float | None],
-                  min_score_gap: float) -> tuple[tuple[int, int] | None, str | None]:
+def best_vs_worst(
+    responses: Sequence[str], scores: Sequence[float | None], min_score_gap: float
+) -> tuple[tuple[int, int] | None, str | None]:
     """``((chosen, rejected), None)``: the indices of the best and the worst scored response (the first of
     equals); or ``(None, reason)``: fewer than two scored responses, a tie, a gap under ``min_score_gap``,
     or the same text on both sides."""

@@ -40,14 +40,20 @@ def generate_and_judge(prompts: Sequence[Prompt], generator: TextGenerator, judg
                 dropped.append(None)
                 candidates.append(Candidate(prompt.prompt, prompt.language, text))
                 slots.append((k, j))
-        rows.append({
-            "id": prompt.id, "language": prompt.language, "prompt": prompt.prompt, "responses": texts,
-            "scores": [None] * len(texts), "judge_samples": [[] for _ in texts],
-            "judge_problems": [[] for _ in texts],
-            "detected_language": [d.language for d in detections],
-            "language_confidence": [d.confidence for d in detections],
-            "dropped": dropped,
-        })
+        rows.append(
+            {
+                "id": prompt.id,
+                "language": prompt.language,
+                "prompt": prompt.prompt,
+                "responses": texts,
+                "scores": [None] * len(texts),
+                "judge_samples": [[] for _ in texts],
+                "judge_problems": [[] for _ in texts],
+                "detected_language": [d.language for d in detections],
+                "language_confidence": [d.confidence for d in detections],
+                "dropped": dropped,
+            }
+        )
     with cost.stage("judge"):
         verdicts = judge.judge(candidates, generator) if candidates else []
     keep_texts = any(v.texts for v in verdicts)  # LLM judges: keep what they wrote
@@ -66,8 +72,7 @@ def generate_and_judge(prompts: Sequence[Prompt], generator: TextGenerator, judg
     return rows
 
 
-def pairs_from_generations(rows: Sequence[dict], min_score_gap: float,
-                           language_match: bool) -> tuple[list[dict], dict]:
+def pairs_from_generations(rows: Sequence[dict], min_score_gap: float, language_match: bool) -> tuple[list[dict], dict]:
     """The ``pairs.jsonl`` rows (the preference format, with ``chosen_score`` and ``rejected_score``) and the counts of
     what happened on the way, per language and in total. With ``language_match`` a response whose identified
     language is not the prompt's takes no part (``dropped_language``); without, it is only counted
@@ -78,11 +83,15 @@ def pairs_from_generations(rows: Sequence[dict], min_score_gap: float,
         c = counts[row["language"]]
         c["prompts"] += 1
         c["responses"] += len(row["responses"])
-        mismatch = [bool(text) and not same_language(detected, row["language"])
-                    for text, detected in zip(row["responses"], row["detected_language"])]
+        mismatch = [
+            bool(text) and not same_language(detected, row["language"])
+            for text, detected in zip(row["responses"], row["detected_language"])
+        ]
         c["language_mismatch"] += sum(mismatch)
-        dropped = [reason or (LANGUAGE if language_match and other else None)
-                   for reason, other in zip(row["dropped"], mismatch)]
+        dropped = [
+            reason or (LANGUAGE if language_match and other else None)
+            for reason, other in zip(row["dropped"], mismatch)
+        ]
         c.update(f"dropped_{reason}" for reason in dropped if reason)
         c.update(f"judgements_{problem or 'valid'}" for problems in row["judge_problems"] for problem in problems)
         scores = [None if reason else score for score, reason in zip(row["scores"], dropped)]
@@ -92,12 +101,20 @@ def pairs_from_generations(rows: Sequence[dict], min_score_gap: float,
             continue
         c["pairs"] += 1
         best, worst = pair
-        pairs.append({
-            "id": row["id"], "language": row["language"], "prompt": row["prompt"],
-            "chosen": row["responses"][best], "rejected": row["responses"][worst],
-            "chosen_score": row["scores"][best], "rejected_score": row["scores"][worst],
-        })
+        pairs.append(
+            {
+                "id": row["id"],
+                "language": row["language"],
+                "prompt": row["prompt"],
+                "chosen": row["responses"][best],
+                "rejected": row["responses"][worst],
+                "chosen_score": row["scores"][best],
+                "rejected_score": row["scores"][worst],
+            }
+        )
     total = sum(counts.values(), Counter())
-    report = {"languages": {lang: dict(sorted(c.items())) for lang, c in sorted(counts.items())},
-              "total": dict(sorted(total.items()))}
+    report = {
+        "languages": {lang: dict(sorted(c.items())) for lang, c in sorted(counts.items())},
+        "total": dict(sorted(total.items())),
+    }
     return pairs, report

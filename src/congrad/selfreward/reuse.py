@@ -43,15 +43,24 @@ def generations_source(cfg: DictConfig, prompts: Sequence[Prompt], adapters: Seq
     """What an iteration's generations are made from: its prompts, the adapters merged into its policy, and
     the settings that shape them (generation, the base model, the judge, the seed), by their names."""
     sr = cfg.self_reward
-    settings = {"seed": int(cfg.seed), "self_reward.batch_size": sr.batch_size,
-                "self_reward.max_prompt_length": sr.max_prompt_length}
-    for name, node in (("self_reward.generation", sr.generation), ("model.tokenizer", cfg.model.tokenizer),
-                       ("model.backbone", cfg.model.backbone), ("judge", cfg.judge)):
+    settings = {
+        "seed": int(cfg.seed),
+        "self_reward.batch_size": sr.batch_size,
+        "self_reward.max_prompt_length": sr.max_prompt_length,
+    }
+    for name, node in (
+        ("self_reward.generation", sr.generation),
+        ("model.tokenizer", cfg.model.tokenizer),
+        ("model.backbone", cfg.model.backbone),
+        ("judge", cfg.judge),
+    ):
         settings.update(_flat(OmegaConf.to_container(node, resolve=True), name))
     prompt_rows = [[p.id, p.language, p.prompt] for p in prompts]
-    return {"prompts": {"path": str(sr.prompts.path), "count": len(prompts), "sha256": _digest(prompt_rows)},
-            "merged_adapters": [adapter_digest(Path(path)) for path in adapters],
-            "settings": settings}
+    return {
+        "prompts": {"path": str(sr.prompts.path), "count": len(prompts), "sha256": _digest(prompt_rows)},
+        "merged_adapters": [adapter_digest(Path(path)) for path in adapters],
+        "settings": settings,
+    }
 
 
 def reusable_generations(it_dir: Path, source: dict) -> list[dict] | None:
@@ -70,11 +79,16 @@ def reusable_generations(it_dir: Path, source: dict) -> list[dict] | None:
         raise CongradError(
             f"{path} was made from other settings than this run's ({'; '.join(differences)}): to generate it "
             f"again with these, move it and {record_path.name} away; to reuse it, run with the settings it was "
-            "made from")
+            "made from"
+        )
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != record.get("sha256"):
-        log.warning("%s is not the file that was written (%d bytes, %d recorded: cut short or changed); "
-                    "generating it again", path, len(data), record.get("bytes", -1))
+        log.warning(
+            "%s is not the file that was written (%d bytes, %d recorded: cut short or changed); generating it again",
+            path,
+            len(data),
+            record.get("bytes", -1),
+        )
         return None
     try:
         rows = [row for _, row in read_json_lines(path)]
@@ -89,8 +103,10 @@ def write_generations(it_dir: Path, rows: Sequence[dict], source: dict) -> None:
     path = it_dir / GENERATIONS
     write_jsonl(path, rows)
     data = path.read_bytes()
-    write_json(it_dir / RECORD, {"made_from": source, "rows": len(rows), "bytes": len(data),
-                                 "sha256": hashlib.sha256(data).hexdigest()})
+    write_json(
+        it_dir / RECORD,
+        {"made_from": source, "rows": len(rows), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()},
+    )
 
 
 def check_finished(it_dir: Path) -> None:
@@ -100,15 +116,18 @@ def check_finished(it_dir: Path) -> None:
         raise CongradError(
             f"{it_dir.name} is finished ({it_dir / 'iteration.json'}) but its trained adapter {adapter} is missing "
             f"or incomplete, and the iterations after it start from it: restore it, or delete "
-            f"{it_dir / 'iteration.json'} (and those of the iterations after it) to train {it_dir.name} again")
+            f"{it_dir / 'iteration.json'} (and those of the iterations after it) to train {it_dir.name} again"
+        )
 
 
 def adapter_digest(adapter: Path) -> str:
     """The content of a trained adapter as merging uses it: its weights and their scaling."""
     files = _adapter_files(adapter)
     if files is None:
-        raise CongradError(f"{adapter}: not a trained adapter to merge (it needs adapter_config.json and "
-                           f"{' or '.join(ADAPTER_WEIGHTS)})")
+        raise CongradError(
+            f"{adapter}: not a trained adapter to merge (it needs adapter_config.json and "
+            f"{' or '.join(ADAPTER_WEIGHTS)})"
+        )
     config, weights = files
     scaling = {key: json.loads(config.read_text(encoding="utf-8")).get(key) for key in ADAPTER_SCALING}
     digest = hashlib.sha256(weights.read_bytes())
@@ -128,13 +147,18 @@ def _differences(recorded: dict, current: dict) -> list[str]:
     found = []
     old_prompts, new_prompts = recorded.get("prompts") or {}, current["prompts"]
     if old_prompts.get("sha256") != new_prompts["sha256"]:
-        found.append(f"other prompts: {old_prompts.get('count')} from {old_prompts.get('path')} then, "
-                     f"{new_prompts['count']} from self_reward.prompts.path={new_prompts['path']} now")
+        found.append(
+            f"other prompts: {old_prompts.get('count')} from {old_prompts.get('path')} then, "
+            f"{new_prompts['count']} from self_reward.prompts.path={new_prompts['path']} now"
+        )
     if recorded.get("merged_adapters") != current["merged_adapters"]:
         found.append("another policy: the adapters merged into it differ")
     old, new = recorded.get("settings") or {}, current["settings"]
-    found += [f"{key}={old.get(key, '(unset)')} then, {new.get(key, '(unset)')} now"
-              for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    found += [
+        f"{key}={old.get(key, '(unset)')} then, {new.get(key, '(unset)')} now"
+        for key in sorted(set(old) | set(new))
+        if old.get(key) != new.get(key)
+    ]
     return found
 
 

@@ -48,8 +48,10 @@ class IterationWork:
 def pool(cfg: DictConfig) -> Pool:
     """The prompt pool's size per language of ``self_reward.prompts`` (module docstring)."""
     section = cfg.self_reward.prompts
-    languages = requested_languages(OmegaConf.to_container(section.languages, resolve=True)
-                                    if section.get("languages") is not None else None, "self_reward.prompts.languages")
+    languages = requested_languages(
+        OmegaConf.to_container(section.languages, resolve=True) if section.get("languages") is not None else None,
+        "self_reward.prompts.languages",
+    )
     cap = section.get("per_language")
     rows = OmegaConf.to_container(section.rows, resolve=True) if section.get("rows") else {}
     by_language = {lang: n for lang, n in rows.items() if lang != "all"}
@@ -92,7 +94,9 @@ def iteration_work(cfg: DictConfig, pool_size: Pool) -> list[IterationWork]:
     per_step = int(cfg.data.batch_size) * devices
     work = []
     for t in range(1, int(cfg.iterations) + 1):
-        prompts = sum(n if per_iteration is None else min(n, int(per_iteration)) for n in pool_size.per_language.values())
+        prompts = sum(
+            n if per_iteration is None else min(n, int(per_iteration)) for n in pool_size.per_language.values()
+        )
         responses = prompts * k
         calls = responses * (int(judge.n_samples) if llm_judge else 1)
         tokens = responses * int(sr.generation.max_new_tokens) + (calls * int(judge.max_new_tokens) if llm_judge else 0)
@@ -107,21 +111,47 @@ def work_lines(cfg: DictConfig) -> list[str]:
     """The plan's table of the work per iteration."""
     found = pool(cfg)
     sizes = ", ".join(f"{lang} {n}" for lang, n in found.per_language.items()) or "?"
-    lines = [f"  self-rewarding work per iteration (pool {cfg.self_reward.prompts.path}: {sizes} prompts per "
-             f"language, from {found.source})"]
+    lines = [
+        f"  self-rewarding work per iteration (pool {cfg.self_reward.prompts.path}: {sizes} prompts per "
+        f"language, from {found.source})"
+    ]
     per_iteration = cfg.self_reward.prompts.get("per_iteration")
-    short = [lang for lang, n in found.per_language.items()
-             if per_iteration is not None and n < int(per_iteration) * int(cfg.iterations)]
+    short = [
+        lang
+        for lang, n in found.per_language.items()
+        if per_iteration is not None and n < int(per_iteration) * int(cfg.iterations)
+    ]
     if short:
-        lines.append(f"  (the pool has too few prompts in {', '.join(short)} for {cfg.iterations} slices of "
-                     f"self_reward.prompts.per_iteration={per_iteration}: the loop will stop)")
-    header = ("iteration", "prompts", "responses", "judge calls", "tokens to generate", "candidate pairs",
-              "ConGrad passes", "training steps")
+        lines.append(
+            f"  (the pool has too few prompts in {', '.join(short)} for {cfg.iterations} slices of "
+            f"self_reward.prompts.per_iteration={per_iteration}: the loop will stop)"
+        )
+    header = (
+        "iteration",
+        "prompts",
+        "responses",
+        "judge calls",
+        "tokens to generate",
+        "candidate pairs",
+        "ConGrad passes",
+        "training steps",
+    )
     lines.append("  " + "  ".join(f"{h:>{max(len(h), 9)}}" for h in header))
     for w in iteration_work(cfg, found):
-        values = (w.iteration, w.prompts, w.responses, w.judge_calls, w.tokens_to_generate, w.candidate_pairs,
-                  w.congrad_passes, w.training_steps)
+        values = (
+            w.iteration,
+            w.prompts,
+            w.responses,
+            w.judge_calls,
+            w.tokens_to_generate,
+            w.candidate_pairs,
+            w.congrad_passes,
+            w.training_steps,
+        )
         lines.append("  " + "  ".join(f"{v:>{max(len(h), 9)},}" for h, v in zip(header, values)))
-    lines.append("  (tokens at most max_new_tokens each; pairs at most one per prompt; training steps over "
-                 + ("them" if found.exact else "them, with the pool's size a bound") + ")")
+    lines.append(
+        "  (tokens at most max_new_tokens each; pairs at most one per prompt; training steps over "
+        + ("them" if found.exact else "them, with the pool's size a bound")
+        + ")"
+    )
     return lines

@@ -77,8 +77,10 @@ def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
     with open(p, "rb") as f:
         head = f.read(4)
     if not head:
-        raise CongradError(f"{where} is empty: a save that did not finish? Use another checkpoint of the run, "
-                           "e.g. an epoch_*.ckpt beside it")
+        raise CongradError(
+            f"{where} is empty: a save that did not finish? Use another checkpoint of the run, "
+            "e.g. an epoch_*.ckpt beside it"
+        )
     if head != b"PK\x03\x04":  # torch.save writes a zip archive
         raise CongradError(f"{where} is not a PyTorch checkpoint: give a checkpoints/*.ckpt of a train.py run")
     try:
@@ -86,20 +88,29 @@ def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
     except Exception as err:  # torch raises many types for a file it cannot read
         reason = (str(err).strip() or type(err).__name__).splitlines()[0].split(". ")[0]
         if "weights only load failed" in str(err).lower():
-            raise CongradError(f"{where} holds Python objects that a congrad training checkpoint does not: it is "
-                               "not one (give a checkpoints/*.ckpt of a train.py run)") from None
+            raise CongradError(
+                f"{where} holds Python objects that a congrad training checkpoint does not: it is "
+                "not one (give a checkpoints/*.ckpt of a train.py run)"
+            ) from None
         raise CongradError(
             f"{where} is cut short or damaged ({reason[:200]}): a copy or a save that did not finish? Use another "
             "checkpoint of the run, e.g. an epoch_*.ckpt beside it"
         ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "pytorch-lightning_version" not in checkpoint:
-        raise CongradError(f"{where} is not a Lightning training checkpoint: give a checkpoints/*.ckpt of a "
-                           "train.py run")
+    if (
+        not isinstance(checkpoint, dict)
+        or "state_dict" not in checkpoint
+        or "pytorch-lightning_version" not in checkpoint
+    ):
+        raise CongradError(
+            f"{where} is not a Lightning training checkpoint: give a checkpoints/*.ckpt of a train.py run"
+        )
     state = checkpoint["state_dict"]
     hparams = checkpoint.get("hyper_parameters") or {}
     if not state or not all(key.startswith("policy.") for key in state) or "beta" not in hparams:
-        raise CongradError(f"{where} is a Lightning checkpoint of another program, not of a congrad DPO run "
-                           "(train.py): its weights are not a policy's")
+        raise CongradError(
+            f"{where} is a Lightning checkpoint of another program, not of a congrad DPO run "
+            "(train.py): its weights are not a policy's"
+        )
     record = checkpoint.get(KEY) or {}
     return CheckpointInfo(
         path=str(path),

@@ -80,21 +80,33 @@ class CostMeter:
             seconds = dict(self.seconds)
             if self._stack:
                 seconds[self._stack[-1]] += now - self._mark
-            return summarize(seconds, now - self._start, dict(self.tokens), dict(self.judge_requests),
-                             self.pairs_sketched, self.sketch_passes)
+            return summarize(
+                seconds,
+                now - self._start,
+                dict(self.tokens),
+                dict(self.judge_requests),
+                self.pairs_sketched,
+                self.sketch_passes,
+            )
 
 
-def summarize(seconds: dict, total: float, tokens: dict, judge_requests: dict, pairs_sketched: int,
-              sketch_passes: int) -> dict:
+def summarize(
+    seconds: dict, total: float, tokens: dict, judge_requests: dict, pairs_sketched: int, sketch_passes: int
+) -> dict:
     """The ``cost.json`` layout from the raw numbers; ``sketch_to_train`` is the ConGrad pass's seconds over
     the training seconds (null without training)."""
     stages = {name: round(seconds.get(name, 0.0), 3) for name in STAGES}
     train = seconds.get("train", 0.0)
     return {
-        "seconds": {**stages, OTHER: round(max(0.0, total - sum(seconds.get(n, 0.0) for n in STAGES)), 3),
-                    "total": round(total, 3)},
-        "tokens_generated": {**{name: int(tokens.get(name, 0)) for name in (*TOKEN_STAGES, OTHER)},
-                             "total": int(sum(tokens.values()))},
+        "seconds": {
+            **stages,
+            OTHER: round(max(0.0, total - sum(seconds.get(n, 0.0) for n in STAGES)), 3),
+            "total": round(total, 3),
+        },
+        "tokens_generated": {
+            **{name: int(tokens.get(name, 0)) for name in (*TOKEN_STAGES, OTHER)},
+            "total": int(sum(tokens.values())),
+        },
         "judge_requests": {name: int(judge_requests.get(name, 0)) for name in REQUESTS},
         "pairs_sketched": int(pairs_sketched),
         "sketch_passes": int(sketch_passes),
@@ -109,8 +121,14 @@ def total(costs: Iterable[dict]) -> dict:
     seconds = {name: sum(c["seconds"][name] for c in costs) for name in STAGES}
     tokens = {name: sum(c["tokens_generated"][name] for c in costs) for name in (*TOKEN_STAGES, OTHER)}
     requests = {name: sum(c["judge_requests"][name] for c in costs) for name in REQUESTS}
-    summed = summarize(seconds, sum(c["seconds"]["total"] for c in costs), tokens, requests,
-                       sum(c["pairs_sketched"] for c in costs), sum(c["sketch_passes"] for c in costs))
+    summed = summarize(
+        seconds,
+        sum(c["seconds"]["total"] for c in costs),
+        tokens,
+        requests,
+        sum(c["pairs_sketched"] for c in costs),
+        sum(c["sketch_passes"] for c in costs),
+    )
     return {**summed, "parts": len(costs), "finished": all(c.get("finished", True) for c in costs)}
 
 

@@ -34,8 +34,9 @@ CURRENT = ".set"
 LOCK = ".lock"
 
 
-def write_file_set(directory: str | os.PathLike, writers: Mapping[str, Callable[[Path], None]],
-                   keep_as: str | None = None) -> Path:
+def write_file_set(
+    directory: str | os.PathLike, writers: Mapping[str, Callable[[Path], None]], keep_as: str | None = None
+) -> Path:
     """Replace the set of files ``writers`` names in ``directory`` as one: ``writers[name](path)`` writes
     file ``name`` at ``path`` (a temporary location). An exception in a writer leaves the previous set; a
     failure for want of space or permission is an :class:`~congrad.utils.io.OutputError` naming the file.

@@ -48,8 +48,9 @@ def is_repo_id(value: str) -> bool:
     return True
 
 
-def cached(repo_id: str, repo_type: str = "model", revision: str | None = None,
-           filenames: Sequence[str] = ("config.json",)) -> bool:
+def cached(
+    repo_id: str, repo_type: str = "model", revision: str | None = None, filenames: Sequence[str] = ("config.json",)
+) -> bool:
     """Whether the local cache holds the repository: one of ``filenames`` of a model (at ``revision``), or
     anything of a data set (the hub cache, or the ``datasets`` cache it was loaded into)."""
     from huggingface_hub import constants, try_to_load_from_cache
@@ -96,6 +97,8 @@ def how_to_provide(repo_id: str, setting: str, repo_type: str = "model") -> str:
     """One line: the ways to make ``repo_id`` loadable without asking the hub at run time."""
     home = os.environ.get("HF_HOME", "~/.cache/huggingface")
     kind = " --repo-type dataset" if repo_type == "dataset" else ""
-    return (f"download it once where there is network (`huggingface-cli download {repo_id}{kind} --local-dir DIR`) "
-            f"and set {setting}=DIR, or point HF_HOME (now {home}) at a Hugging Face cache that holds it; a gated "
-            f"{repo_type} also needs its licence accepted on huggingface.co and `huggingface-cli login` (or HF_TOKEN)")
+    return (
+        f"download it once where there is network (`huggingface-cli download {repo_id}{kind} --local-dir DIR`) "
+        f"and set {setting}=DIR, or point HF_HOME (now {home}) at a Hugging Face cache that holds it; a gated "
+        f"{repo_type} also needs its licence accepted on huggingface.co and `huggingface-cli login` (or HF_TOKEN)"
+    )

@@ -83,11 +83,15 @@ class GracefulStop(pl.Callback):
         """The error a fit stopped by a signal raises."""
         name = signal.Signals(self.signum).name
         if self.checkpoint is not None:
-            what = (f"saved a resumable checkpoint, {self.checkpoint}. Resume with: "
-                    f"{self.resume_hint} ckpt_path={self.checkpoint}")
+            what = (
+                f"saved a resumable checkpoint, {self.checkpoint}. Resume with: "
+                f"{self.resume_hint} ckpt_path={self.checkpoint}"
+            )
         else:
-            what = ("no checkpoint was saved (a second Ctrl-C stops at once; callbacks.model_checkpoint=null "
-                    "saves none); the last one saved is in the run's checkpoints/ folder, if any")
+            what = (
+                "no checkpoint was saved (a second Ctrl-C stops at once; callbacks.model_checkpoint=null "
+                "saves none); the last one saved is in the run's checkpoints/ folder, if any"
+            )
         return Interrupted(self.signum, f"interrupted by {name} at {self.where}: {what}")
 
 

@@ -44,8 +44,11 @@ def write_failure(err: BaseException, where: str | os.PathLike) -> str | None:
         if isinstance(err, OutputError):
             return err.reason
         if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:
-            read = err.errno in (errno.EACCES, errno.EPERM) and err.filename is not None and not \
-                _on_the_way(os.path.abspath(os.fsdecode(err.filename)), where)
+            read = (
+                err.errno in (errno.EACCES, errno.EPERM)
+                and err.filename is not None
+                and not _on_the_way(os.path.abspath(os.fsdecode(err.filename)), where)
+            )
             return None if read else err.strerror or os.strerror(err.errno)
         found = _OS_ERROR.search(str(err))
         if found and int(found.group(1)) in WRITE_ERRNOS:

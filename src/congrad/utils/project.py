@@ -21,7 +21,9 @@ def project_root() -> Path:
     return root
 
 
-def compose_config(config_name: str = "train", overrides: Sequence[str] = (), output_dir: str | os.PathLike | None = None):
+def compose_config(
+    config_name: str = "train", overrides: Sequence[str] = (), output_dir: str | os.PathLike | None = None
+):
     """``conf/<config_name>.yaml`` composed with Hydra ``overrides`` outside a Hydra run (tests, benchmarks),
     as the entry point would see it. The Hydra config is registered, so keys that interpolate ``${hydra:...}``
     resolve; ``output_dir`` sets ``paths.output_dir`` (the run directory) and, for filter.py's config, the

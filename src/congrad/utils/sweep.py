@@ -82,8 +82,10 @@ class SweepStatus(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if _is_multirun(config):
-            write_json(_status_path(config), {**self._job(config), "status": None, "message": None,
-                                              "started": _now(), "ended": None})
+            write_json(
+                _status_path(config),
+                {**self._job(config), "status": None, "message": None, "started": _now(), "ended": None},
+            )
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if not _is_multirun(config):
@@ -91,8 +93,9 @@ class SweepStatus(Callback):
         status, message = _outcome(job_return)
         path = _status_path(config)
         started = _read(path).get("started") if path.is_file() else None
-        write_json(path, {**self._job(config), "status": status, "message": message, "started": started,
-                          "ended": _now()})
+        write_json(
+            path, {**self._job(config), "status": status, "message": message, "started": started, "ended": _now()}
+        )
         if status >= 128 and os.getpid() == self.sweep_pid:  # a signal to the sweep's own process
             statuses = job_statuses(Path(config.hydra.sweep.dir), self.sweep_id)
             print(summary(statuses, stopped_by=_read(path)), file=sys.stderr)
@@ -107,9 +110,12 @@ class SweepStatus(Callback):
         log.info("all %d jobs finished", len(statuses))
 
     def _job(self, config: DictConfig) -> dict:
-        return {"sweep": self.sweep_id, "job": int(config.hydra.job.num),
-                "overrides": list(OmegaConf.to_container(config.hydra.overrides.task)),
-                "run_dir": str(config.hydra.runtime.output_dir)}
+        return {
+            "sweep": self.sweep_id,
+            "job": int(config.hydra.job.num),
+            "overrides": list(OmegaConf.to_container(config.hydra.overrides.task)),
+            "run_dir": str(config.hydra.runtime.output_dir),
+        }
 
 
 def job_status(run_dir: str | os.PathLike) -> dict | None:
@@ -129,14 +135,18 @@ def summary(statuses: list[dict], stopped_by: dict | None = None) -> str:
     """The lines a multirun ends with: which jobs failed, with their status, message, overrides, run dir."""
     failed = [job for job in statuses if job.get("status")]
     if stopped_by is not None:
-        lines = [f"error: the sweep was stopped in job #{stopped_by['job']} (status {stopped_by['status']}); "
-                 f"the jobs after it were not run. {len(failed)} of {len(statuses)} jobs run failed:"]
+        lines = [
+            f"error: the sweep was stopped in job #{stopped_by['job']} (status {stopped_by['status']}); "
+            f"the jobs after it were not run. {len(failed)} of {len(statuses)} jobs run failed:"
+        ]
     else:
         lines = [f"error: {len(failed)} of {len(statuses)} jobs failed (the others finished):"]
     for job in failed:
-        lines += [f"  #{job.get('job')} status {job['status']}: {job.get('message')}",
-                  f"    overrides: {' '.join(job.get('overrides') or []) or '(none)'}",
-                  f"    run dir: {job.get('run_dir')}"]
+        lines += [
+            f"  #{job.get('job')} status {job['status']}: {job.get('message')}",
+            f"    overrides: {' '.join(job.get('overrides') or []) or '(none)'}",
+            f"    run dir: {job.get('run_dir')}",
+        ]
     return "\n".join(lines)
 
 
@@ -163,8 +173,11 @@ def _read(path: Path) -> dict:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         return {"status": None, "message": f"{path} cannot be read ({err})", "run_dir": str(path.parent)}
-    return value if isinstance(value, dict) else {"status": None, "message": f"{path} is not a JSON object",
-                                                  "run_dir": str(path.parent)}
+    return (
+        value
+        if isinstance(value, dict)
+        else {"status": None, "message": f"{path} is not a JSON object", "run_dir": str(path.parent)}
+    )
 
 
 def _now() -> str:
