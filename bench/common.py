@@ -1,13 +1,13 @@
-"""What the benchmarks share: the offline environment, rank statistics and a mean ± sd formatter. The project's config and
-pieces come from the library (``congrad.utils.project.compose_config``, ``congrad.training``), so model
+"""What the benchmarks share: the offline environment, rank statistics and a mean ± sd formatter. The project's
+config and pieces come from the library (``congrad.utils.project.compose_config``, ``congrad.training``), so model
 sizes and DPO settings come from conf/, never from a benchmark."""
 
 from __future__ import annotations
 
 import os
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 

@@ -169,6 +169,7 @@ def child(spec: dict) -> dict:
     from congrad.kernels import reference as cs_reference
     from congrad.training import build_module
     from congrad.utils.project import compose_config
+
     from persample import random_batch
 
     torch.manual_seed(0)
@@ -201,14 +202,15 @@ def child(spec: dict) -> dict:
         state = [t for group in optimizer.state.values() for t in group.values() if torch.is_tensor(t)]
     else:
         sketcher = PerPairSketcher.from_config(module, cfg.sketch)
-        handles, held = [], []
+        held = []
         if mode == "held":
 
             def keep(mod, args, output):
                 if torch.is_grad_enabled():
                     held.append(args[0].detach())
 
-            handles = [o.module.register_forward_hook(keep) for o in sketcher.owners]
+            for owner in sketcher.owners:
+                owner.module.register_forward_hook(keep)
 
         def op():
             if mode == "reference":

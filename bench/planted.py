@@ -181,7 +181,7 @@ def scoring_part(args, train_path: Path, tmp: Path) -> None:
 
     columns = [*args.widths, "exact"]
     header = "".join(f"{('w=' + str(c)) if c != 'exact' else 'exact':>9}" for c in columns)
-    print(f"\nAUROC clean vs flipped, all pairs ranked together (1 = perfect, 0.5 = chance)")
+    print("\nAUROC clean vs flipped, all pairs ranked together (1 = perfect, 0.5 = chance)")
     print(f"{'aggregator':<12}{header}")
     for agg in args.aggregators:
         print(f"{agg:<12}" + "".join(f"{auroc(results[c][agg].scores, clean):9.3f}" for c in columns))
@@ -194,7 +194,7 @@ def scoring_part(args, train_path: Path, tmp: Path) -> None:
         print(f"{agg:<12}" + "".join(f"{auroc(results[c][agg].scores[sub], clean[sub]):9.3f}" for c in columns))
     print(f"{'random':<12}" + f"{auroc(random_scores[sub], clean[sub]):9.3f}" * len(columns))
 
-    print(f"\nSpearman of sketched vs exact-gradient scores")
+    print("\nSpearman of sketched vs exact-gradient scores")
     print(f"{'aggregator':<12}" + "".join(f"{'w=' + str(w):>9}" for w in args.widths))
     for agg in args.aggregators:
         print(

@@ -67,6 +67,7 @@ from congrad.kernels import count_sketch  # noqa: E402
 from congrad.training import build_pieces  # noqa: E402
 from congrad.utils.io import write_json  # noqa: E402
 from congrad.utils.project import compose_config, project_root  # noqa: E402
+
 import study_tables  # noqa: E402  (after common: it sets the offline environment)
 
 SCORED = ["pcgrad", "mean", "gradvac", "none", "random"]
@@ -121,6 +122,7 @@ def score_quality(cfg, pieces, widths: list[int], label: str) -> dict:
         "batched_vs_exact_sketch_rel_error": check,
         "by": {},
     }
+    out_exact = {}  # the exact gradients' scores ("exact" comes first), which every width is ranked against
     for key, vecs in vectors.items():
         per_global = filter_results(cfg, vecs, languages, SCORED, per_language=False)
         per_language = filter_results(cfg, vecs, languages, SCORED, per_language=True)
@@ -188,8 +190,10 @@ def print_quality(q: dict, widths: list[int]) -> None:
             + ", ".join(f"{k} {v}" for k, v in e["kept_per_language_global"].items())
         )
     print(
-        f"mean gradient norm clean {q['gradient_norm_mean']['clean']:.3g}, flipped {q['gradient_norm_mean']['flipped']:.3g}; "
-        f"mean DPO weight σ(−h) clean {q['dpo_weight_mean']['clean']:.3f}, flipped {q['dpo_weight_mean']['flipped']:.3f}; "
+        f"mean gradient norm clean {q['gradient_norm_mean']['clean']:.3g}, "
+        f"flipped {q['gradient_norm_mean']['flipped']:.3g}; "
+        f"mean DPO weight σ(−h) clean {q['dpo_weight_mean']['clean']:.3f}, "
+        f"flipped {q['dpo_weight_mean']['flipped']:.3f}; "
         "exact pcgrad AUROC with filter.normalize=true {true:.3f}, false {false:.3f}".format(
             **q["auroc_pcgrad_exact_by_normalize"]
         )

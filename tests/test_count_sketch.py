@@ -1,5 +1,5 @@
-"""Tests of the count-sketch kernel (kernels/count_sketch/, installed as congrad.kernels): the Triton kernel against the torch reference, the hash,
-the piecewise (offset) contract, and the statistics of the estimator.
+"""Tests of the count-sketch kernel (kernels/count_sketch/, installed as congrad.kernels): the Triton kernel against
+the torch reference, the hash, the piecewise (offset) contract, and the statistics of the estimator.
 
 On a machine without CUDA the Triton kernel runs in Triton's interpreter on CPU tensors (small inputs);
 with CUDA it runs compiled on the GPU and the tests marked ``gpu`` add larger cases.

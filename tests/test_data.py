@@ -11,10 +11,10 @@ from congrad.data.datamodule import PreferenceDataModule
 from congrad.data.formats import PreferenceRow, load_preference_rows
 from congrad.data.languages import ISO_639_1, is_iso_639_1
 from congrad.data.synthetic import make_preference_rows
-from congrad.utils.io import write_jsonl
 from congrad.data.tokenization import collate_pairs, encode_pair
 from congrad.errors import BadRowError, CongradError
 from congrad.models.tokenizer import build_tiny_tokenizer
+from congrad.utils.io import write_jsonl
 
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "tiny_multilingual.jsonl"
 

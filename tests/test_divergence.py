@@ -128,7 +128,6 @@ def test_a_diverged_fit_finishes_its_wandb_run_as_failed_and_the_next_fit_gets_i
     (exit status 3). Its offline W&B run is finished with exit code 3 (complete, marked failed); the second
     fit logs into a run of its own, finished with 0."""
     import wandb
-
     from conftest import wandb_exit_codes
 
     logged = [f"data.path={pairs_file}", *[o for o in QUIET if o != "~logger"], "logger=wandb"]

@@ -6,12 +6,12 @@ import csv
 import hydra
 import pytest
 import torch
+from test_dpo_module import VOCAB, make_module
 
 from congrad.data.synthetic import make_preference_rows
 from congrad.data.tokenization import collate_pairs
 from congrad.models.dpo_module import METRIC_NAMES, SUM_NAMES, batch_sums, trl_metrics
 from congrad.utils.io import write_jsonl
-from test_dpo_module import VOCAB, make_module
 
 
 def features(n, seed=0):

@@ -160,12 +160,12 @@ def test_ipo_logs_summed_logps_as_trl_and_averages_only_inside_its_loss():
     lengths = comp.sum(-1).tolist()
     beta, b = module.beta, 2
     for i in range(b):
-        w, l = i, b + i  # the rows of pair i's chosen and rejected completion
-        assert out["logps/chosen"][i].item() == pytest.approx(policy[w], abs=1e-4)
-        assert out["logps/rejected"][i].item() == pytest.approx(policy[l], abs=1e-4)
-        assert out["rewards/chosen"][i].item() == pytest.approx(beta * (policy[w] - ref[w]), abs=1e-5)
-        assert out["rewards/rejected"][i].item() == pytest.approx(beta * (policy[l] - ref[l]), abs=1e-5)
-        assert out["rewards/accuracies"][i].item() == float(policy[w] - ref[w] > policy[l] - ref[l])
-        averaged = (policy[w] - ref[w]) / lengths[w] - (policy[l] - ref[l]) / lengths[l]
+        c, r = i, b + i  # the rows of pair i's chosen and rejected completion
+        assert out["logps/chosen"][i].item() == pytest.approx(policy[c], abs=1e-4)
+        assert out["logps/rejected"][i].item() == pytest.approx(policy[r], abs=1e-4)
+        assert out["rewards/chosen"][i].item() == pytest.approx(beta * (policy[c] - ref[c]), abs=1e-5)
+        assert out["rewards/rejected"][i].item() == pytest.approx(beta * (policy[r] - ref[r]), abs=1e-5)
+        assert out["rewards/accuracies"][i].item() == float(policy[c] - ref[c] > policy[r] - ref[r])
+        averaged = (policy[c] - ref[c]) / lengths[c] - (policy[r] - ref[r]) / lengths[r]
         assert out["loss"][i].item() == pytest.approx((averaged - 1 / (2 * beta)) ** 2, rel=1e-4)
     assert out["rewards/chosen"].abs().min() > 1e-3  # the policy did move: the checks above are not all zeros

@@ -123,7 +123,11 @@ def test_bootstrap_ci_covers_the_true_rate_at_its_nominal_frequency():
     for rep in range(reps):
         groups = []
         for p in true_rates:  # win with p - 0.1, tie with 0.2, loss otherwise: expected value p
-            draw = lambda p=p: metrics.WIN if (u := rng.random()) < p - 0.1 else TIE if u < p + 0.1 else metrics.LOSS
+
+            def draw(p=p):
+                u = rng.random()
+                return metrics.WIN if u < p - 0.1 else TIE if u < p + 0.1 else metrics.LOSS
+
             groups.append([[draw(), draw()] for _ in range(30)])
         low, high = metrics.bootstrap_ci(groups, n_boot=300, seed=rep)
         cover += low <= sum(true_rates) / len(true_rates) <= high

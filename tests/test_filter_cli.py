@@ -7,10 +7,10 @@ import sys
 import tempfile
 
 import pytest
+from conftest import ROOT
 
 from congrad.data.sources import read_json_lines
 from congrad.data.synthetic import make_preference_rows
-from conftest import ROOT
 
 pytestmark = pytest.mark.slow(seconds=35)
 

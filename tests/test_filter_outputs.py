@@ -11,6 +11,7 @@ import time
 
 import pytest
 import torch
+from conftest import ROOT
 
 from congrad.data.formats import load_preference_rows
 from congrad.data.synthetic import make_preference_rows
@@ -20,7 +21,6 @@ from congrad.filtering.outputs import write_filter_outputs
 from congrad.filtering.standalone import filter_file
 from congrad.utils.fileset import current_set, locked_directory, prepare_output_dir, write_file_set
 from congrad.utils.io import write_jsonl
-from conftest import ROOT
 
 pytestmark = pytest.mark.slow(seconds=22)
 
@@ -219,6 +219,7 @@ def test_a_pair_that_truncation_leaves_without_a_preference_is_dropped_with_its_
 def test_a_full_disk_names_the_file_and_leaves_the_previous_set(pairs_file, small_fs):
     """Out of space while the new set is written: one line naming the file, the previous set complete."""
     from conftest import fill
+
     from congrad.utils.io import OutputError
 
     out = small_fs(512) / "out"

@@ -9,8 +9,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import ROOT, fill
+
 from congrad.data.synthetic import make_preference_rows
 from congrad.utils.io import OutputError, write_jsonl
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import ROOT
+
 from congrad.errors import BadRowError, ConfigError, CongradError
 from congrad.evaluation.evaluator import Evaluator
 from congrad.evaluation.harness import SHIPPED_DIR, Harness, resolve, write_multiple_choice_tasks

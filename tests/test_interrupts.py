@@ -11,12 +11,12 @@ from collections import defaultdict
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import ROOT, wandb_exit_codes
 
 from congrad.data.synthetic import make_preference_rows
 from congrad.errors import Interrupted
 from congrad.training import fit
 from congrad.utils.io import write_jsonl
-from conftest import ROOT, wandb_exit_codes
 
 pytestmark = pytest.mark.slow(seconds=34)
 

@@ -188,7 +188,8 @@ def openai_error(message, code=None):
         (
             (401, openai_error(f"Incorrect API key provided: {KEY}.", "invalid_api_key"), {}),
             KEY_ENV,
-            f"judge.api_key_env={KEY_ENV}: the server at {{url}} refuses its key (401: Incorrect API key provided: ***.)",
+            f"judge.api_key_env={KEY_ENV}: the server at {{url}} refuses its key "
+            "(401: Incorrect API key provided: ***.)",
         ),
         (
             (401, {"detail": "Unauthorized"}, {}),

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import ROOT
 from omegaconf import OmegaConf
 
 from congrad.errors import ConfigError, user_error
@@ -33,7 +34,6 @@ from congrad.judging.cache import FILE as CACHE_FILE
 from congrad.judging.verdicts import majority, parse_winner
 from congrad.run import train
 from congrad.utils.project import compose_config
-from conftest import ROOT
 
 pytestmark = pytest.mark.slow(seconds=150)
 

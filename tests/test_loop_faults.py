@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, wandb_exit_codes
 
 from congrad.errors import CongradError
 from congrad.run import train
-from conftest import ROOT, wandb_exit_codes
 
 pytestmark = pytest.mark.slow(seconds=30)
 

@@ -6,10 +6,10 @@ turn the consensus toward themselves. These tests guard the mechanism, not the s
 """
 
 import torch
+from test_dpo_module import make_batch, make_module
 
 from congrad.filtering.method import NO_SIGNAL, ROUNDING_LEVEL, ConGrad, without_signal
 from congrad.filtering.sketching import PerPairSketcher
-from test_dpo_module import make_batch, make_module
 
 
 def majority_and_loud_minority(seed=0, w=64, per_language=8, flipped=2, loud=20.0):

@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+from conftest import ROOT
 from huggingface_hub import constants
 
 import congrad.evaluation.evaluator
@@ -22,7 +23,6 @@ import congrad.selfreward.loop
 import congrad.training
 from congrad.errors import ConfigError
 from congrad.preflight import check_references
-from conftest import ROOT
 
 pytestmark = pytest.mark.slow(seconds=15)
 
@@ -149,7 +149,7 @@ def test_a_model_folder_that_is_missing_or_not_a_model_is_named(compose_config, 
     empty = tmp_path / "not-a-model"
     empty.mkdir()
     (empty / "tokenizer.json").write_text("{}")
-    assert problem(compose_config("filter", [f"model=llama3_8b", f"model.name_or_path={empty}"]), "filter") == (
+    assert problem(compose_config("filter", ["model=llama3_8b", f"model.name_or_path={empty}"]), "filter") == (
         f"model.name_or_path={empty} is not a model folder: it has no config.json"
     )
     missing = tmp_path / "nowhere" / "llama"

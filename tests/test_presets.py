@@ -5,9 +5,9 @@ functions the programs call (the loop's prompt pool, the evaluation's parts)."""
 import json
 
 import datasets
+import hub_sets
 import pytest
 
-import hub_sets
 from congrad.data.prompts import read_prompts
 from congrad.evaluation.evaluator import load_eval_sets
 

@@ -11,7 +11,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, SMALL_EVAL
 
 pytestmark = pytest.mark.slow(seconds=30)

@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from congrad.data.synthetic import make_preference_rows
 from congrad.errors import CongradError
 from congrad.rundir import RunDirectory, claim
 from congrad.utils.fileset import locked_directory
 from congrad.utils.io import write_jsonl
-from conftest import ROOT
 
 pytestmark = pytest.mark.slow(seconds=30)
 

@@ -5,10 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import SMALL_EVAL
 
 from congrad.data.formats import load_preference_rows
 from congrad.run import train
-from conftest import SMALL_EVAL
 
 pytestmark = pytest.mark.slow(seconds=20)
 

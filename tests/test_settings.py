@@ -6,11 +6,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 
 from congrad.errors import ConfigError
 from congrad.filtering.surgery import AGGREGATORS
 from congrad.settings import check_settings
-from conftest import ROOT
 
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
 

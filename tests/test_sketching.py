@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from test_dpo_module import EOS, PAD, VOCAB, make_batch, make_module, tiny_llama
 
 from congrad import kernels
 from congrad.filtering.sketch_pass import train_mode_without_dropout
 from congrad.filtering.sketching import PerPairSketcher, gaussian_sketch, select_parameters
 from congrad.models.factory import apply_lora
-from test_dpo_module import EOS, PAD, VOCAB, make_batch, make_module, tiny_llama
 
 WIDTH, SEED = 1024, 7
 
@@ -194,13 +194,13 @@ def test_hooks_hold_layer_inputs_no_longer_than_checkpointed_autograd(batch):
         per_layer = len(layers) // len(policy.get_base_model().model.layers)
         seen, counts = [], {"after forward": None, "in backward": 0}
 
-        def record(mod, args, output):
+        def record(mod, args, output, seen=seen, counts=counts):
             if torch.is_grad_enabled():
                 seen.append(StorageWeakRef(args[0].untyped_storage()))
                 if counts["after forward"] is not None:  # a recompute, inside the backward
                     counts["in backward"] = max(counts["in backward"], sum(not r.expired() for r in seen))
 
-        def at_lm_head(mod, args, output):
+        def at_lm_head(mod, args, output, seen=seen, counts=counts):
             if torch.is_grad_enabled():
                 counts["after forward"] = sum(not r.expired() for r in seen)
 
@@ -251,10 +251,11 @@ def test_gaussian_sketch_is_linear_in_pieces_and_preserves_inner_products_on_ave
 
 
 def test_scoring_pass_has_no_dropout_and_works_under_gradient_checkpointing(batch):
+    from test_dpo_module import tiny_llama
+
     from congrad.filtering.sketch_pass import sketch_candidates
     from congrad.models import DPOModule
     from congrad.models.factory import apply_lora
-    from test_dpo_module import tiny_llama
 
     policy = apply_lora(tiny_llama(), r=4, alpha=8, dropout=0.5, target_modules=["q_proj", "v_proj", "up_proj"])
     policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -7,9 +7,9 @@ import json
 import time
 
 import datasets
+import hub_sets
 import pytest
 
-import hub_sets
 from congrad.data.eval_sets import load_multiple_choice, load_reference_texts
 from congrad.data.formats import PROMPTS, load_preference_rows, load_rows
 from congrad.data.languages import normalize_language

@@ -9,7 +9,7 @@ import torch
 from peft import PeftModel
 
 from congrad.data.synthetic import make_preference_rows
-from congrad.models import DPOModule, build_policy
+from congrad.models import build_policy
 from congrad.models.factory import build_tiny_llama
 from congrad.models.logps import sequence_logps
 from congrad.models.save_pretrained import load_trained_policy

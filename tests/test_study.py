@@ -14,10 +14,10 @@ from omegaconf import OmegaConf
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
+from congrad.data.formats import PreferenceRow  # noqa: E402
+
 import realmodel  # noqa: E402
 import study_tables  # noqa: E402
-
-from congrad.data.formats import PreferenceRow  # noqa: E402
 
 LANGUAGES = ["en", "de", "fr", "es"]
 PER_LANGUAGE = 12

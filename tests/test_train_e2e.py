@@ -10,7 +10,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT, SMALL_EVAL
 
 pytestmark = pytest.mark.slow(seconds=180)

@@ -13,6 +13,7 @@ import time
 
 import pytest
 import torch
+from conftest import ROOT
 from omegaconf import OmegaConf
 
 from congrad.generation.sampling import TextGenerator, generated_tokens
@@ -21,7 +22,6 @@ from congrad.judging.llm import LLMJudge
 from congrad.judging.verdicts import Candidate, Comparison
 from congrad.models.factory import build_policy
 from congrad.utils import cost
-from conftest import ROOT
 
 CANDIDATES = [
     Candidate("What is a rainbow?", "en", "Light in drops."),

@@ -8,11 +8,11 @@ its coordinates once — no index tensor of size D is ever built.
 Hashing costs about twenty integer operations per coordinate, far more than the ``index_add_`` that uses
 the result, and a per-pair sketch pass hashes the same coordinates (each parameter at its offset) on every
 call. So on the CPU the buckets (int64: ``index_add_`` is far slower with int32 indices) and signs (float32)
-of each piece are kept in a cache of at most ``HASH_CACHE_BYTES`` (12 bytes per coordinate; :func:`set_hash_cache_bytes`), keyed by the piece's
-coordinate range, width and seed. Once the cache is full nothing is evicted and further pieces are hashed
-on every call: a pass that cycles through more coordinates than fit keeps the hits it has instead of
-evicting what it is about to need. Cached or not, the result is bit for bit the same (the same values
-added into the same buckets in the same order).
+of each piece are kept in a cache of at most ``HASH_CACHE_BYTES`` (12 bytes per coordinate;
+:func:`set_hash_cache_bytes`), keyed by the piece's coordinate range, width and seed. Once the cache is full
+nothing is evicted and further pieces are hashed on every call: a pass that cycles through more coordinates
+than fit keeps the hits it has instead of evicting what it is about to need. Cached or not, the result is bit
+for bit the same (the same values added into the same buckets in the same order).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import threading
 import torch
 
 from ._checks import check_args
-from .hashing import chunk_params, seed_keys, log2_width, sign_mask, xor_permute
+from .hashing import chunk_params, log2_width, seed_keys, sign_mask, xor_permute
 
 # Values handled per piece (over all rows together; at least one chunk). On CPU small enough that the int64
 # temporaries of the hash stay in cache (2**16 is ~2.5x faster per value than 2**22); on a GPU large

@@ -63,7 +63,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from congrad.errors import CongradError, ConfigError
+from congrad.errors import ConfigError, CongradError
 from congrad.utils.entry import exit_on_user_error
 from congrad.utils.fileset import prepare_output_dir
 from congrad.utils.io import write_json

@@ -38,7 +38,7 @@ from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 
-from congrad.errors import CongradError, ConfigError
+from congrad.errors import ConfigError, CongradError
 from congrad.selfreward.reuse import ADAPTER_WEIGHTS
 from congrad.utils import hub
 from congrad.utils.checkpoints import inspect_checkpoint
@@ -63,7 +63,7 @@ class Reference:
 
     setting: str
     value: Any
-    check: Callable[[], "str | None"]
+    check: Callable[[], str | None]
 
 
 def check_references(cfg: DictConfig, program: str) -> None:

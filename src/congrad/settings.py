@@ -21,7 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from congrad.data.formats import ON_BAD_ROW, requested_languages
 from congrad.data.languages import FORMS, is_iso_639_1, normalize_language
-from congrad.errors import CongradError, ConfigError
+from congrad.errors import ConfigError, CongradError
 from congrad.evaluation.harness import METRICS as HARNESS_METRICS
 from congrad.filtering.sketching import METHODS, SKETCHES
 from congrad.filtering.surgery import AGGREGATORS

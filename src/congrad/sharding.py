@@ -31,7 +31,8 @@ one rank, sharded embeddings under ``generate``). Train with ``~eval`` and evalu
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from pytorch_lightning.strategies import ModelParallelStrategy

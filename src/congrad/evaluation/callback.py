@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import hydra
 import pytorch_lightning as pl

@@ -4,8 +4,8 @@
   chosen answer against the rejected one (exactly equal is a tie, counted apart).
 - *Win rate*: the policy and the baseline answer the held-out prompts with the same sampling settings and
   seed (or, with ``eval.win_rate.against=reference``, the policy's answer meets the prompt's reference answer,
-  as AlpacaEval's ``reference_outputs``); the judge compares every pair of answers twice, once in each order (a judge's preference for a
-  position cancels out); each judgement is a win, tie or loss for the policy; win rate =
+  as AlpacaEval's ``reference_outputs``); the judge compares every pair of answers twice, once in each order
+  (a judge's preference for a position cancels out); each judgement is a win, tie or loss for the policy; win rate =
   (wins + ties/2) / judgements, with a bootstrap 95% CI over prompts.
 - *Language fidelity*: the share of the policy's answers whose language (py3langid) is the prompt's.
 - *Alignment tax*: the policy's mean per-token NLL of reference texts minus the baseline's
@@ -97,7 +97,10 @@ def _only(sets: EvalSets, languages: Sequence[str]) -> EvalSets:
     missing = keep - set(sets.languages)
     if missing:
         raise ConfigError(f"eval.languages: no evaluation rows for {', '.join(sorted(missing))}")
-    pick = lambda rows: None if rows is None else [r for r in rows if r.language in keep]
+
+    def pick(rows):
+        return None if rows is None else [r for r in rows if r.language in keep]
+
     return EvalSets(pick(sets.pairs), pick(sets.prompts), pick(sets.texts), sets.harness)
 
 

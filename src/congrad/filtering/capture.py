@@ -22,7 +22,7 @@ gradient is formed or accumulated, whether parameters require grad or not, shard
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

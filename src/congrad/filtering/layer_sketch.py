@@ -30,7 +30,7 @@ Any other leaf module (RMSNorm and LayerNorm scales, …): its forward is replay
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

@@ -8,8 +8,8 @@ number of passes, which seeds the surgery order); a checkpoint stores it through
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -18,7 +18,6 @@ from congrad.errors import CongradError, NonFiniteError
 from congrad.filtering.aggregates import LanguageAggregates
 from congrad.filtering.selection import cosine_scores, drop_reason, own_language_scores, select
 from congrad.filtering.surgery import consensus, cosine_matrix
-
 
 # A pair whose sketch norm is at most ROUNDING_LEVEL times the median norm of its pass has no preference
 # signal: it gets no vote and no score, and is dropped (NO_SIGNAL). A pair's DPO gradient is

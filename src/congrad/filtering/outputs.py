@@ -5,8 +5,8 @@
                   a row of a language outside ``data.languages``, a pair without a preference signal);
                   unscored rows have ``"score": null``
 ``kept.jsonl``    the kept rows, unchanged
-``summary.json``  per-language counts (total, kept, skipped), the language × language cosine matrices of the aggregates before
-                  and after surgery, the settings
+``summary.json``  per-language counts (total, kept, skipped), the language × language cosine matrices of the
+                  aggregates before and after surgery, the settings
 ``conflict.png``  those two matrices as heatmaps
 
 The four are replaced as one set (:func:`congrad.utils.fileset.write_file_set`): a reader, or a run killed at
@@ -15,8 +15,8 @@ any moment, finds the complete previous set or the complete new one, never a mix
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from congrad.filtering.method import PassResult
 from congrad.utils.fileset import write_file_set

@@ -38,10 +38,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -151,7 +151,7 @@ class PerPairSketcher:
         self._replaying = False
 
     @classmethod
-    def from_config(cls, module, sketch) -> "PerPairSketcher":
+    def from_config(cls, module, sketch) -> PerPairSketcher:
         """From the ``sketch`` config group (width, seed, params, method, kind, chunk_mb)."""
         return cls(
             module,

@@ -20,7 +20,7 @@ over ℓ: step t applies every language's t-th update at once.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

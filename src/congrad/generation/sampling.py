@@ -61,7 +61,7 @@ class TextGenerator:
         revision: str | None = None,
         attn_implementation: str | None = None,
         **kwargs: Any,
-    ) -> "TextGenerator":
+    ) -> TextGenerator:
         """A generator around a model of its own (a judge other than the policy), loaded once."""
         from congrad.models.factory import load_causal_lm, load_tokenizer
 

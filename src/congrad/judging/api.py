@@ -128,7 +128,7 @@ class ChatCompletionsClient:
 
     def request_seed(self, prompt: str, sample: int) -> int:
         """A seed per (prompt, sample index): reproducible, and independent across the responses judged."""
-        digest = hashlib.sha256(f"{self.seed}\0{sample}\0{prompt}".encode("utf-8")).digest()
+        digest = hashlib.sha256(f"{self.seed}\0{sample}\0{prompt}".encode()).digest()
         return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
     def _post(self, body: dict) -> tuple[httpx.Response, int]:

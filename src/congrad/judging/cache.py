@@ -17,8 +17,8 @@ import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from congrad.errors import ConfigError
 

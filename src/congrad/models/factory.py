@@ -8,8 +8,9 @@ message that says what to set, instead of a stack trace.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import hydra
 import torch

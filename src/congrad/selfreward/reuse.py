@@ -25,8 +25,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from congrad.data.sources import read_json_lines
 from congrad.data.prompts import Prompt
+from congrad.data.sources import read_json_lines
 from congrad.errors import BadRowError, CongradError
 from congrad.utils.io import write_json, write_jsonl
 

@@ -8,8 +8,9 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, open_dict, read_write

@@ -8,8 +8,8 @@ to their own folder), else the folder three levels above this package.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from congrad.errors import CongradError
 
