@@ -1,4 +1,4 @@
-"""The tables of a ``bench/realmodel.py`` study directory (README, "Results"), from what its runs wrote.
+"""The tables of a ``bench/realmodel.py`` study directory (docs/results.md), from what its runs wrote.
 
 - ``arms/<arm>-s<seed>/eval/results.json``: arm × metric, mean ± sd over seeds, seen and unseen, ≈ where the
   paired difference to ``all`` is within noise (``congrad.report``'s table, written to ``arms/report.*``);

@@ -1,4 +1,4 @@
-"""filter.py's output contract (README, "Filtering alone") and its handling of bad rows, run as a user runs it."""
+"""filter.py's output contract (docs/filtering.md) and its handling of bad rows, run as a user runs it."""
 
 import json
 import os

@@ -1,6 +1,6 @@
 """The ConGrad pass as a whole: one vote per pair (``normalize``), and the seed of the random arm.
 
-The real-model study (README, "Results") found that once the policy has fit most pairs, the pairs it still
+The real-model study (docs/results.md) found that once the policy has fit most pairs, the pairs it still
 gets wrong carry most of the gradient norm (a pair's DPO gradient is scaled by σ(−h)) and, summed raw,
 turn the consensus toward themselves. These tests guard the mechanism, not the study's numbers.
 """

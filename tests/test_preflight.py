@@ -132,7 +132,7 @@ def online_hub(monkeypatch, hub_cache):
 
 
 def test_a_hub_model_not_in_the_cache_without_network_says_what_to_set(compose_config, hub_cache):
-    """The README's promise for real models: no network, not cached -> one line naming model.name_or_path, what to
+    """docs/running.md's promise for real models: no network, not cached -> one line naming model.name_or_path, what to
     set it to, and HF_HOME; once the cache holds it, it passes."""
     cfg = compose_config("train", ["model=llama3_8b"])
     message = problem(cfg, "train")

@@ -3,7 +3,7 @@
 Entry points print a :class:`CongradError` as one clear message (no stack trace) and exit with its
 :attr:`~CongradError.exit_code`: 2 for a setting, an input or a path to fix, 3 when training diverged,
 128 + the signal number when a run was interrupted; anything else is a bug and keeps its traceback
-(README, "Exit codes and resuming").
+(docs/running.md, "Exit codes and resuming").
 """
 
 import signal

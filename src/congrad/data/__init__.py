@@ -1,6 +1,6 @@
 """Preference data and prompt sets.
 
-- :mod:`~congrad.data.formats`: reading and validating rows (README, "Preference data"), the load report;
+- :mod:`~congrad.data.formats`: reading and validating rows (docs/data.md, "Preference data"), the load report;
 - :mod:`~congrad.data.tokenization`: token ids per pair (TRL's DPO conventions) and padded batches;
 - :mod:`~congrad.data.datamodule`: the Lightning data module the filter prunes between epochs;
 - :mod:`~congrad.data.prompts`: prompt sets (``prompt``, ``language``) for generation;

@@ -112,7 +112,7 @@ def _load(kind: RowKind, path, languages, setting: str, options: dict) -> list:
 
 
 def read_eval_part(kind: RowKind, section: Mapping[str, Any], setting: str, languages: Iterable[str] | None) -> list:
-    """The rows of one evaluation part, config section ``setting`` (a data source: README, "Data sources"), in
+    """The rows of one evaluation part, config section ``setting`` (a data source: docs/data.md, "Data sources"), in
     ``languages`` (``eval.languages``; None: all). A section's own ``languages`` are the ones the set has (a set
     split by language: its parts); with both, their overlap is read, and none is an error."""
     source = Source.from_config(section, setting)

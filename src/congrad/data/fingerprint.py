@@ -1,4 +1,4 @@
-"""Which rows a run trains on, as a content hash a checkpoint records (README, "Exit codes and resuming").
+"""Which rows a run trains on, as a content hash a checkpoint records (docs/running.md, "Exit codes and resuming").
 
 The hash covers, in order, each training row's id, language, prompt and chosen and rejected answers: the
 rows the ConGrad filter's kept set points into. The same rows read from another path or format hash alike;

@@ -1,4 +1,4 @@
-"""Reading and validating rows of every kind (README, "Preference data"), from any :class:`~congrad.data.sources.Source`.
+"""Reading and validating rows of every kind (docs/data.md), from any :class:`~congrad.data.sources.Source`.
 
 One loader, :func:`load_rows`, serves every row kind: preference pairs (:data:`PREFERENCE`: training data and
 held-out pairs), prompts with an optional reference answer (:data:`PROMPTS`), reference texts

@@ -1,4 +1,4 @@
-"""Where rows come from: a data source as it is (README, "Preference data"), read into numbered raw rows.
+"""Where rows come from: a data source as it is (docs/data.md, "Preference data"), read into numbered raw rows.
 
 A :class:`Source` is a local ``.jsonl`` / ``.json`` / ``.parquet`` file, a folder written by
 ``datasets.save_to_disk``, a local copy of a hub data set (a folder laid out as the hub repository is, read by

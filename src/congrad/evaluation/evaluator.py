@@ -63,7 +63,7 @@ class EvalSets:
 
 
 def load_eval_sets(eval_cfg: DictConfig, work_dir: str | Path, seed: int = 0) -> EvalSets:
-    """Every enabled part, read as a data source from its section (README, "Data sources"; ``per_language``: the
+    """Every enabled part, read as a data source from its section (docs/data.md, "Data sources"; ``per_language``: the
     first N rows of a language) and limited to ``eval.languages``; a missing file is an error naming its key.
     The harness tasks generated for local files go into ``work_dir``."""
     kinds = {"pairs": PREFERENCE, "win_rate": PROMPTS, "nll": REFERENCE_TEXTS}

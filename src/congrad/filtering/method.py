@@ -116,7 +116,7 @@ class ConGrad:
         scores are cosines and do not depend on a pair's norm either way, but the aggregates do: once the
         policy has fit most pairs, a pair's DPO gradient is scaled by σ(−h), so the pairs the policy still
         gets wrong (e.g. mislabelled ones) carry most of the norm and steer the consensus toward themselves
-        (README, "Results").
+        (docs/results.md).
         """
         sketches = sketches.float()
         _check_finite(sketches, languages)

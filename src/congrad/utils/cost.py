@@ -1,5 +1,5 @@
 """What a run cost, stage by stage: the ``cost.json`` of every ``train.py`` run (and of each self-rewarding
-iteration), ``filter.py`` and ``evaluate.py`` run, written into the run directory (README, "Cost of a run").
+iteration), ``filter.py`` and ``evaluate.py`` run, written into the run directory (docs/running.md, "Cost of a run").
 
 The stages of the pipeline open :func:`stage` around their work (``generate``, ``judge``, ``sketch``: the
 ConGrad pass, ``train``, ``evaluate``); the components count what they do (:func:`add_tokens`,

@@ -1,5 +1,5 @@
 """Shared behaviour of the command-line entry points: one line, no stack trace, for what the user can act
-on, and an exit status that says what happened (README, "Exit codes and resuming")."""
+on, and an exit status that says what happened (docs/running.md, "Exit codes and resuming")."""
 
 from __future__ import annotations
 

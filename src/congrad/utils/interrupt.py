@@ -1,5 +1,5 @@
 """SIGTERM (how SLURM preempts) and SIGINT (Ctrl-C) during training: finish the batch, save a resumable
-checkpoint, exit 128 + the signal number (README, "Exit codes and resuming").
+checkpoint, exit 128 + the signal number (docs/running.md, "Exit codes and resuming").
 
 Lightning turns SIGTERM into a stop at the end of the current batch, by raising ``SIGTERMException`` — a
 ``SystemExit`` that would exit 0, as if the run had finished. :class:`GracefulStop`, part of every fit,

@@ -1,4 +1,4 @@
-"""A Hydra multirun in which one job's failure is that job's alone (README, "Exit codes and resuming").
+"""A Hydra multirun in which one job's failure is that job's alone (docs/running.md, "Exit codes and resuming").
 
 In a single run an entry point ends with the status of what happened (2, 3, 130, 143, or a traceback and 1).
 In a multirun the same failure ends only its job: :func:`failed_job` logs its one line (and a fault's
