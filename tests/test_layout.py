@@ -121,7 +121,7 @@ LOWER_LAYERS = {
         "congrad.generation",
         "congrad.judging",
     },
-    # the settings check reads the allowed values from the code that uses them; only entry points import it
+    # the settings check composes the schemas declared beside the code that reads them; only entry points import it
     "congrad.settings": {
         "congrad.errors",
         "congrad.utils",
@@ -131,6 +131,8 @@ LOWER_LAYERS = {
         "congrad.kernels",
         "congrad.judging",
         "congrad.evaluation",
+        "congrad.selfreward",
+        "congrad.training",
     },
 }
 

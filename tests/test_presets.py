@@ -171,9 +171,9 @@ def test_source_settings_are_checked_before_anything_loads(compose_config):
     with pytest.raises(ConfigError) as caught:
         check_settings(cfg)
     keys = [line.strip().split("=")[0] for line in str(caught.value).splitlines()[1:]]
-    assert keys == [
-        "self_reward.prompts.language",
+    assert keys == [  # in the config's order, top to bottom (an added key comes last in its group)
         "self_reward.prompts.per_iteration",
-        "eval.nll.columns",
+        "self_reward.prompts.language",
         "eval.win_rate.against",
+        "eval.nll.columns",
     ]

@@ -1,5 +1,6 @@
-"""Every setting with a closed set or a range is checked when the config is composed, before any model or
-data loads: the error names the key, the value and what is allowed, and the entry points exit 2."""
+"""Every setting is declared (a type and its bounds, or passed through to someone else's ``_target_``) and
+checked when the config is composed, before any model or data loads: the error names the key, the value and
+what is allowed, and the entry points exit 2."""
 
 import os
 import subprocess
@@ -12,7 +13,23 @@ from congrad.errors import ConfigError
 from congrad.filtering.surgery import AGGREGATORS
 from congrad.settings import check_settings
 
-EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+EXPERIMENTS = options("experiment")
+EVERY_OPTION = [  # every experiment, sweep preset and option of every group, composed on its own
+    *[[f"+experiment={e}"] for e in EXPERIMENTS],
+    *[[f"+sweep={s}"] for s in options("sweep")],
+    *[
+        ["self_reward=default", f"judge={j}", *(["judge.model.name_or_path=some/judge"] if j == "model" else [])]
+        for j in options("judge")
+    ],
+    *[[f"{group}={o}"] for group in ("trainer", "logger", "langset", "arm") for o in options(group)],
+    *[["self_reward=default", f"prompts={o}"] for o in options("prompts")],
+    *[[f"eval/{part}={o}"] for part in ("win_rate", "nll", "harness") for o in options(f"eval/{part}")],
+]
 
 BAD = [
     # (config, override, key in the message, what the message says is allowed)
@@ -99,6 +116,41 @@ def test_a_bad_setting_names_the_key_and_what_is_allowed(compose_config, config,
 )
 def test_the_shipped_configs_pass(compose_config, config, overrides):
     check_settings(compose_config(config, overrides))
+
+
+@pytest.mark.parametrize("overrides", EVERY_OPTION, ids=[" ".join(o) for o in EVERY_OPTION])
+def test_every_shipped_key_is_declared(compose_config, overrides):
+    """An undeclared leaf anywhere in a shipped config fails here: the declarations forbid unknown keys."""
+    check_settings(compose_config("train", overrides))
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("+filter.keep_ration=0.3", "filter.keep_ration: no such setting (filter has "),
+        ("+sketch.widht=4096", "sketch.widht: no such setting (sketch has "),
+        ("+data.shufle=true", "data.shufle: no such setting (data has "),
+        ("+model.lora.rnak=8", "model.lora.rnak: no such setting (model.lora has "),
+        ("+seeed=1", "seeed: no such setting (the config has "),
+    ],
+)
+def test_an_unknown_key_is_named_with_the_keys_its_group_has(compose_config, override, message):
+    with pytest.raises(ConfigError) as raised:
+        check_settings(compose_config("train", [override]))
+    assert str(raised.value).startswith(message), str(raised.value)
+
+
+def test_a_pass_through_group_takes_its_targets_own_arguments(compose_config):
+    """``trainer``, ``callbacks`` and ``dpo.optimizer`` hand their keys to Lightning and torch: one the project
+    does not declare is allowed, and the declared ones are still checked beside it."""
+    passed = [
+        "+trainer.enable_progress_bar=false",
+        "+callbacks.lr.logging_interval=step",
+        "+dpo.optimizer.betas=[0.9,0.95]",
+    ]
+    check_settings(compose_config("train", passed))
+    with pytest.raises(ConfigError, match=r"^trainer.max_epochs=0: must be an integer >= 1"):
+        check_settings(compose_config("train", ["+trainer.enable_progress_bar=false", "trainer.max_epochs=0"]))
 
 
 def test_every_problem_is_listed_at_once(compose_config):

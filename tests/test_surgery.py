@@ -203,7 +203,7 @@ def test_consensus_dispatch():
 
 def test_consensus_errors():
     grads = conflicting(2, 3)
-    with pytest.raises(ConfigError, match="filter.aggregator must be one of pcgrad, gradvac, mean, none"):
+    with pytest.raises(ConfigError, match="filter.aggregator='cagrad': must be one of pcgrad, gradvac, mean, none"):
         consensus(grads, "cagrad")
     with pytest.raises(ConfigError, match="takes no options"):
         consensus(grads, "mean", target=0.5)

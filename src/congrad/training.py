@@ -13,15 +13,18 @@ resumable checkpoint when SIGTERM or Ctrl-C stops it (:mod:`congrad.utils.interr
 from __future__ import annotations
 
 import logging
+import re
 import shlex
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from pydantic import Field
 
 from congrad.errors import CongradError
 from congrad.models import DPOModule, build_policy
@@ -31,8 +34,64 @@ from congrad.utils.instantiate import instantiate_group
 from congrad.utils.interrupt import GracefulStop
 from congrad.utils.io import write_json
 from congrad.utils.loggers import closing
+from congrad.utils.schema import PassThrough, checked
 
 log = logging.getLogger(__name__)
+
+
+def _precision(value: Any) -> str | None:
+    from lightning_fabric import connector
+
+    allowed = [a for alias in typing.get_args(connector._PRECISION_INPUT) for a in typing.get_args(alias)]
+    shown = ", ".join(dict.fromkeys(str(a) for a in allowed))
+    return None if value in allowed and not isinstance(value, bool) else f"one of {shown}"
+
+
+def _accelerator(value: Any) -> str | None:
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+
+    allowed = ["auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators())]
+    return None if value in allowed else "one of " + ", ".join(allowed)
+
+
+def _strategy(value: Any) -> str | None:
+    from pytorch_lightning.strategies import StrategyRegistry
+
+    if isinstance(value, dict) and isinstance(value.get("_target_"), str):  # a strategy object, e.g. trainer=fsdp's
+        return None
+    if value in ["auto", *StrategyRegistry.available_strategies()]:
+        return None
+    return "auto, ddp, fsdp, deepspeed, ... (a Lightning strategy name), or a config with a _target_"
+
+
+def _devices(value: Any) -> str | None:
+    def whole(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    ok = (
+        value == "auto"
+        or (whole(value) and (value >= 1 or value == -1))
+        or (isinstance(value, (list, tuple)) and value and all(whole(d) and d >= 0 for d in value))
+        or (isinstance(value, str) and re.fullmatch(r"\d+(,\d*)*|-1", value) is not None)
+    )
+    return None if ok else "auto, a number of devices >= 1 (-1: all), or a list of device indices"
+
+
+class TrainerSettings(PassThrough):
+    """The ``trainer`` group: ``pytorch_lightning.Trainer``'s arguments. Those declared here are checked
+    before anything loads; any other passes through to the Trainer, which checks it."""
+
+    group: ClassVar[str] = "trainer"
+    max_epochs: Annotated[int, Field(ge=1)]
+    accelerator: checked(_accelerator, str)
+    strategy: checked(_strategy)
+    devices: checked(_devices)
+    precision: checked(_precision)
+    gradient_clip_val: Annotated[float, Field(ge=0)] | None
+    accumulate_grad_batches: Annotated[int, Field(ge=1)]
+    log_every_n_steps: Annotated[int, Field(ge=1)]
+    check_val_every_n_epoch: Annotated[int, Field(ge=1)] | None
+    reload_dataloaders_every_n_epochs: Annotated[int, Field(ge=0)]
 
 
 @dataclass

@@ -7,27 +7,43 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
+from typing import Annotated, ClassVar
 
 import pytorch_lightning as pl
 import torch
+from pydantic import Field
 from torch.utils.data import DataLoader, Sampler
 
 from congrad.data.fingerprint import data_fingerprint
-from congrad.data.formats import LoadReport, PreferenceRow, load_preference_rows
+from congrad.data.formats import Languages, LoadReport, PreferenceRow, load_preference_rows
+from congrad.data.sources import SourceSettings
 from congrad.data.tokenization import (
     TRUNCATED_PARTS,
-    check_lengths,
+    LengthSettings,
     collate_pairs,
     pair_token_ids,
     truncate_pair,
     truncated_parts,
 )
 from congrad.errors import CongradError
+from congrad.utils.schema import Instantiated, Text
 
 log = logging.getLogger(__name__)
 
 # warn when more than this share of the pairs lose the end of a completion to truncation
 LOST_EOS_WARN_SHARE = 0.05
+
+
+class DataSettings(Instantiated, SourceSettings, LengthSettings):
+    """The ``data`` group: the arguments of :class:`PreferenceDataModule`."""
+
+    group: ClassVar[str] = "data"
+    languages: Languages | None
+    val_path: Text | None
+    val_fraction: Annotated[float, Field(ge=0, lt=1)]
+    batch_size: Annotated[int, Field(ge=1)]
+    eval_batch_size: Annotated[int, Field(ge=1)] | None
+    num_workers: Annotated[int, Field(ge=0)]
 
 
 class PreferenceDataModule(pl.LightningDataModule):
@@ -78,9 +94,7 @@ class PreferenceDataModule(pl.LightningDataModule):
         gated: bool = False,
     ):
         super().__init__()
-        if not 0.0 <= val_fraction < 1.0:
-            raise CongradError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
-        check_lengths(max_length, max_prompt_length)
+        DataSettings.check(val_fraction=val_fraction, max_length=max_length, max_prompt_length=max_prompt_length)
         self.tokenizer = tokenizer
         self.path = path
         self.requested_languages = None if languages is None else list(languages)

@@ -28,8 +28,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from congrad.data.languages import FORMS, is_iso_639_1, normalize_language
-from congrad.data.sources import ON_BAD_ROW, ROW, BadLine, Part, Source, parts
+from congrad.data.sources import ROW, BadLine, Part, Source, SourceSettings, parts
 from congrad.errors import BadRowError, ConfigError, CongradError
+from congrad.utils.schema import checked
 
 Messages = list[dict[str, Any]]
 Text = str | Messages
@@ -372,9 +373,7 @@ def load_rows(kind: RowKind, source: Source, languages: Iterable[str] | str | No
     is a source without any usable row. Then at most ``source.per_language`` rows of each language are kept
     (the first ones, or a sample seeded by ``source.seed`` with ``source.sample``), in input order.
     """
-    if source.on_bad_row not in ON_BAD_ROW:
-        raise ConfigError(f"{source.setting}.on_bad_row must be one of {', '.join(ON_BAD_ROW)}, "
-                          f"got {source.on_bad_row!r}")
+    SourceSettings.check(source.setting, on_bad_row=source.on_bad_row)
     wanted = requested_languages(languages, f"{source.setting}.languages")
     constant = _constant_language(source)
     pieces = parts(source, wanted)
@@ -497,6 +496,20 @@ def requested_languages(languages: Iterable[str] | str | None, setting: str = "d
     if not wanted:
         raise ConfigError(f"{setting} is empty; leave it unset (null) to use every language")
     return wanted
+
+
+def _languages(value: Any) -> str | None:
+    if isinstance(value, (list, tuple, str)):
+        try:
+            requested_languages(value)
+            return None
+        except CongradError:
+            pass
+    return "a non-empty list of lower-case ISO 639-1 codes (e.g. [de, fr])"
+
+
+Languages = checked(_languages, list)
+"""A setting that names languages: a list of ISO 639-1 codes (or ``de,fr`` from a command line)."""
 
 
 def _check_coverage(kind: RowKind, report: LoadReport, wanted: set[str] | None, present: set[str],

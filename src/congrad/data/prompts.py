@@ -16,17 +16,32 @@ import logging
 import random
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
-from congrad.data.formats import PROMPTS, LoadReport, Prompt, load_rows
-from congrad.data.sources import Source
+from pydantic import Field
+
+from congrad.data.formats import PROMPTS, Languages, LoadReport, Prompt, load_rows
+from congrad.data.sources import Source, SourceSettings
 from congrad.data.synthetic import DEFAULT_LANGUAGES, TOPICS, load_templates
 from congrad.errors import ConfigError
 from congrad.utils.io import write_jsonl
+from congrad.utils.schema import FreeForm, Text
 
 SHIPPED_PATH = Path("data/prompts_tiny.jsonl")
 
 log = logging.getLogger(__name__)
+
+
+class PromptPoolSettings(SourceSettings):
+    """``self_reward.prompts``: the pool (a source), the languages drawn from it, each iteration's share
+    (:func:`iteration_slices`), and ``rows``: the pool's known sizes by language (``all``: in total), which the
+    plan reads instead of opening a hub set."""
+
+    group: ClassVar[str] = "self_reward.prompts"
+    path: Text
+    languages: Languages | None
+    per_iteration: Annotated[int, Field(ge=1)] | None
+    rows: FreeForm
 
 def read_prompts(path: str, *, languages: Iterable[str] | str | None = None, setting: str = "self_reward.prompts",
                  **options: Any) -> tuple[list[Prompt], LoadReport]:

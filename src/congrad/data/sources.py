@@ -21,18 +21,24 @@ from __future__ import annotations
 
 import json
 import os
+import typing
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import Field
+
+from congrad.data.languages import FORMS, is_iso_639_1, normalize_language
 from congrad.errors import BadRowError, ConfigError, CongradError
+from congrad.utils.schema import Settings, Text, checked
 
 JSON_SUFFIXES = (".jsonl", ".json")
 LOCAL_SUFFIXES = (*JSON_SUFFIXES, ".parquet")
 ROW = "<row>"  # the field named when the row as a whole is malformed
 LANG = "{lang}"
-ON_BAD_ROW = ("error", "skip")
+OnBadRow = Literal["error", "skip"]
+ON_BAD_ROW = typing.get_args(OnBadRow)
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,43 @@ class Source:
         for key in ("columns", "lang_codes"):
             values[key] = dict(values.get(key) or {})
         return cls(setting=setting, **values)
+
+
+def _columns(value: Any) -> str | None:
+    ok = isinstance(value, dict) and all(
+        (isinstance(f, str) and f) or (isinstance(f, (list, tuple)) and f and all(isinstance(x, str) and x for x in f))
+        for f in value.values()
+    )
+    return None if ok else "a mapping of our field -> the source's field (dotted: nested), or to a list of fields"
+
+
+def _language(value: Any) -> str | None:
+    found = normalize_language(value)
+    return None if found is not None and found.code is not None else f"a language with an ISO 639-1 code: {FORMS}"
+
+
+def _lang_codes(value: Any) -> str | None:
+    ok = isinstance(value, dict) and all(is_iso_639_1(k) and isinstance(c, str) and c for k, c in value.items())
+    return None if ok else "a mapping of ISO 639-1 code -> the set's own code of the language, e.g. {de: german}"
+
+
+class SourceSettings(Settings):
+    """How a data source is read (the fields of :class:`Source`), under ``data``, ``eval.pairs``, ..."""
+
+    path: Text | None
+    name: Text | None
+    split: Text
+    revision: Text | None
+    seed: int
+    columns: checked(_columns, dict) | None
+    language: checked(_language, str) | None
+    lang_codes: checked(_lang_codes, dict) | None
+    per_language: Annotated[int, Field(ge=1)] | None
+    sample: bool
+    min_chars: Annotated[int, Field(ge=0)] | None
+    max_chars: Annotated[int, Field(ge=1)] | None
+    on_bad_row: OnBadRow
+    gated: bool
 
 
 @dataclass(frozen=True)

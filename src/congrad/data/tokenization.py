@@ -25,18 +25,22 @@ question and the start of both answers; the datamodule counts what was cut (:fun
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Annotated, Any, ClassVar
 
 import torch
+from pydantic import Field
 
 from congrad.data.formats import PreferenceRow, Text
 from congrad.errors import CongradError
+from congrad.utils.schema import Settings
 
 
 def encode_pair(
     tokenizer, row: PreferenceRow, max_length: int, max_prompt_length: int
 ) -> dict[str, list[int]]:
     """Token ids of one pair: ``{"prompt_ids", "chosen_ids", "rejected_ids"}``, truncated as above."""
-    check_lengths(max_length, max_prompt_length)
+    LengthSettings.check(max_length=max_length, max_prompt_length=max_prompt_length)
     return truncate_pair(**pair_token_ids(tokenizer, row), max_length=max_length,
                          max_prompt_length=max_prompt_length)
 
@@ -64,12 +68,21 @@ def pair_token_ids(tokenizer, row: PreferenceRow) -> dict[str, list[int]]:
     }
 
 
-def check_lengths(max_length: int, max_prompt_length: int) -> None:
-    if not 0 < max_prompt_length < max_length:
-        raise CongradError(
-            "need 0 < data.max_prompt_length < data.max_length, "
-            f"got max_prompt_length={max_prompt_length}, max_length={max_length}"
-        )
+class LengthSettings(Settings):
+    """The token budget of a pair (``data``): the prompt and a completion share ``max_length``."""
+
+    group: ClassVar[str] = "data"
+    max_length: Annotated[int, Field(ge=2)]
+    max_prompt_length: Annotated[int, Field(ge=1)]
+
+    @classmethod
+    def relations(cls, values: dict[str, Any]) -> Iterator[str]:
+        length, prompt = values.get("max_length"), values.get("max_prompt_length")
+        if isinstance(length, int) and isinstance(prompt, int) and not prompt < length:
+            yield (
+                f"data.max_prompt_length={prompt}: must be less than data.max_length ({length}), which holds "
+                "the prompt and a completion"
+            )
 
 
 def truncate_pair(

@@ -24,24 +24,60 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, ClassVar, Literal
 
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pydantic import Field
 
 from congrad.data.eval_sets import read_eval_part
-from congrad.data.formats import PREFERENCE, PROMPTS, REFERENCE_TEXTS
+from congrad.data.formats import PREFERENCE, PROMPTS, REFERENCE_TEXTS, Languages
+from congrad.data.sources import SourceSettings
 from congrad.errors import ConfigError
 from congrad.evaluation import metrics
-from congrad.evaluation.harness import Harness
+from congrad.evaluation.harness import Harness, HarnessSettings
 from congrad.evaluation.likelihoods import LikelihoodModel
 from congrad.generation.langid import detect, same_language
-from congrad.generation.sampling import Sampling, TextGenerator
+from congrad.generation.sampling import Sampling, SamplingSettings, TextGenerator
 from congrad.judging.verdicts import Comparison
 from congrad.models.factory import build_policy
-from congrad.utils.device import resolve_device
+from congrad.utils.device import Device, resolve_device
+from congrad.utils.schema import Settings
 
 log = logging.getLogger(__name__)
+
+
+class EvalPartSettings(SourceSettings):
+    """``eval.pairs``, ``eval.nll``: a held-out source, on or off, and the languages read from it."""
+
+    enabled: bool
+    languages: Languages | None
+
+
+class WinRateSettings(EvalPartSettings):
+    """``eval.win_rate``: its prompts, against what the policy's answers are judged, how they are sampled,
+    and the bootstrap resamples of its interval."""
+
+    against: Literal["baseline", "reference"]
+    generation: SamplingSettings
+    bootstrap: Annotated[int, Field(ge=1)]
+
+
+class EvalSettings(Settings):
+    """The ``eval`` group: which languages, the seen ones among them, the adapters the baseline merges,
+    and the parts of the evaluation."""
+
+    group: ClassVar[str] = "eval"
+    languages: Languages | None
+    seen: Languages | None
+    baseline_adapters: list[str]
+    device: Device
+    batch_size: Annotated[int, Field(ge=1)]
+    pairs: EvalPartSettings
+    win_rate: WinRateSettings
+    nll: EvalPartSettings
+    harness: HarnessSettings
 
 
 @dataclass

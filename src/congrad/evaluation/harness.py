@@ -29,22 +29,52 @@ import difflib
 import logging
 import re
 import tempfile
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 from omegaconf import DictConfig, OmegaConf
+from pydantic import Field
 
 from congrad.errors import ConfigError, CongradError
 from congrad.utils.io import atomic_path
 from congrad.utils.project import project_root
+from congrad.utils.schema import FreeForm, Settings, Text, checked
 
 log = logging.getLogger(__name__)
 
-METRICS = ("acc_norm", "acc")
+Metric = Literal["acc_norm", "acc"]
+METRICS = typing.get_args(Metric)
+
+
+def _names(value: Any) -> str | None:
+    ok = isinstance(value, (list, tuple)) and all(isinstance(n, str) and n.strip() for n in value)
+    return None if ok else "a list of names, e.g. [congrad_mc, belebele_deu_Latn] ([] for none)"
+
+
+class HarnessSettings(Settings):
+    """``eval.harness``: the lm-eval tasks (``tasks``, found in ``include_path`` and lm-eval's own), how they
+    run, and the data they read: ``files`` (a task's own local file), ``datasets`` (the hub ids, revisions and
+    local copies of the multilingual benchmarks), ``dataset_languages`` (a set's language code -> ours)."""
+
+    group: ClassVar[str] = "eval.harness"
+    enabled: bool
+    tasks: checked(_names, list)
+    include_path: list[Text]
+    files: FreeForm
+    datasets: FreeForm
+    dataset_languages: FreeForm
+    metric: Metric
+    num_fewshot: Annotated[int, Field(ge=0)] | None
+    limit: Annotated[int, Field(ge=1)] | None
+    batch_size: Annotated[int, Field(ge=1)]
+    apply_chat_template: bool
+
+
 SHIPPED_DIR = Path("data/eval/harness")  # relative to the project root
 TEMPLATE = "_multiple_choice_yaml"  # lm-eval does not index a file without the .yaml suffix: a template
 SHIPPED_TASK = "congrad_mc"

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated, ClassVar
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from congrad.errors import ConfigError
+from congrad.utils.schema import Settings
+
+
+class AggregateSettings(Settings):
+    """The aggregates' key of the ``filter`` group."""
+
+    group: ClassVar[str] = "filter"
+    ema: Annotated[float, Field(ge=0, lt=1)]
 
 
 class LanguageAggregates:
@@ -21,8 +30,7 @@ class LanguageAggregates:
     """
 
     def __init__(self, ema: float = 0.0):
-        if not 0.0 <= ema < 1.0:
-            raise ConfigError(f"filter.ema must lie in [0, 1), got {ema}")
+        AggregateSettings.check(ema=ema)
         self.ema = ema
         self._means: dict[str, Tensor] = {}
         self._sums: dict[str, Tensor] = {}

@@ -19,6 +19,7 @@ as a sharded model's collective forward and backward require.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import pytorch_lightning as pl
 import torch
@@ -27,6 +28,17 @@ from congrad.filtering.method import ConGrad, PassResult
 from congrad.filtering.outputs import write_filter_outputs
 from congrad.filtering.sketch_pass import sketch_candidates
 from congrad.filtering.sketching import PerPairSketcher
+from congrad.utils.schema import FreeForm, Instantiated, Text
+
+
+class ConGradCallbackSettings(Instantiated):
+    """``callbacks.congrad``: ``sketch`` and ``method`` are the ``sketch`` and ``filter`` groups, checked there."""
+
+    group: ClassVar[str] = "callbacks.congrad"
+    sketch: FreeForm
+    method: FreeForm
+    output_dir: Text
+    progress: bool
 
 
 class ConGradCallback(pl.Callback):

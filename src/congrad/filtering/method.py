@@ -10,14 +10,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from congrad.errors import CongradError, NonFiniteError
-from congrad.filtering.aggregates import LanguageAggregates
-from congrad.filtering.selection import cosine_scores, drop_reason, own_language_scores, select
-from congrad.filtering.surgery import consensus, cosine_matrix
+from congrad.filtering.aggregates import AggregateSettings, LanguageAggregates
+from congrad.filtering.selection import SelectionSettings, cosine_scores, drop_reason, own_language_scores, select
+from congrad.filtering.surgery import SurgerySettings, consensus, cosine_matrix
 
 # A pair whose sketch norm is at most ROUNDING_LEVEL times the median norm of its pass has no preference
 # signal: it gets no vote and no score, and is dropped (NO_SIGNAL). A pair's DPO gradient is
@@ -75,6 +76,14 @@ class PassResult:
         return out
 
 
+class FilterSettings(SurgerySettings, SelectionSettings, AggregateSettings):
+    """The ``filter`` group: the arguments of :class:`ConGrad`."""
+
+    group: ClassVar[str] = "filter"
+    normalize: bool
+    seed: int
+
+
 class ConGrad:
     def __init__(
         self,
@@ -88,12 +97,22 @@ class ConGrad:
         normalize: bool = True,
         seed: int = 0,
     ):
+        FilterSettings.check(
+            aggregator=aggregator,
+            keep_ratio=keep_ratio,
+            threshold=threshold,
+            per_language=per_language,
+            min_per_language=min_per_language,
+            ema=ema,
+            gradvac_target=gradvac_target,
+            normalize=normalize,
+            seed=seed,
+        )
         self.aggregator = aggregator
         self.normalize = normalize
         self.selection = dict(
             keep_ratio=keep_ratio, threshold=threshold, per_language=per_language, min_per_language=min_per_language
         )
-        drop_reason(keep_ratio=keep_ratio, threshold=threshold)  # validates the rule now, not after a pass
         self.options = {"target": gradvac_target} if aggregator == "gradvac" else {}
         self.seed = seed
         self.aggregates = LanguageAggregates(ema=ema)

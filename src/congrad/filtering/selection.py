@@ -3,16 +3,39 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Annotated, Any, ClassVar
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
-from congrad.errors import ConfigError
 from congrad.filtering.aggregates import LanguageAggregates, language_rows
+from congrad.utils.schema import Settings, show
 
 BELOW_THRESHOLD = "below threshold"
 BELOW_KEEP_RATIO = "below keep_ratio cut"
+
+
+class SelectionSettings(Settings):
+    """The kept set's keys of the ``filter`` group: one rule (``keep_ratio`` or ``threshold``) and a floor."""
+
+    group: ClassVar[str] = "filter"
+    keep_ratio: Annotated[float, Field(gt=0, le=1)] | None
+    threshold: Annotated[float, Field(ge=-1, le=1)] | None
+    per_language: bool
+    min_per_language: Annotated[int, Field(ge=0)]
+
+    @classmethod
+    def relations(cls, values: dict[str, Any]) -> Iterator[str]:
+        if "keep_ratio" in values and "threshold" in values:
+            keep_ratio, threshold = values["keep_ratio"], values["threshold"]
+            if (keep_ratio is None) == (threshold is None):
+                yield (
+                    f"filter.keep_ratio={show(keep_ratio)}, filter.threshold={show(threshold)}: set exactly one "
+                    "of them (keep_ratio in (0, 1] keeps the best share; threshold in [-1, 1] keeps scores above "
+                    "it), the other to null"
+                )
 
 
 def cosine_scores(sketches: Tensor, direction: Tensor) -> Tensor:
@@ -49,13 +72,11 @@ def select(
     language's ``min_per_language`` best pairs (all of them if it has fewer). "Best" is by score descending,
     then index ascending, so equal scores always resolve the same way.
     """
-    _rule(keep_ratio, threshold)
+    SelectionSettings.check(keep_ratio=keep_ratio, threshold=threshold, min_per_language=min_per_language)
     if scores.ndim != 1 or scores.shape[0] != len(languages):
         raise ValueError(f"expected scores [N] with N = {len(languages)} languages, got {tuple(scores.shape)}")
     if torch.isnan(scores).any():
         raise ValueError("scores contain NaN")
-    if min_per_language < 0:
-        raise ConfigError(f"filter.min_per_language must be >= 0, got {min_per_language}")
     groups = language_rows(languages, scores.device)
     if threshold is not None:
         kept = scores > threshold
@@ -75,15 +96,8 @@ def drop_reason(*, keep_ratio: float | None = None, threshold: float | None = No
 
 
 def _rule(keep_ratio: float | None, threshold: float | None) -> str:
-    if (keep_ratio is None) == (threshold is None):
-        raise ConfigError("set exactly one of filter.keep_ratio and filter.threshold (the other to null)")
-    if threshold is not None:
-        if math.isnan(threshold):
-            raise ConfigError("filter.threshold is NaN")
-        return "threshold"
-    if not 0.0 < keep_ratio <= 1.0:
-        raise ConfigError(f"filter.keep_ratio must lie in (0, 1], got {keep_ratio}")
-    return "keep_ratio"
+    SelectionSettings.check(keep_ratio=keep_ratio, threshold=threshold)
+    return "threshold" if threshold is not None else "keep_ratio"
 
 
 def _keep_count(keep_ratio: float, n: int) -> int:

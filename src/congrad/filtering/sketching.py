@@ -38,21 +38,61 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from congrad.errors import ConfigError
 from congrad.filtering.capture import capture, new_anchor
 from congrad.filtering.layer_sketch import LayerSketcher
-from congrad.kernels import count_sketch
+from congrad.kernels import MAX_WIDTH, MIN_WIDTH, count_sketch
+from congrad.utils.schema import Settings, checked
 
-METHODS = ("auto", "hooks", "loop")
-SKETCHES = ("count", "gaussian")
+Method = Literal["auto", "hooks", "loop"]
+Sketch = Literal["count", "gaussian"]
+METHODS = typing.get_args(Method)
+SKETCHES = typing.get_args(Sketch)
+
+
+def _width(value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and MIN_WIDTH <= value <= MAX_WIDTH
+    if ok and value & (value - 1) == 0:
+        return None
+    low, high = MIN_WIDTH.bit_length() - 1, MAX_WIDTH.bit_length() - 1
+    return f"a power of two from {MIN_WIDTH} (2^{low}) to {MAX_WIDTH} (2^{high})"
+
+
+def _params(value: Any) -> str | None:
+    if value in ("lora", "all"):
+        return None
+    if isinstance(value, str) and value:
+        try:
+            re.compile(value)
+            return None
+        except re.error as err:
+            return f"lora, all, or a regular expression over parameter names (this one does not compile: {err})"
+    return "lora, all, or a regular expression over parameter names"
+
+
+class SketchSettings(Settings):
+    """The ``sketch`` group: what is sketched (``params``), how (``kind``, ``width``, ``seed``, ``method``)
+    and in what pieces (``chunk_mb`` of layer inputs at a time, ``batch_size`` pairs per pass)."""
+
+    group: ClassVar[str] = "sketch"
+    kind: Sketch
+    width: checked(_width, int)
+    seed: int
+    params: checked(_params, str)
+    method: Method
+    chunk_mb: Annotated[float, Field(gt=0)]
+    batch_size: Annotated[int, Field(ge=1)] | None
 
 
 def select_parameters(model: nn.Module, params: str) -> list[tuple[str, nn.Parameter]]:
@@ -127,10 +167,7 @@ class PerPairSketcher:
         sketch: str = "count",
         chunk_bytes: int = 256 * 2**20,
     ):
-        if method not in METHODS:
-            raise ConfigError(f"sketch.method must be one of {', '.join(METHODS)}, got {method!r}")
-        if sketch not in SKETCHES:
-            raise ConfigError(f"sketch.kind must be one of {', '.join(SKETCHES)}, got {sketch!r}")
+        SketchSettings.check(method=method, kind=sketch)
         self.module, self.width, self.seed = module, width, seed
         self.chunk_bytes = chunk_bytes
         self.kind = sketch

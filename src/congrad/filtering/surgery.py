@@ -20,14 +20,28 @@ over ℓ: step t applies every language's t-th update at once.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable
+from typing import Annotated, ClassVar, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from congrad.errors import ConfigError
+from congrad.utils.schema import Settings
 
-AGGREGATORS = ("pcgrad", "gradvac", "mean", "none", "random")
+Aggregator = Literal["pcgrad", "gradvac", "mean", "none", "random"]
+AGGREGATORS = typing.get_args(Aggregator)
+
+
+class SurgerySettings(Settings):
+    """The surgery's keys of the ``filter`` group."""
+
+    group: ClassVar[str] = "filter"
+    aggregator: Aggregator
+    gradvac_target: Annotated[float, Field(gt=-1, lt=1)]
+
 
 _CHUNK = 1 << 16  # columns per float64 block: L·2^16·8 bytes (50 MB at L = 100)
 
@@ -62,8 +76,7 @@ def gradvac_project(grads: Tensor, generator: torch.Generator | None = None, tar
     at 0); a single filtering pass has no such history, so φ̂ is a fixed setting here. With φ̂ = 0 the rule
     is exactly PCGrad's projection; φ̂ > 0 also pulls positively but weakly aligned languages together.
     """
-    if not -1.0 < target < 1.0:
-        raise ConfigError(f"filter.gradvac_target must lie in (-1, 1), got {target}")
+    SurgerySettings.check(gradvac_target=target)
     return _surgery(grads, generator, _gradvac_rule(target))
 
 
@@ -84,12 +97,11 @@ def consensus(
     (:func:`congrad.filtering.selection.own_language_scores`). ``random``: no direction either; the control
     arm scores samples by uniform draws (:class:`congrad.filtering.method.ConGrad`).
     """
+    SurgerySettings.check(aggregator=aggregator)
     if aggregator in ("pcgrad", "gradvac"):
         project = pcgrad_project if aggregator == "pcgrad" else gradvac_project
         projected = project(grads, generator, **options)
         return projected.sum(0), projected
-    if aggregator not in ("mean", "none", "random"):
-        raise ConfigError(f"filter.aggregator must be one of {', '.join(AGGREGATORS)}, got {aggregator!r}")
     if options:
         raise ConfigError(f"filter.aggregator={aggregator} takes no options, got {sorted(options)}")
     if aggregator == "mean":

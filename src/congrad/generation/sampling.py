@@ -12,14 +12,26 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 
 from congrad.data.formats import Text
 from congrad.data.tokenization import as_messages, flatten_text, token_ids
 from congrad.utils import cost
 from congrad.utils.device import resolve_device
+from congrad.utils.schema import Settings
+
+
+class SamplingSettings(Settings):
+    """How responses are sampled (:class:`Sampling`), under ``self_reward.generation`` and
+    ``eval.win_rate.generation``."""
+
+    temperature: Annotated[float, Field(ge=0)]
+    top_p: Annotated[float, Field(gt=0, le=1)]
+    top_k: Annotated[int, Field(ge=0)]
+    max_new_tokens: Annotated[int, Field(ge=1)]
 
 
 @dataclass(frozen=True)

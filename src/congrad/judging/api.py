@@ -28,22 +28,26 @@ import os
 import random
 import re
 import threading
+import typing
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Annotated, Any, ClassVar, Literal
 
 import httpx
+from pydantic import Field
 
 from congrad.data.formats import Text
 from congrad.data.tokenization import flatten_text
 from congrad.errors import ConfigError, CongradError, JudgeUnavailable
 from congrad.generation.sampling import Sampling
-from congrad.judging.llm import LLMJudge
-from congrad.utils import cost
+from congrad.judging.llm import LLMJudge, LLMJudgeSettings
+from congrad.utils import cost, schema
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 409, 429})  # and every 5xx
-MAX_TOKENS_KEYS = ("max_tokens", "max_completion_tokens")
+MaxTokensKey = Literal["max_tokens", "max_completion_tokens"]
+MAX_TOKENS_KEYS = typing.get_args(MaxTokensKey)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -337,6 +341,29 @@ def _error_code(response: httpx.Response) -> str | None:
     except (ValueError, AttributeError):
         return None
     return str(error.get("code")) if isinstance(error, dict) and error.get("code") else None
+
+
+def _http_url(value: Any) -> str | None:
+    return (
+        None if isinstance(value, str) and re.match(r"^https?://[^/\s]+", value) else "an http:// or https:// address"
+    )
+
+
+class ApiJudgeSettings(LLMJudgeSettings):
+    """``judge=api``: the arguments of :class:`ApiJudge` (the server, how it is called) and of the LLM judge."""
+
+    group: ClassVar[str] = "judge"
+    base_url: schema.checked(_http_url, str)
+    model: schema.Text | None
+    api_key_env: schema.Text | None
+    max_concurrency: Annotated[int, Field(ge=1)]
+    timeout: Annotated[float, Field(gt=0)]
+    retries: Annotated[int, Field(ge=0)]
+    backoff: Annotated[float, Field(ge=0)]
+    max_backoff: Annotated[float, Field(ge=0)]
+    max_tokens_key: MaxTokensKey
+    seed: int
+    extra_body: schema.FreeForm | None
 
 
 class ApiJudge(LLMJudge):

@@ -14,6 +14,9 @@ import logging
 import string
 from collections.abc import Sequence
 from dataclasses import asdict
+from typing import Annotated, ClassVar
+
+from pydantic import Field
 
 from congrad.data.tokenization import flatten_text
 from congrad.errors import ConfigError, JudgeUnavailable
@@ -21,8 +24,25 @@ from congrad.generation.sampling import Sampling, TextGenerator
 from congrad.judging.cache import VerdictCache, verdict_key
 from congrad.judging.verdicts import Candidate, Comparison, Verdict, majority, parse_winner, verdict_from_texts
 from congrad.utils import cost
+from congrad.utils.schema import FreeForm, Instantiated, Text
 
 log = logging.getLogger(__name__)
+
+
+class LLMJudgeSettings(Instantiated):
+    """``judge=self`` and ``judge=model``: the arguments of :class:`LLMJudge`; ``model`` is a judge model's
+    config (its ``_target_`` builds a :class:`TextGenerator`), or null for the policy."""
+
+    group: ClassVar[str] = "judge"
+    template: Text
+    pairwise_template: Text | None
+    n_samples: Annotated[int, Field(ge=1)]
+    temperature: Annotated[float, Field(ge=0)]
+    top_p: Annotated[float, Field(gt=0, le=1)]
+    max_new_tokens: Annotated[int, Field(ge=1)]
+    max_prompt_length: Annotated[int, Field(ge=1)]
+    model: FreeForm | None
+    cache_dir: Text | None
 
 
 class LLMJudge:
@@ -47,8 +67,7 @@ class LLMJudge:
         _check_fields("judge.template", template, {"prompt", "response"})
         if pairwise_template is not None:
             _check_fields("judge.pairwise_template", pairwise_template, {"prompt", "first", "second"})
-        if n_samples < 1:
-            raise ConfigError(f"judge.n_samples must be at least 1, got {n_samples}")
+        LLMJudgeSettings.check(n_samples=n_samples, temperature=temperature, top_p=top_p)
         self.template = template
         self.pairwise_template = pairwise_template
         self.sampling = Sampling(

@@ -3,13 +3,42 @@ model to judge means nothing. Its results check the pipeline; they are not self-
 
 from __future__ import annotations
 
+import math
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Annotated, Any, ClassVar
+
+from pydantic import Field
 
 from congrad.data.tokenization import flatten_text
-from congrad.errors import ConfigError
 from congrad.generation.sampling import TextGenerator
 from congrad.judging.verdicts import FIRST, MAX_SCORE, SECOND, TIE, Candidate, Comparison, Verdict
+from congrad.utils.schema import Instantiated
+
+WEIGHTS = ("script_weight", "length_weight", "repetition_weight")
+
+
+class RuleJudgeSettings(Instantiated):
+    """``judge=rule``: the arguments of :class:`RuleJudge`."""
+
+    group: ClassVar[str] = "judge"
+    script_weight: Annotated[float, Field(ge=0)]
+    length_weight: Annotated[float, Field(ge=0)]
+    repetition_weight: Annotated[float, Field(ge=0)]
+    min_chars: Annotated[int, Field(ge=1)]
+    max_chars: Annotated[int, Field(ge=1)]
+
+    @classmethod
+    def relations(cls, values: dict[str, Any]) -> Iterator[str]:
+        low, high = values.get("min_chars"), values.get("max_chars")
+        if low is not None and high is not None and low > high:
+            yield f"judge.min_chars={low}: must be at most judge.max_chars ({high})"
+        weights = [values.get(name) for name in WEIGHTS]
+        if None not in weights and not math.isclose(sum(weights), MAX_SCORE):
+            yield (
+                f"judge.script_weight + judge.length_weight + judge.repetition_weight = {sum(weights):g}: must be "
+                f"{MAX_SCORE:g} (the weights sum to the top of the rubric scale)"
+            )
 
 
 class RuleJudge:
@@ -32,11 +61,13 @@ class RuleJudge:
         min_chars: int = 20,
         max_chars: int = 400,
     ):
-        total = script_weight + length_weight + repetition_weight
-        if abs(total - MAX_SCORE) > 1e-6:
-            raise ConfigError(f"the rule judge's weights must sum to {MAX_SCORE:g}, got {total:g}")
-        if not 0 < min_chars <= max_chars:
-            raise ConfigError(f"need 0 < min_chars <= max_chars, got {min_chars}, {max_chars}")
+        RuleJudgeSettings.check(
+            script_weight=script_weight,
+            length_weight=length_weight,
+            repetition_weight=repetition_weight,
+            min_chars=min_chars,
+            max_chars=max_chars,
+        )
         self.weights = (script_weight, length_weight, repetition_weight)
         self.min_chars, self.max_chars = min_chars, max_chars
 

@@ -16,15 +16,17 @@ import contextlib
 import copy
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
+from pydantic import Field
 
-from congrad.models.guard import NonFiniteGuard
+from congrad.models.guard import GuardSettings, NonFiniteGuard
 from congrad.models.logps import completion_logit_sums, sequence_logps
-from congrad.models.losses import dpo_loss, implicit_rewards
+from congrad.models.losses import LossSettings, dpo_loss, implicit_rewards
 from congrad.models.metrics import LanguageMeans
+from congrad.utils.schema import Instantiated, PassThrough
 
 # per-pair metrics: means over pairs (per step, and per language per epoch)
 METRIC_NAMES = (
@@ -85,6 +87,24 @@ def _is_peft(model: torch.nn.Module) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 
 
+class OptimizerSettings(PassThrough):
+    lr: Annotated[float, Field(gt=0)]
+    weight_decay: Annotated[float, Field(ge=0)]
+
+
+class SchedulerSettings(PassThrough):
+    num_warmup_steps: Annotated[int, Field(ge=0)]
+
+
+class DPOSettings(Instantiated, LossSettings, GuardSettings):
+    """The ``dpo`` group: the arguments of :class:`DPOModule`; the optimizer's and the scheduler's own
+    arguments pass through to their ``_target_``."""
+
+    group: ClassVar[str] = "dpo"
+    optimizer: OptimizerSettings
+    scheduler: SchedulerSettings | None
+
+
 class DPOModule(pl.LightningModule):
     def __init__(
         self,
@@ -99,6 +119,13 @@ class DPOModule(pl.LightningModule):
         on_nonfinite: str = "error",
     ):
         super().__init__()
+        DPOSettings.check(
+            beta=beta,
+            loss_type=loss_type,
+            length_penalty=length_penalty,
+            label_smoothing=label_smoothing,
+            on_nonfinite=on_nonfinite,
+        )
         self.save_hyperparameters(ignore=["policy", "optimizer", "scheduler"])
         self.policy = policy
         self.optimizer_factory = optimizer

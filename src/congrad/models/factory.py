@@ -10,15 +10,61 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import hydra
 import torch
 from omegaconf import DictConfig
+from pydantic import Field
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from congrad.errors import ModelLoadError
 from congrad.utils import hub
+from congrad.utils.schema import FreeForm, PassThrough, Settings, Text
+
+Dtype = Literal["float32", "bfloat16", "float16", "float64"]
+
+
+class TokenizerSettings(PassThrough):
+    name_or_path: Text
+    revision: Text | None
+    if_missing: Text | None
+
+
+class BackboneSettings(PassThrough):
+    """The model's ``_target_`` (:func:`load_causal_lm`, :func:`build_tiny_llama`); other arguments pass to it."""
+
+    dtype: Dtype
+    name_or_path: Text
+    revision: Text | None
+    if_missing: Text | None
+    attn_implementation: Text | None
+
+
+class LoraSettings(Settings):
+    """:func:`apply_lora`'s arguments, or the trained adapter to start from (:data:`LORA_SOURCES`)."""
+
+    r: Annotated[int, Field(ge=1)]
+    alpha: Annotated[float, Field(gt=0)]
+    dropout: Annotated[float, Field(ge=0, lt=1)]
+    target_modules: list[str] | Text
+    adapter_path: Text | None
+    init_from: Text | None
+
+
+class ModelSettings(Settings):
+    """The ``model`` group (:func:`build_policy`). ``architecture`` is the hub config's shape, read by the
+    memory plan; ``merge_adapters`` is written by the self-rewarding loop and the evaluation."""
+
+    group: ClassVar[str] = "model"
+    name_or_path: Text
+    revision: Text | None
+    tokenizer: TokenizerSettings
+    backbone: BackboneSettings
+    architecture: FreeForm
+    gradient_checkpointing: bool
+    lora: LoraSettings | None
+    merge_adapters: list[str]
 
 
 def _from_pretrained(load: Callable, what: str, name_or_path: str, if_missing: str | None = None, **kwargs: Any):

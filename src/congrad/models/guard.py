@@ -31,23 +31,33 @@ from __future__ import annotations
 
 import logging
 import math
+import typing
 from collections.abc import Sequence
+from typing import ClassVar, Literal
 
 import pytorch_lightning as pl
 import torch
 
-from congrad.errors import ConfigError, NonFiniteError
+from congrad.errors import NonFiniteError
+from congrad.utils.schema import Settings
 
 log = logging.getLogger(__name__)
 
-ON_NONFINITE = ("error", "skip")
+OnNonfinite = Literal["error", "skip"]
+ON_NONFINITE = typing.get_args(OnNonfinite)
 WEIGHT_GROWTH = 100.0
+
+
+class GuardSettings(Settings):
+    """The guard's key of the ``dpo`` group."""
+
+    group: ClassVar[str] = "dpo"
+    on_nonfinite: OnNonfinite
 
 
 class NonFiniteGuard(pl.Callback):
     def __init__(self, on_nonfinite: str = "error"):
-        if on_nonfinite not in ON_NONFINITE:
-            raise ConfigError(f"dpo.on_nonfinite must be one of {', '.join(ON_NONFINITE)}, got {on_nonfinite!r}")
+        GuardSettings.check(on_nonfinite=on_nonfinite)
         self.on_nonfinite = on_nonfinite
         self.skipped = 0
         self._languages: list[str] = []

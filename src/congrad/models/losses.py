@@ -25,12 +25,27 @@ to be flipped with probability eps. TRL 1.16 differs here: its ``sigmoid`` ignor
 
 from __future__ import annotations
 
+import typing
+from typing import Annotated, ClassVar, Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from congrad.errors import ConfigError
+from congrad.utils.schema import Settings
 
-LOSS_TYPES = ("sigmoid", "ipo", "robust")
+LossType = Literal["sigmoid", "ipo", "robust"]
+LOSS_TYPES = typing.get_args(LossType)
+
+
+class LossSettings(Settings):
+    """The loss's keys of the ``dpo`` group."""
+
+    group: ClassVar[str] = "dpo"
+    beta: Annotated[float, Field(gt=0)]
+    loss_type: LossType
+    label_smoothing: Annotated[float, Field(ge=0, lt=0.5)]
+    length_penalty: Annotated[float, Field(ge=0)]
 
 
 def dpo_loss(
@@ -50,12 +65,7 @@ def dpo_loss(
     ``chosen_lengths`` / ``rejected_lengths`` (completion tokens per pair) are needed by the length penalty
     and by ``ipo``.
     """
-    if loss_type not in LOSS_TYPES:
-        raise ConfigError(f"dpo.loss_type must be one of {', '.join(LOSS_TYPES)}, got {loss_type!r}")
-    if beta <= 0:
-        raise ConfigError(f"dpo.beta must be > 0, got {beta}")
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ConfigError(f"dpo.label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    LossSettings.check(beta=beta, loss_type=loss_type, label_smoothing=label_smoothing)
     if (length_penalty or loss_type == "ipo") and (chosen_lengths is None or rejected_lengths is None):
         raise ValueError("length_penalty and loss_type='ipo' need chosen_lengths and rejected_lengths")
     chosen_logratios = policy_chosen_logps - ref_chosen_logps

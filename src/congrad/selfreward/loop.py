@@ -24,16 +24,18 @@ import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated, ClassVar, Literal
 
 import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
+from pydantic import Field
 
-from congrad.data.prompts import iteration_slices, load_prompts
+from congrad.data.prompts import PromptPoolSettings, iteration_slices, load_prompts
 from congrad.errors import CongradError, Interrupted
 from congrad.evaluation.callback import evaluation_callbacks
 from congrad.evaluation.outputs import log_results
-from congrad.generation.sampling import Sampling, TextGenerator
+from congrad.generation.sampling import Sampling, SamplingSettings, TextGenerator
 from congrad.judging.rule import RuleJudge
 from congrad.models import build_policy
 from congrad.models.factory import starting_adapters
@@ -41,10 +43,12 @@ from congrad.selfreward.responses import generate_and_judge, pairs_from_generati
 from congrad.selfreward.reuse import check_finished, generations_source, reusable_generations, write_generations
 from congrad.training import fit
 from congrad.utils import cost
+from congrad.utils.device import Device
 from congrad.utils.instantiate import instantiate_group
 from congrad.utils.interrupt import interruptible
 from congrad.utils.io import write_json, write_jsonl
 from congrad.utils.loggers import closing
+from congrad.utils.schema import Settings
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,25 @@ RULE_JUDGE_NOTE = (
     "judged by the rule judge: a check of the pipeline, not self-rewarding (the policy did not judge its own responses)"
 )
 DONE = "iteration.json"
+
+
+class GenerationSettings(SamplingSettings):
+    num_responses: Annotated[int, Field(ge=2)]
+
+
+class SelfRewardSettings(Settings):
+    """The ``self_reward`` group: the prompt pool, how responses are sampled and paired, and which model
+    is each iteration's DPO reference."""
+
+    group: ClassVar[str] = "self_reward"
+    prompts: PromptPoolSettings
+    reference: Literal["previous", "initial"]
+    generation: GenerationSettings
+    batch_size: Annotated[int, Field(ge=1)]
+    max_prompt_length: Annotated[int, Field(ge=1)]
+    device: Device
+    language_match: bool
+    min_score_gap: Annotated[float, Field(ge=0)]
 
 
 def run_self_reward(cfg: DictConfig) -> dict[str, float]:

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import torch
 
 from congrad.errors import ConfigError
+from congrad.utils.schema import checked
+
+
+def _device(value: Any) -> str | None:
+    ok = isinstance(value, str) and re.match(r"^(auto|cpu|mps|cuda(:\d+)?)$", value)
+    return None if ok else "auto, cpu, cuda or cuda:N"
+
+
+Device = checked(_device, str)
+"""A ``device`` setting: ``auto`` (:func:`resolve_device`), ``cpu``, ``mps``, ``cuda`` or ``cuda:N``."""
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
