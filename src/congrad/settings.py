@@ -110,7 +110,7 @@ def check_settings(cfg: DictConfig) -> None:
     if len(problems) == 1:
         raise ConfigError(problems[0])
     if problems:
-        raise ConfigError(f"{len(problems)} settings are out of bounds:\n  " + "\n  ".join(problems))
+        raise ConfigError(f"{len(problems)} settings are unknown or out of bounds:\n  " + "\n  ".join(problems))
 
 
 def plain(node: Any, place: str = "") -> Any:
