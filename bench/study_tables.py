@@ -6,7 +6,11 @@
 - ``passes.json``: per seed, what the sketch pass saw: the mean cosine of the language aggregates within and
   between groups, flipped pairs kept per arm, and how far pcgrad's kept set is from mean's;
 - ``alone/<lang>-s<seed>/``: interference, per language, the joint (``clean`` arm) minus the alone run, mean
-  and 95% t-interval over seeds.
+  and 95% t-interval over seeds;
+- ``rescore/<name>/``: ``train.py`` runs of several epochs (the filter's pass at each epoch): per epoch the
+  kept set, its flipped pairs (``--flips``: the training set with ``"flipped": true`` rows), the pairs the
+  pass dropped for want of a signal, and how many pairs entered or left it; the final evaluation, seen and
+  unseen.
 
     python bench/study_tables.py /work/study/round2 --groups verbose=en,de,ru,zh concise=fr,es,hi,ar
 """
@@ -22,6 +26,7 @@ from pathlib import Path
 from congrad.evaluation.metrics import macro
 from congrad.report import BASELINE_ARM, METRICS, Run, markdown, summarise, write_report
 
+PLANTED = Path(__file__).resolve().parents[1] / "data" / "planted_8lang.jsonl"
 RUN_DIR = re.compile(r"(?P<arm>.+)-s(?P<seed>\d+)$")
 JOINT_ARM = "clean"  # the joint run that an alone run is compared with: every language's clean pairs
 
@@ -169,6 +174,43 @@ def interference_table(out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rescoring_table(out: Path, flips: Path = PLANTED) -> str:
+    runs = sorted(p for p in (out / "rescore").glob("*/eval/results.json"))
+    if not runs:
+        return ""
+    flipped = {row["id"] for row in map(json.loads, flips.read_text().splitlines()) if row.get("flipped")}
+    lines = [
+        "Runs of several epochs with the filter's pass at each (`rescore/`): the kept set per epoch; in / out:",
+        "pairs that entered / left it since the epoch before.",
+        "",
+        "| run | epoch | kept | flipped kept | no signal | in / out |",
+        "|---|---|---|---|---|---|",
+    ]
+    finals = []
+    for results in runs:
+        run = results.parents[1]
+        before = None
+        for epoch_dir in sorted((run / "filter").glob("epoch_*"), key=lambda d: int(d.name.split("_")[1])):
+            rows = [json.loads(line) for line in (epoch_dir / "scores.jsonl").read_text().splitlines()]
+            kept = {r["id"] for r in rows if r["kept"]}
+            no_signal = sum(str(r.get("reason", "")).startswith("no preference signal") for r in rows)
+            moved = "-" if before is None else f"{len(kept - before)} / {len(before - kept)}"
+            lines.append(
+                f"| {run.name} | {epoch_dir.name.split('_')[1]} | {len(kept)}/{len(rows)} | {len(kept & flipped)} "
+                f"| {no_signal} | {moved} |"
+            )
+            before = kept
+        finals.append((run.name, json.loads(results.read_text())))
+    metrics = [m for m in METRICS if any(m in (r.get("seen") or {}) for _, r in finals)]
+    lines += ["", "| run | group | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    for name, results in finals:
+        for group in ("seen", "unseen"):
+            values = results.get(group) or {}
+            cells = [f"{values[m]:.3f}" if m in values else "-" for m in metrics]
+            lines.append(f"| {name} | {group} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_tables(out: Path, groups: list[str] | dict[str, list[str]] = ()) -> str:
     """Every table the directory has data for, as one markdown text (also written to ``<out>/tables.md``)."""
     groups = parse_groups(groups) if not isinstance(groups, dict) else groups
@@ -177,6 +219,7 @@ def write_tables(out: Path, groups: list[str] | dict[str, list[str]] = ()) -> st
         group_tables(out, groups) if groups else "",
         passes_table(out, groups),
         interference_table(out),
+        rescoring_table(out),
     ]
     text = "\n".join(p for p in parts if p)
     (out / "tables.md").write_text(text, encoding="utf-8")

@@ -145,3 +145,33 @@ def test_pass_table_averages_the_cosines_within_and_between_groups(tmp_path):
     assert "| x × y | -0.300 | -0.600 |" in text  # (-0.2 - 0.4 - 0.6 + 0.0) / 4
     assert "| pcgrad | 3 | 0 | 1 | 2 |" in text and "| mean | 3 | 1 | 2 | 1 |" in text
     assert text.rstrip().endswith("per seed: 2")  # {0, 2, 3} ^ {0, 2, 4} = {3, 4}
+
+
+def test_rescoring_table_counts_what_each_epochs_pass_kept_and_what_moved(tmp_path):
+    flips = tmp_path / "pairs.jsonl"
+    flips.write_text("".join(json.dumps({"id": i, "flipped": i in ("b", "d")}) + "\n" for i in "abcdef"))
+    passes = {  # id -> (kept, reason)
+        0: {"a": (True, None), "b": (True, None), "c": (True, None), "d": (False, "below keep_ratio cut")},
+        1: {
+            "a": (False, "no preference signal: …"),
+            "b": (False, "below keep_ratio cut"),
+            "c": (True, None),
+            "e": (True, None),
+        },
+    }
+    run = tmp_path / "rescore" / "pcgrad"
+    for epoch, rows in passes.items():
+        (run / "filter" / f"epoch_{epoch}").mkdir(parents=True)
+        (run / "filter" / f"epoch_{epoch}" / "scores.jsonl").write_text(
+            "".join(
+                json.dumps({"id": i, "kept": k} | ({"reason": r} if r else {})) + "\n" for i, (k, r) in rows.items()
+            )
+        )
+    _write_results(run / "eval", {"en": {"preference_accuracy": 1.0}})
+    results = json.loads((run / "eval" / "results.json").read_text())
+    results |= {"seen": {"preference_accuracy": 0.75}, "unseen": {"preference_accuracy": 0.5}}
+    (run / "eval" / "results.json").write_text(json.dumps(results))
+    text = study_tables.rescoring_table(tmp_path, flips)
+    assert "| pcgrad | 0 | 3/4 | 1 | 0 | - |" in text  # a, b, c kept; b flipped
+    assert "| pcgrad | 1 | 2/4 | 0 | 1 | 1 / 2 |" in text  # c, e kept: e entered, a and b left; a had no signal
+    assert "| pcgrad | seen | 0.750 |" in text and "| pcgrad | unseen | 0.500 |" in text
