@@ -12,7 +12,12 @@
   pass dropped for want of a signal, and how many pairs entered or left it; the final evaluation, seen and
   unseen.
 
+These files are all the tables read: ``--archive DIR`` copies them into ``DIR`` in the same layout (a few
+hundred kB for a study), so that a study's figures can be kept with the code and later runs (more seeds, more
+arms) added to them; ``DIR`` is then itself a study directory.
+
     python bench/study_tables.py /work/study/round2 --groups verbose=en,de,ru,zh concise=fr,es,hi,ar
+    python bench/study_tables.py /work/study/round2 --archive docs/studies/round2
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import statistics
 from pathlib import Path
 
@@ -29,6 +35,14 @@ from congrad.report import BASELINE_ARM, METRICS, Run, markdown, summarise, writ
 PLANTED = Path(__file__).resolve().parents[1] / "data" / "planted_8lang.jsonl"
 RUN_DIR = re.compile(r"(?P<arm>.+)-s(?P<seed>\d+)$")
 JOINT_ARM = "clean"  # the joint run that an alone run is compared with: every language's clean pairs
+READ_FILES = (  # every file the tables below read, relative to the study directory
+    "arms/*/eval/results.json",
+    "alone/*/eval/results.json",
+    "passes.json",
+    "kept_sets.json",
+    "rescore/*/eval/results.json",
+    "rescore/*/filter/epoch_*/scores.jsonl",
+)
 
 
 def _runs(root: Path) -> list[Run]:
@@ -226,6 +240,19 @@ def write_tables(out: Path, groups: list[str] | dict[str, list[str]] = ()) -> st
     return text
 
 
+def archive(out: Path, dest: Path) -> list[Path]:
+    """Copy the files the tables read from the study directory ``out`` into ``dest`` (same layout; a file
+    already in ``dest`` is replaced, others there are kept): the copied paths, relative to ``dest``."""
+    copied = []
+    for pattern in READ_FILES:
+        for source in sorted(out.glob(pattern)):
+            relative = source.relative_to(out)
+            (dest / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, dest / relative)
+            copied.append(relative)
+    return copied
+
+
 def parse_groups(specs) -> dict[str, list[str]]:
     """``["verbose=en,de", "concise=fr,es"]`` -> ``{"verbose": ["en", "de"], "concise": ["fr", "es"]}``."""
     groups = {}
@@ -241,7 +268,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--groups", nargs="*", default=[], metavar="NAME=LANG,LANG")
+    parser.add_argument("--archive", type=Path, metavar="DIR", help="copy the files the tables read into DIR")
     args = parser.parse_args()
+    if args.archive:
+        print(f"copied {len(archive(args.out, args.archive))} files to {args.archive}")
     print(write_tables(args.out, args.groups))
 
 

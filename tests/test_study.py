@@ -175,3 +175,26 @@ def test_rescoring_table_counts_what_each_epochs_pass_kept_and_what_moved(tmp_pa
     assert "| pcgrad | 0 | 3/4 | 1 | 0 | - |" in text  # a, b, c kept; b flipped
     assert "| pcgrad | 1 | 2/4 | 0 | 1 | 1 / 2 |" in text  # c, e kept: e entered, a and b left; a had no signal
     assert "| pcgrad | seen | 0.750 |" in text and "| pcgrad | unseen | 0.500 |" in text
+
+
+def test_an_archive_holds_only_the_files_the_tables_read_and_gives_the_same_tables(tmp_path):
+    study, kept = tmp_path / "study", tmp_path / "kept"
+
+    def results(path: Path, value: float) -> None:
+        path.mkdir(parents=True)
+        metrics = {"preference_accuracy": value}
+        (path / "results.json").write_text(json.dumps({"languages": {"en": metrics}, "seen": metrics, "unseen": {}}))
+
+    for seed in range(2):
+        for arm, value in (("all", 0.5 + seed / 10), ("clean", 0.8)):
+            results(study / "arms" / f"{arm}-s{seed}" / "eval", value)
+        results(study / "alone" / f"en-s{seed}" / "eval", 0.7)
+    epoch = study / "rescore" / "pcgrad" / "filter" / "epoch_0"
+    epoch.mkdir(parents=True)
+    (epoch / "scores.jsonl").write_text(json.dumps({"id": "a", "kept": True}) + "\n")
+    results(study / "rescore" / "pcgrad" / "eval", 1.0)
+    (study / "arms" / "all-s0" / "checkpoints").mkdir()
+    (study / "arms" / "all-s0" / "checkpoints" / "last.ckpt").write_bytes(b"weights")  # not read: not kept
+    copied = study_tables.archive(study, kept)
+    assert len(copied) == 8 and not (kept / "arms" / "all-s0" / "checkpoints").exists()
+    assert study_tables.write_tables(kept) == study_tables.write_tables(study) != ""
