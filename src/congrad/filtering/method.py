@@ -32,7 +32,10 @@ from congrad.filtering.surgery import SurgerySettings, consensus, cosine_matrix
 # huge gradients (the ones the policy gets most wrong) do not move the bar; 1e-5 is 84 float32 epsilons,
 # well above rounding and well below any pair that still trains.
 ROUNDING_LEVEL = 1e-5
-NO_SIGNAL = "no preference signal: its gradient is at rounding level (e.g. chosen and rejected are the same tokens)"
+NO_SIGNAL = (
+    "no preference signal: its gradient is at rounding level (chosen and rejected are the same tokens, or the policy"
+    " already fits the pair so well that training on it changes nothing)"
+)
 
 
 @dataclass
