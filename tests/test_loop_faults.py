@@ -188,3 +188,18 @@ def test_a_missing_adapter_of_a_finished_iteration_is_named_with_what_to_do(refe
         f"trained adapter {run_dir / 'iteration_1' / 'adapter'} is missing"
     )
     assert f"restore it, or delete {run_dir / 'iteration_1' / 'iteration.json'}" in message
+
+
+def test_a_rerun_with_the_other_reference_policy_is_refused_before_anything_loads(reference, tmp_path):
+    """Finished with reference=previous (iteration 2's reference merges iteration 1's adapter), rerun with
+    reference=initial, which would build iteration 3 from π_0 and iteration 2's adapter: refused by name
+    (iteration 1, the same under both, passes)."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    with pytest.raises(CongradError) as raised:
+        train_here(run_dir, "~logger.wandb", "iterations=3", "self_reward.reference=initial")
+    assert str(raised.value).startswith(
+        f"iteration_2 is finished ({run_dir / 'iteration_2' / 'iteration.json'}) with "
+        "self_reward.reference=previous, but this run has self_reward.reference=initial"
+    )
+    assert not (run_dir / "iteration_3").exists()

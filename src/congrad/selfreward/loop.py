@@ -77,6 +77,11 @@ class SelfRewardSettings(Settings):
     min_score_gap: Annotated[float, Field(ge=0)]
 
 
+def reference_mode(cfg: DictConfig) -> str:
+    """``self_reward.reference``: ``previous`` (π_t, the default) or ``initial`` (π_0)."""
+    return cfg.self_reward.get("reference", "previous")
+
+
 def run_self_reward(cfg: DictConfig) -> dict[str, float]:
     """Run the iterations that are not finished yet; return the final metrics of the last one run."""
     run_dir = Path(cfg.paths.output_dir)
@@ -87,13 +92,14 @@ def run_self_reward(cfg: DictConfig) -> dict[str, float]:
         log.warning(RULE_JUDGE_NOTE)
     # trained adapters to start from are part of π_1, merged like the adapters of the iterations
     adapters = starting_adapters(cfg.model)
-    initial = cfg.self_reward.get("reference", "previous") == "initial"
+    reference = reference_mode(cfg)
+    initial = reference == "initial"
     trained: str | None = None  # with reference=initial: the one adapter every iteration trains on
     metrics: dict[str, float] = {}
     for t in range(1, cfg.iterations + 1):
         it_dir = run_dir / f"iteration_{t}"
         if (it_dir / DONE).is_file():
-            check_finished(it_dir)
+            check_finished(it_dir, reference)
             log.info("iteration %d: finished before, skipped", t)
         else:
             with cost.recording(it_dir / cost.FILE):
@@ -200,6 +206,7 @@ def run_iteration(
                 "base": OmegaConf.to_container(cfg.model.backbone, resolve=True),
                 "merged_adapters": adapters,
             },
+            "reference_mode": reference_mode(cfg),
             "trained_from": trained,  # the adapter this iteration went on training (reference=initial), else null
             "adapter": str(it_dir / "adapter"),
             "judge": report["judge"],

@@ -12,7 +12,8 @@ into it), the judge and the seed — and the file's own hash. On a rerun:
 
 ``self_reward.language_match`` and ``min_score_gap`` shape the pairs, not the generations: they are applied
 when pairing, so changing them reuses the file. A finished iteration (``iteration.json``) is skipped, but
-its adapter is part of every later policy: a missing one is named before anything loads.
+its adapter is part of every later policy: a missing one is named before anything loads, and so is a
+rerun with the other ``self_reward.reference`` (it would build the later policies differently).
 """
 
 from __future__ import annotations
@@ -109,8 +110,19 @@ def write_generations(it_dir: Path, rows: Sequence[dict], source: dict) -> None:
     )
 
 
-def check_finished(it_dir: Path) -> None:
-    """A finished iteration's adapter, which every later policy merges, is there."""
+def check_finished(it_dir: Path, reference: str) -> None:
+    """A finished iteration's adapter, which every later policy merges, is there, and the iteration was made
+    with this run's ``self_reward.reference`` (from iteration 2 on, the other one builds the policies
+    differently; iteration 1 is the same under both)."""
+    record = it_dir / "iteration.json"
+    info = json.loads(record.read_text(encoding="utf-8"))
+    made_with = info.get("reference_mode", reference)  # (a record written before the mode was kept: unknown)
+    if made_with != reference and info["iteration"] > 1:
+        raise CongradError(
+            f"{it_dir.name} is finished ({record}) with self_reward.reference={made_with}, but this run has "
+            f"self_reward.reference={reference}, which builds the later iterations' policies differently: "
+            f"run with self_reward.reference={made_with} to go on, or start a new run directory (hydra.run.dir=...)"
+        )
     adapter = it_dir / "adapter"
     if _adapter_files(adapter) is None:
         raise CongradError(
