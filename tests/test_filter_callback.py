@@ -15,7 +15,7 @@ from congrad.training import build_pieces
 from congrad.utils.instantiate import instantiate_group
 from congrad.utils.io import write_jsonl
 
-pytestmark = pytest.mark.slow(seconds=125)
+pytestmark = pytest.mark.slow(seconds=150)
 
 LANGUAGES = ["en", "de", "ru", "zh", "hi", "ar"]
 FILTER_FILES = ["conflict.png", "kept.jsonl", "scores.jsonl", "summary.json"]
@@ -243,3 +243,29 @@ def test_fsdp_scores_like_one_process_and_its_checkpoint_resumes_on_one_process(
     expected = congrad.step(sketches, [r.language for r in rows])
     assert [s["kept"] for s in resumed] == expected.kept.tolist()
     assert [s["score"] for s in resumed] == pytest.approx(expected.scores.tolist(), abs=1e-5)
+
+
+def test_with_every_n_epochs_the_latest_kept_set_serves_between_passes_and_across_a_resume(
+    compose_config, pairs_file, tmp_path
+):
+    """every_n_epochs=2 over 3 epochs: passes before epochs 0 and 2 only, epoch 1 trains on epoch 0's kept set;
+    interrupted after epoch 0 (no pass is due at its end) and resumed, the run serves and keeps the same."""
+    overrides = [
+        f"data.path={pairs_file}",
+        "data.batch_size=8",
+        "sketch.width=1024",
+        "filter.keep_ratio=0.75",
+        "callbacks.congrad.progress=false",
+        "callbacks.congrad.every_n_epochs=2",
+    ]
+    full, datamodule = fit(compose_config("train", overrides, output_dir=tmp_path / "whole"), max_epochs=3)
+    assert full.kept[1] == full.kept[0] and sorted(full.served[1]) == full.kept[0]
+    assert len(full.kept[0]) < len(datamodule.train_rows) and sorted(full.served[2]) == full.kept[2]
+    assert sorted(p.name for p in (tmp_path / "whole" / "filter").glob("epoch_*")) == ["epoch_0", "epoch_2"]
+
+    cfg = compose_config("train", overrides, output_dir=tmp_path / "interrupted")
+    first, _ = fit(cfg, max_epochs=3, interrupt_after_epoch=0)
+    resumed, _ = fit(cfg, max_epochs=3, ckpt_path=tmp_path / "interrupted" / "checkpoints" / "last.ckpt")
+    assert first.kept == {0: full.kept[0]} and resumed.kept == {1: full.kept[0], 2: full.kept[2]}
+    assert resumed.served == {e: full.served[e] for e in (1, 2)}, "same pairs in the same order"
+    assert sorted(p.name for p in (tmp_path / "interrupted" / "filter").glob("epoch_*")) == ["epoch_0", "epoch_2"]

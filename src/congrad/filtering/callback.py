@@ -1,12 +1,14 @@
-"""ConGrad inside training: before every epoch, score all candidate pairs with the current policy and
-prune the datamodule to the kept ones.
+"""ConGrad inside training: before every epoch (or every ``every_n_epochs``-th: epochs 0, n, 2n, ...), score
+all candidate pairs with the current policy and prune the datamodule to the kept ones; between passes the
+latest kept set serves.
 
 "Before epoch e+1" is the end of epoch e (same weights): Lightning rebuilds the train loader between
 ``on_train_epoch_end`` and the next ``on_train_epoch_start``, so the pruning is done there; the first
 epoch's pruning happens in ``on_fit_start``. Checkpoints (written after this callback at epoch end) carry
 the filter state — aggregates, pass count, kept set, scores, the epoch the kept set is for and the content
 hash of the rows it indexes — and a resumed run continues from it without rescoring. (A run that stopped at
-its last epoch has no kept set for the next one; resumed with more epochs, it scores once at the start. A
+its last epoch has no kept set for the next one; resumed with more epochs, it scores once at the start, unless
+no pass is due then and the latest kept set serves on. A
 run resumed on other rows, which ``resume_rescore=true`` allows, scores them afresh.) Each pass's files stay
 in ``<output_dir>/epoch_<e>/`` (the epoch the kept set is for), so a resumed run continues the numbering.
 
@@ -19,10 +21,11 @@ as a sharded model's collective forward and backward require.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import pytorch_lightning as pl
 import torch
+from pydantic import Field
 
 from congrad.filtering.method import ConGrad, PassResult
 from congrad.filtering.outputs import write_filter_outputs
@@ -39,16 +42,20 @@ class ConGradCallbackSettings(Instantiated):
     method: FreeForm
     output_dir: Text
     progress: bool
+    every_n_epochs: Annotated[int, Field(ge=1)]
 
 
 class ConGradCallback(pl.Callback):
     """``sketch``: the ``sketch`` config group (width, seed, params, method, kind, chunk_mb, batch_size);
     ``method``: the ``filter`` config group, the keyword arguments of :class:`ConGrad` (aggregator,
-    keep_ratio, threshold, per_language, min_per_language, ema, gradvac_target, normalize, seed). Every
-    pass writes its files into ``output_dir/epoch_<e>/``, never rewritten; ``output_dir/<file>`` is the
-    latest pass's (a link into its folder)."""
+    keep_ratio, threshold, per_language, min_per_language, ema, gradvac_target, normalize, seed);
+    ``every_n_epochs``: a pass before epochs 0, n, 2n, ... (1: every epoch). Every pass writes its files into
+    ``output_dir/epoch_<e>/``, never rewritten; ``output_dir/<file>`` is the latest pass's (a link into its
+    folder)."""
 
-    def __init__(self, sketch: dict, method: dict, output_dir: str, progress: bool = True):
+    def __init__(self, sketch: dict, method: dict, output_dir: str, progress: bool = True, every_n_epochs: int = 1):
+        ConGradCallbackSettings.check(every_n_epochs=every_n_epochs)
+        self.every_n_epochs = every_n_epochs
         self.sketch = dict(sketch)
         self.congrad = ConGrad(**method)
         self.output_dir = Path(output_dir)
@@ -67,14 +74,16 @@ class ConGradCallback(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = self._resume_epoch if self._resume_epoch is not None else trainer.current_epoch
         same_rows = self.kept_data == _rows_hash(trainer.datamodule)
-        if self.kept_for_epoch == epoch and same_rows:  # restored: the checkpoint holds this epoch's kept set
+        # restored: the checkpoint holds this epoch's kept set, or the latest one, which serves until a pass is due
+        still_serves = self.kept_for_epoch is not None and self.kept_for_epoch < epoch and not self._due(epoch)
+        if (self.kept_for_epoch == epoch or still_serves) and same_rows:
             trainer.datamodule.set_active_indices(self.kept_indices)
         else:
             self._filter(trainer, pl_module, epoch)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = _upcoming_epoch(trainer)
-        if epoch < trainer.max_epochs:
+        if epoch < trainer.max_epochs and self._due(epoch):
             self._filter(trainer, pl_module, epoch)
 
     def state_dict(self) -> dict:
@@ -92,6 +101,9 @@ class ConGradCallback(pl.Callback):
         self.kept_for_epoch = state_dict["kept_for_epoch"]
         self.scores = state_dict["scores"]
         self.kept_data = state_dict.get("kept_data")
+
+    def _due(self, epoch: int) -> bool:
+        return epoch % self.every_n_epochs == 0
 
     # ---- one pass ----------------------------------------------------------------------------------------
     def _filter(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
