@@ -36,7 +36,7 @@ that language, next to the joint ``clean`` arm (``<out>/alone/<lang>-s<seed>/``)
     python bench/realmodel.py                   # the study: scoring ~2 h on one core, then ~8 min per arm on 2
     python bench/realmodel.py --quick           # the tiny random-init model, a minute: checks the script
     python bench/realmodel.py --experiment gemma3_270m_study --skip-scoring --by-seed --seeds 0 1 \
-        --arms all pcgrad clean clean-random --out /work/study/round2    # the second round (docs/results.md)
+        --arms all pcgrad clean clean-random --out logs/realmodel/round2    # the second round (docs/results.md)
 """
 
 from __future__ import annotations

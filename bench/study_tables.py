@@ -16,8 +16,8 @@ These files are all the tables read: ``--archive DIR`` copies them into ``DIR`` 
 hundred kB for a study), so that a study's figures can be kept with the code and later runs (more seeds, more
 arms) added to them; ``DIR`` is then itself a study directory.
 
-    python bench/study_tables.py /work/study/round2 --groups verbose=en,de,ru,zh concise=fr,es,hi,ar
-    python bench/study_tables.py /work/study/round2 --archive docs/studies/round2
+    python bench/study_tables.py logs/realmodel/round2 --groups verbose=en,de,ru,zh concise=fr,es,hi,ar
+    python bench/study_tables.py logs/realmodel/round2 --archive docs/studies/round2
 """
 
 from __future__ import annotations
