@@ -9,7 +9,8 @@ the filter state — aggregates, pass count, kept set, scores, the epoch the kep
 hash of the rows it indexes — and a resumed run continues from it without rescoring. (A run that stopped at
 its last epoch has no kept set for the next one; resumed with more epochs, it scores once at the start, unless
 no pass is due then and the latest kept set serves on. A
-run resumed on other rows, which ``resume_rescore=true`` allows, scores them afresh.) Each pass's files stay
+run resumed on other rows, which ``resume_rescore=true`` allows, scores them afresh; so does one resumed with an
+``every_n_epochs`` under which a pass after the checkpoint's kept set was due.) Each pass's files stay
 in ``<output_dir>/epoch_<e>/`` (the epoch the kept set is for), so a resumed run continues the numbering.
 
 Under DDP, FSDP (``trainer=fsdp``) or any multi-process strategy each rank sketches every world_size-th
@@ -74,9 +75,11 @@ class ConGradCallback(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = self._resume_epoch if self._resume_epoch is not None else trainer.current_epoch
         same_rows = self.kept_data == _rows_hash(trainer.datamodule)
-        # restored: the checkpoint holds this epoch's kept set, or the latest one, which serves until a pass is due
-        still_serves = self.kept_for_epoch is not None and self.kept_for_epoch < epoch and not self._due(epoch)
-        if (self.kept_for_epoch == epoch or still_serves) and same_rows:
+        # the checkpoint's kept set is restored when the latest pass due by this epoch chose it (it serves until
+        # the next pass); a set from an earlier pass (every_n_epochs changed on resume) or other rows is rescored
+        latest_due = epoch - epoch % self.every_n_epochs
+        serves = self.kept_for_epoch is not None and latest_due <= self.kept_for_epoch <= epoch
+        if serves and same_rows:
             trainer.datamodule.set_active_indices(self.kept_indices)
         else:
             self._filter(trainer, pl_module, epoch)
