@@ -22,6 +22,7 @@ masked), W&B or any file.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -349,6 +350,10 @@ def _http_url(value: Any) -> str | None:
     )
 
 
+# The keyword arguments ApiJudge hands to its client; the rest go to the LLM judge.
+CLIENT_ARGUMENTS = frozenset(inspect.signature(ChatCompletionsClient).parameters) - {"base_url", "model"}
+
+
 class ApiJudgeSettings(LLMJudgeSettings):
     """``judge=api``: the arguments of :class:`ApiJudge` (the server, how it is called) and of the LLM judge."""
 
@@ -371,35 +376,12 @@ class ApiJudge(LLMJudge):
     ``n_samples``, sampling and the verdict cache are the LLM judge's. Probes the server when built, which
     Hydra does before any model loads."""
 
-    def __init__(
-        self,
-        base_url: str,
-        model: str,
-        api_key_env: str | None = None,
-        max_concurrency: int = 8,
-        timeout: float = 120.0,
-        retries: int = 5,
-        backoff: float = 1.0,
-        max_backoff: float = 60.0,
-        seed: int = 0,
-        max_tokens_key: str = "max_tokens",
-        extra_body: dict | None = None,
-        **llm,
-    ):
-        client = ChatCompletionsClient(
-            base_url,
-            model,
-            api_key_env,
-            max_concurrency,
-            timeout,
-            retries,
-            backoff,
-            max_backoff,
-            seed,
-            max_tokens_key,
-            extra_body,
-        )
-        super().__init__(model=client, **llm)
+    def __init__(self, base_url: str, model: str, **settings):
+        """``settings``: :class:`ChatCompletionsClient`'s keyword arguments (the one list of them and their
+        defaults) and :class:`LLMJudge`'s."""
+        server = {key: settings.pop(key) for key in CLIENT_ARGUMENTS & settings.keys()}
+        client = ChatCompletionsClient(base_url, model, **server)
+        super().__init__(model=client, **settings)
         client.probe(self.sampling)
 
     @property
