@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -84,18 +85,29 @@ def test_arms_sweep_and_report(tmp_path, capsys):
         assert float(row["mean"]) == pytest.approx(statistics.mean(expected), abs=1e-6), "the finished jobs only"
 
     # A damaged results.json (cut short) and a job killed before its end (its status file as it was written at
-    # its start, no results): both named with why; without a finished "all" arm there are no ≈ marks.
+    # its start, no results; its process, the sweep's, has ended): both named with why; without a finished
+    # "all" arm there are no ≈ marks. With the pid of a live process the same job may still be running.
     damaged = dirs["all", 0] / "eval" / "results.json"
     damaged.write_text(damaged.read_text()[:40])
     killed = dirs["all", 1]
     (killed / "eval" / "results.json").unlink()
     status = json.loads((killed / "job_status.json").read_text())
+    assert status["host"] == socket.gethostname() and status["pid"] != os.getpid()
     (killed / "job_status.json").write_text(json.dumps({**status, "status": None, "message": None, "ended": None}))
     report_main([str(sweep), "--no-wandb"])
     table = (sweep / "report.md").read_text()
     assert f"- {dirs['all', 0].name} (arm=all seed=0): eval/results.json is damaged (" in table
     assert (
-        f"- {dirs['all', 1].name} (arm=all seed=1): unfinished: started {status['started']}, no status at its end"
+        f"- {killed.name} (arm=all seed=1): killed: started {status['started']}, its process {status['pid']} on "
+        f"{status['host']} has ended without a status"
+    ) in table
+    running = {**status, "status": None, "message": None, "ended": None, "pid": os.getpid()}
+    (killed / "job_status.json").write_text(json.dumps(running))
+    report_main([str(sweep), "--no-wandb"])
+    table = (sweep / "report.md").read_text()
+    assert (
+        f"- {killed.name} (arm=all seed=1): unfinished: started {status['started']}, no status at its end "
+        "(still running, or killed)"
     ) in table
     assert "- job #3 (arm=random seed=1): missing" in table
     assert 'No run of the "all" arm finished: the ≈ marks' in table and "≈ |" not in table.split("###")[1]

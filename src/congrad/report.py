@@ -37,7 +37,7 @@ from omegaconf import OmegaConf
 
 from congrad.errors import CongradError, exit_status
 from congrad.utils.io import atomic_path
-from congrad.utils.sweep import job_status
+from congrad.utils.sweep import job_status, process_ended
 
 METRICS = ("preference_accuracy", "win_rate", "language_fidelity", "nll_delta", "mc_accuracy")
 GROUPS = ("seen", "unseen")
@@ -157,6 +157,11 @@ def _results_of(run_dir: Path, cfg) -> tuple[dict | None, str | None]:
             done = len(list(run_dir.glob("iteration_*/iteration.json")))
             progress = f" ({done} of {iterations} iterations finished)"
         if status is not None and "started" in status:
+            if process_ended(status):
+                return None, (
+                    f"killed: started {status['started']}, its process {status['pid']} on {status['host']} has "
+                    f"ended without a status (SIGKILL, the out-of-memory killer, or a crash){progress}"
+                )
             return None, (
                 f"unfinished: started {status['started']}, no status at its end (still running, or killed){progress}"
             )

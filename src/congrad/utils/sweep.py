@@ -5,9 +5,10 @@ In a multirun the same failure ends only its job: :func:`failed_job` logs its on
 traceback) into the job's log and returns a :class:`JobFailure` as the job's result, so Hydra's launcher
 goes on with the next job. :class:`SweepStatus`, a Hydra callback (``conf/hydra/default.yaml``), writes
 each job's status into its own run directory (``job_status.json``: ``status`` null while it runs, then its
-exit status and one-line ``message``) — in the job's process, so under the submitit launchers too — and at
-the end of the multirun prints the jobs that failed, with their overrides and run directories, and exits
-with the status of the first of them.
+exit status and one-line ``message``; with the job's ``pid`` and ``host``, so that a job killed before it
+could write its end, by SIGKILL or the out-of-memory killer, is told from one still running) — in the job's
+process, so under the submitit launchers too — and at the end of the multirun prints the jobs that failed,
+with their overrides and run directories, and exits with the status of the first of them.
 
 A signal stops the sweep, not only the job, where the jobs run in the sweep's own process (Hydra's basic
 launcher): the interrupted job's status is written, the jobs after it are not run.
@@ -19,6 +20,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -84,7 +86,7 @@ class SweepStatus(Callback):
         if _is_multirun(config):
             write_json(
                 _status_path(config),
-                {**self._job(config), "status": None, "message": None, "started": _now(), "ended": None},
+                {**self._job(config), "status": None, "message": None, "started": _now(), "ended": None, **_process()},
             )
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
@@ -93,9 +95,8 @@ class SweepStatus(Callback):
         status, message = _outcome(job_return)
         path = _status_path(config)
         started = _read(path).get("started") if path.is_file() else None
-        write_json(
-            path, {**self._job(config), "status": status, "message": message, "started": started, "ended": _now()}
-        )
+        record = {**self._job(config), "status": status, "message": message, "started": started, "ended": _now()}
+        write_json(path, {**record, **_process()})
         if status >= 128 and os.getpid() == self.sweep_pid:  # a signal to the sweep's own process
             statuses = job_statuses(Path(config.hydra.sweep.dir), self.sweep_id)
             print(summary(statuses, stopped_by=_read(path)), file=sys.stderr)
@@ -129,6 +130,20 @@ def job_statuses(sweep_dir: Path, sweep_id: str | None = None) -> list[dict]:
     found = [_read(path) for path in sweep_dir.rglob(STATUS_FILE)]
     found = [job for job in found if sweep_id is None or job.get("sweep") == sweep_id]
     return sorted(found, key=lambda job: job.get("job", -1))
+
+
+def process_ended(status: dict) -> bool:
+    """Whether the process of a job whose status has no end is known to be gone: its ``pid`` no longer
+    exists on ``host``, which is this machine (elsewhere, or for a status without them, nothing is known)."""
+    if status.get("host") != socket.gethostname() or not isinstance(status.get("pid"), int):
+        return False
+    try:
+        os.kill(status["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # a process of another user has that pid now
+        return False
+    return False
 
 
 def summary(statuses: list[dict], stopped_by: dict | None = None) -> str:
@@ -178,6 +193,10 @@ def _read(path: Path) -> dict:
         if isinstance(value, dict)
         else {"status": None, "message": f"{path} is not a JSON object", "run_dir": str(path.parent)}
     )
+
+
+def _process() -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname()}
 
 
 def _now() -> str:
